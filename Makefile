@@ -1,0 +1,65 @@
+# stream-app: `make help` lists the targets. `make run` and `make test` each do their own set-up.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APP := $(BIN)/stream-app
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+.PHONY: venv
+venv: $(STAMP) ## create .venv and install stream-app with its dev dependencies
+
+.PHONY: services
+services: venv ## fetch the server jars (once) and start Kafka and Cassandra on 127.0.0.1
+	$(APP) services up
+
+.PHONY: services-down
+services-down: ## stop the Kafka and Cassandra that `make services` started
+	@if [ -x $(APP) ]; then $(APP) services down; fi
+
+.PHONY: status
+status: venv ## show pid, port and readiness of the local services
+	$(APP) services status
+
+.PHONY: init
+init: services ## create the topics and the Cassandra keyspace (idempotent)
+	$(APP) init
+
+.PHONY: run
+run: init ## all set-up, then the worker in the foreground (Ctrl-C stops it)
+	$(APP) worker
+
+.PHONY: test
+test: services ## all set-up, then every test suite against the real services
+	$(BIN)/pytest tests
+
+.PHONY: test-unit
+test-unit: venv ## the unit tests only (no services needed)
+	$(BIN)/pytest tests/unit
+
+.PHONY: lint
+lint: venv ## ruff (lint and format check) and mypy (strict on stream_app/)
+	$(BIN)/ruff check stream_app tests
+	$(BIN)/ruff format --check stream_app tests
+	$(BIN)/mypy
+
+.PHONY: format
+format: venv ## format the code with ruff
+	$(BIN)/ruff check --fix stream_app tests
+	$(BIN)/ruff format stream_app tests
+
+.PHONY: clean
+clean: services-down ## stop the services and delete .stream-app (jars, data, logs) and .venv
+	rm -rf .stream-app $(VENV)

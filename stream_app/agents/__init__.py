@@ -1,0 +1,1 @@
+"""Faust agents: each module has register(app, topics, deps) and stays thin."""

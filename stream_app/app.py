@@ -1,0 +1,65 @@
+"""The composition root: ``create_app`` builds the Faust application from the settings.
+
+No module creates an app at import time; the worker entry point (``stream_app.main``) and
+the tests call this factory.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from stream_app.monitoring.web import register_pages
+from stream_app.settings import KafkaSettings, Settings
+
+
+def broker_credentials(kafka: KafkaSettings) -> Any:
+    """Faust (aiokafka) credentials matching ``kafka.security_protocol``, or None."""
+    context = None
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            cafile=str(kafka.ssl_ca_file) if kafka.ssl_ca_file else None
+        )
+    if kafka.security_protocol.startswith("SASL"):
+        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=password,
+            ssl_context=context,
+            mechanism=kafka.sasl_mechanism or "PLAIN",
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def worker_datadir(settings: Settings) -> Path:
+    """Faust's data folder (table state), under the project's git-ignored home."""
+    return settings.services.home.resolve() / "worker"
+
+
+def create_app(settings: Settings, *, app_id: str | None = None) -> faust.App:
+    """A Faust app wired to the configured Kafka, with the web port on ``worker.web_host``."""
+    kafka = settings.kafka
+    scheme = "kafka"
+    brokers = ";".join(f"{scheme}://{host}:{port}" for host, port in kafka.bootstrap_list())
+    app = faust.App(
+        app_id or settings.worker.app_id,
+        autodiscover=False,
+        broker=brokers,
+        broker_credentials=broker_credentials(kafka),
+        store="memory://",
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=kafka.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=True,
+        web_bind=settings.worker.web_host,
+        web_host=settings.worker.web_host,
+        web_port=settings.worker.web_port,
+        datadir=str(worker_datadir(settings)),
+    )
+    register_pages(app)
+    return app

@@ -1,0 +1,1 @@
+"""Models: the Scorer interface, the LightGBM scorer and the registry of versions."""

@@ -1,0 +1,1 @@
+"""Monitoring: Prometheus metrics and the pages the worker serves."""

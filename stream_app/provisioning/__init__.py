@@ -1,0 +1,1 @@
+"""`stream-app init`: the Kafka topics and the Cassandra keyspace the design needs."""

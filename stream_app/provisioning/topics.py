@@ -1,0 +1,101 @@
+"""Create the design's Kafka topics; a second run changes nothing and says so."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+)
+
+from stream_app.errors import TopicSetupError
+from stream_app.settings import KafkaSettings
+
+ADMIN_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class TopicPlan:
+    """One topic as the design wants it."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str]
+
+
+@dataclass(frozen=True)
+class TopicOutcome:
+    """What ``init`` did to one topic: ``created``, ``exists`` or ``differs`` (with detail)."""
+
+    name: str
+    action: str
+    detail: str = ""
+
+
+def topic_plans(kafka: KafkaSettings) -> list[TopicPlan]:
+    """The topics of the design; ``model-updates`` is compacted (latest announcement per role)."""
+    plans = []
+    for name in kafka.topics.all():
+        config: dict[str, str] = {}
+        if name == kafka.topics.model_updates:
+            config = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+        plans.append(TopicPlan(name, kafka.partitions, kafka.replication_factor, config))
+    return plans
+
+
+def ensure_topics(kafka: KafkaSettings) -> list[TopicOutcome]:
+    """Create missing topics; report existing ones, and how they differ from the plan."""
+    admin = AdminClient(kafka.client_config())
+    plans = topic_plans(kafka)
+    try:
+        existing = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
+    except KafkaException as exc:
+        raise TopicSetupError(f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc}") from exc
+    missing = [plan for plan in plans if plan.name not in existing]
+    outcomes = {plan.name: TopicOutcome(plan.name, "created") for plan in missing}
+    if missing:
+        futures = admin.create_topics(
+            [
+                NewTopic(p.name, p.partitions, p.replication_factor, config=p.config)
+                for p in missing
+            ],
+            operation_timeout=ADMIN_TIMEOUT_S,
+        )
+        for name, future in futures.items():
+            try:
+                future.result()
+            except KafkaException as exc:
+                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # raced with another init
+                    raise TopicSetupError(f"creating topic {name} failed: {exc}") from exc
+                outcomes[name] = TopicOutcome(name, "exists")
+    present = [plan for plan in plans if plan.name in existing]
+    configs = _current_configs(admin, [plan for plan in present if plan.config])
+    for plan in present:
+        differences = []
+        partitions = len(existing[plan.name].partitions)
+        if partitions != plan.partitions:
+            differences.append(f"{partitions} partitions, settings ask for {plan.partitions}")
+        for key, wanted in plan.config.items():
+            actual = configs.get(plan.name, {}).get(key)
+            if actual != wanted:
+                differences.append(f"{key}={actual}, design needs {wanted}")
+        if differences:
+            outcomes[plan.name] = TopicOutcome(plan.name, "differs", "; ".join(differences))
+        else:
+            outcomes[plan.name] = TopicOutcome(plan.name, "exists")
+    return [outcomes[plan.name] for plan in plans]
+
+
+def _current_configs(admin: AdminClient, plans: list[TopicPlan]) -> dict[str, dict[str, str]]:
+    if not plans:
+        return {}
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, plan.name) for plan in plans]
+    result = {}
+    for resource, future in admin.describe_configs(resources).items():
+        entries = future.result(timeout=ADMIN_TIMEOUT_S)
+        result[resource.name] = {key: entry.value for key, entry in entries.items()}
+    return result

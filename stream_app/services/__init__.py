@@ -1,0 +1,1 @@
+"""The local Kafka broker and Cassandra node that `stream-app services` runs."""

@@ -1,0 +1,217 @@
+"""Background JVM processes owned by stream-app: start, readiness, status and stop.
+
+A service started by ``stream-app services up`` leaves a pid file holding its pid and the
+kernel's start time of that pid, so ``down`` can never signal an unrelated process that
+happens to reuse the number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stream_app.errors import ServiceError, ServiceNotReady
+
+LOG_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """Everything needed to run one server as a background process.
+
+    ``prepare`` writes its configuration (and formats storage) just before it starts, so that
+    describing a service for ``status`` or ``down`` touches nothing.
+    """
+
+    name: str
+    port: int
+    command: list[str]
+    run_dir: Path
+    console_log: Path
+    server_log: Path
+    ready_line: str
+    probe: Callable[[], None]
+    prepare: Callable[[], None] = lambda: None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / f"{self.name}.pid"
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """What ``services status`` reports for one service."""
+
+    name: str
+    pid: int | None
+    port: int
+    ready: bool
+    detail: str
+
+
+def _start_ticks(pid: int) -> str | None:
+    """The kernel start time of ``pid`` (clock ticks since boot), or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces; fields after the last ')' are fixed.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] == "Z":  # a zombie has exited already
+        return None
+    return fields[19]
+
+
+def owned_pid(spec: ServiceSpec) -> int | None:
+    """The pid of the service this project started, if that process is still alive."""
+    try:
+        pid_text, ticks = spec.pid_file.read_text().split()
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    if _start_ticks(pid) != ticks:
+        return None
+    return pid
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of a log file, or a note that it does not exist."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"({path} does not exist)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def start(spec: ServiceSpec) -> subprocess.Popen[bytes] | None:
+    """Start the service in the background; None if this project's copy already runs."""
+    if owned_pid(spec) is not None:
+        return None
+    if port_open(spec.port):
+        raise ServiceError(
+            f"{spec.name}: port {spec.port} on 127.0.0.1 is in use by a process that "
+            f"stream-app did not start; stop it or change the port in the settings"
+        )
+    spec.prepare()
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    spec.console_log.parent.mkdir(parents=True, exist_ok=True)
+    with spec.console_log.open("ab") as console:
+        process = subprocess.Popen(
+            spec.command,
+            stdin=subprocess.DEVNULL,
+            stdout=console,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **spec.env},
+            start_new_session=True,  # survives the command that started it
+        )
+    ticks = _start_ticks(process.pid)
+    spec.pid_file.write_text(f"{process.pid} {ticks}\n")
+    return process
+
+
+def wait_ready(spec: ServiceSpec, process: subprocess.Popen[bytes], timeout_s: float) -> float:
+    """Block until the service's log says it started and its probe answers.
+
+    Returns the seconds waited. Raises ``ServiceNotReady`` with the tail of the server's log
+    when the process exits or the timeout passes.
+    """
+    started = time.monotonic()
+    deadline = started + timeout_s
+    last_error = "its log has not yet reported start-up"
+    while time.monotonic() < deadline:
+        code = process.poll()
+        if code is not None:
+            spec.pid_file.unlink(missing_ok=True)
+            raise ServiceNotReady(_not_ready(spec, f"exited with code {code}"))
+        if spec.ready_line in _read(spec.server_log) or spec.ready_line in _read(spec.console_log):
+            try:
+                spec.probe()
+                return time.monotonic() - started
+            except Exception as exc:  # the probe's client raises its own error types
+                last_error = f"probe failed: {exc}"
+        time.sleep(0.5)
+    raise ServiceNotReady(
+        _not_ready(spec, f"not ready after {timeout_s:.0f} s ({last_error}); it is still running")
+    )
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _not_ready(spec: ServiceSpec, what: str) -> str:
+    return (
+        f"{spec.name} {what}.\n--- last lines of {spec.server_log} ---\n{log_tail(spec.server_log)}"
+        f"\n--- last lines of {spec.console_log} ---\n{log_tail(spec.console_log)}"
+    )
+
+
+def status(spec: ServiceSpec) -> ServiceStatus:
+    """The pid, port and readiness of the service."""
+    pid = owned_pid(spec)
+    if pid is None:
+        foreign = port_open(spec.port)
+        detail = f"port {spec.port} held by another process" if foreign else "not running"
+        return ServiceStatus(spec.name, None, spec.port, False, detail)
+    try:
+        spec.probe()
+    except Exception as exc:  # the probe's client raises its own error types
+        return ServiceStatus(spec.name, pid, spec.port, False, f"running, not ready: {exc}")
+    return ServiceStatus(spec.name, pid, spec.port, True, "ready")
+
+
+def stop(spec: ServiceSpec, timeout_s: float) -> bool:
+    """Stop the process this project started and wait for it to exit.
+
+    Returns False when it was not running. SIGTERM first (both servers shut down cleanly on
+    it), SIGKILL after ``timeout_s``.
+    """
+    pid = owned_pid(spec)
+    if pid is None:
+        spec.pid_file.unlink(missing_ok=True)
+        return False
+    # The service leads its own process group (start_new_session), so signal the group.
+    with contextlib.suppress(ProcessLookupError):  # it may exit between check and signal
+        os.killpg(pid, signal.SIGTERM)
+    if not _wait_gone(spec, pid, timeout_s):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        if not _wait_gone(spec, pid, 10.0):
+            raise ServiceError(f"{spec.name} (pid {pid}) did not exit after SIGKILL")
+    spec.pid_file.unlink(missing_ok=True)
+    return True
+
+
+def _wait_gone(spec: ServiceSpec, pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if owned_pid(spec) is None:
+            _reap(pid)
+            return True
+        _reap(pid)
+        time.sleep(0.2)
+    return False
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if the process is our own child (started in this process)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)

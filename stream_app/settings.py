@@ -1,0 +1,232 @@
+"""The one settings object of stream-app.
+
+Every option comes from the environment (prefix ``STREAM_APP_``, nested sections joined by
+``__``, e.g. ``STREAM_APP_KAFKA__BOOTSTRAP_SERVERS``), from a ``.env`` file, or from files in
+``STREAM_APP_SECRETS_DIR`` (one file per field, for secrets). Defaults point at the local
+services that ``stream-app services up`` runs on 127.0.0.1.
+
+``Settings`` is built once in the entry point and passed down; nothing else reads the
+environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from stream_app.errors import ConfigurationError
+
+ENV_PREFIX = "STREAM_APP_"
+SECRETS_DIR_VARIABLE = "STREAM_APP_SECRETS_DIR"
+
+_SECTION = ConfigDict(extra="forbid", frozen=True)
+
+
+class TopicNames(BaseModel):
+    """Kafka topic names (defaults from the design)."""
+
+    model_config = _SECTION
+
+    client_events: str = Field("client-events", description="Client events to score.")
+    sensor_readings: str = Field("sensor-readings", description="Sensor readings for features.")
+    ground_truth: str = Field("ground-truth", description="Labels for earlier client events.")
+    predictions: str = Field("predictions", description="Published predictions.")
+    accuracy_events: str = Field("accuracy-events", description="Prediction vs ground truth.")
+    dead_letter: str = Field("dead-letter", description="Invalid input with its reason.")
+    model_updates: str = Field(
+        "model-updates", description="Compacted topic announcing model roles (key = role)."
+    )
+
+    def all(self) -> list[str]:
+        """Every topic name, in design order."""
+        return list(self.model_dump().values())
+
+
+class KafkaSettings(BaseModel):
+    """How every client of the project reaches Kafka."""
+
+    model_config = _SECTION
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Comma-separated host:port list of brokers."
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism when the protocol is SASL_*."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (secret).")
+    ssl_ca_file: Path | None = Field(None, description="PEM file of the CA that signed brokers.")
+    topics: TopicNames = Field(default_factory=TopicNames, description="Topic names.")
+    partitions: int = Field(6, ge=1, description="Partitions per topic created by `init`.")
+    replication_factor: int = Field(1, ge=1, description="Replication factor for `init`.")
+
+    def bootstrap_list(self) -> list[tuple[str, int]]:
+        """The bootstrap servers as (host, port) pairs."""
+        pairs = []
+        for item in self.bootstrap_servers.split(","):
+            host, _, port = item.strip().rpartition(":")
+            pairs.append((host, int(port)))
+        return pairs
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_port_list(cls, value: str) -> str:
+        for item in value.split(","):
+            host, sep, port = item.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {item.strip()!r}")
+        return value
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka (confluent-kafka) configuration for this cluster."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            config["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            config["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_ca_file:
+            config["ssl.ca.location"] = str(self.ssl_ca_file)
+        return config
+
+
+class CassandraSettings(BaseModel):
+    """How every client of the project reaches Cassandra."""
+
+    model_config = _SECTION
+
+    contact_points: list[str] = Field(["127.0.0.1"], description="Cassandra hosts.")
+    port: int = Field(9042, description="CQL native transport port.")
+    local_dc: str = Field("datacenter1", description="Local datacenter for load balancing.")
+    keyspace: str = Field("stream_app", description="Keyspace of all stream-app tables.")
+    replication_factor: int = Field(1, ge=1, description="SimpleStrategy replication for `init`.")
+    username: str | None = Field(None, description="User for PasswordAuthenticator.")
+    password: SecretStr | None = Field(None, description="Password (secret).")
+    request_timeout_s: float = Field(10.0, gt=0, description="Per-request timeout, seconds.")
+
+    @field_validator("keyspace")
+    @classmethod
+    def _cql_identifier(cls, value: str) -> str:
+        if not value.replace("_", "a").isalnum() or not value[0].isalpha():
+            raise ValueError(f"keyspace must be a plain CQL identifier, got {value!r}")
+        return value
+
+
+class ServicesSettings(BaseModel):
+    """The local Kafka and Cassandra that `stream-app services` runs as JVM processes.
+
+    Their client ports come from ``kafka.bootstrap_servers`` and ``cassandra.port`` so that the
+    servers and their clients can never disagree.
+    """
+
+    model_config = _SECTION
+
+    home: Path = Field(
+        Path(".stream-app"), description="Folder for jars, data, logs and pid files (git-ignored)."
+    )
+    java_home: Path | None = Field(
+        None, description="JDK 17 for both servers; found on PATH or in /usr/lib/jvm if unset."
+    )
+    kafka_controller_port: int = Field(9093, description="KRaft controller listener port.")
+    cassandra_storage_port: int = Field(7000, description="Cassandra inter-node port.")
+    kafka_heap_mb: int = Field(768, ge=256, description="Kafka JVM heap, MiB.")
+    cassandra_heap_mb: int = Field(1024, ge=512, description="Cassandra JVM heap, MiB.")
+    start_timeout_s: float = Field(180.0, gt=0, description="Readiness timeout per service.")
+    stop_timeout_s: float = Field(60.0, gt=0, description="Wait for exit before SIGKILL.")
+
+
+class WorkerSettings(BaseModel):
+    """The Faust worker process."""
+
+    model_config = _SECTION
+
+    app_id: str = Field("stream-app", description="Faust app id (consumer group prefix).")
+    web_host: str = Field("127.0.0.1", description="Address the web port binds to.")
+    web_port: int = Field(6066, description="Web port (metrics, dashboard).")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+
+
+class Settings(BaseSettings):
+    """All of stream-app's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        frozen=True,
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
+    services: ServicesSettings = Field(default_factory=ServicesSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Secret files are named like the variables: STREAM_APP_KAFKA__SASL_PASSWORD.
+        secrets = NestedSecretsSettingsSource(file_secret_settings)
+        return init_settings, env_settings, dotenv_settings, secrets
+
+    def masked(self) -> dict[str, Any]:
+        """The configuration as JSON-able data with every secret shown as ``**********``."""
+        return self.model_dump(mode="json")
+
+
+def known_variables(model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX) -> set[str]:
+    """Every environment variable name that sets a field (sections themselves included)."""
+    names = set()
+    for name, field in model.model_fields.items():
+        variable = f"{prefix}{name.upper()}"
+        names.add(variable)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names |= known_variables(annotation, f"{variable}__")
+    return names
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from the environment, the ``.env`` file and the secrets folder.
+
+    A ``STREAM_APP_*`` variable that names no setting is an error rather than silently
+    ignored: a typo in a deployment should not fall back to a default.
+    """
+    environ = os.environ if environ is None else environ
+    unknown = sorted(
+        name
+        for name in environ
+        if name.upper().startswith(ENV_PREFIX)
+        and name.upper() not in known_variables() | {SECRETS_DIR_VARIABLE}
+    )
+    if unknown:
+        raise ConfigurationError(
+            f"unknown setting(s) {', '.join(unknown)}; `stream-app config` lists the settings"
+        )
+    secrets_dir = environ.get(SECRETS_DIR_VARIABLE)
+    if secrets_dir:
+        return Settings(_secrets_dir=secrets_dir)
+    return Settings()

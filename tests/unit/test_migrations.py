@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stream_app.errors import SchemaMigrationError
+from stream_app.provisioning.keyspace import load_migrations, split_statements
+
+
+def test_split_statements_drops_comments_and_splits_on_semicolons() -> None:
+    cql = """
+    -- a comment; with a semicolon
+    CREATE TABLE a (k int PRIMARY KEY);
+    // another
+    CREATE TABLE b (
+        k int PRIMARY KEY   -- trailing comments stay inside the statement
+    );
+    """
+    statements = split_statements(cql)
+    assert len(statements) == 2
+    assert statements[0] == "CREATE TABLE a (k int PRIMARY KEY)"
+    assert statements[1].startswith("CREATE TABLE b")
+
+
+def test_shipped_migrations_are_ordered_and_well_named() -> None:
+    migrations = load_migrations()
+    versions = [m.version for m in migrations]
+    assert versions == sorted(versions)
+    assert versions[0] == 1
+    assert all(m.statements for m in migrations)
+
+
+def test_a_badly_named_file_is_rejected(tmp_path: Path) -> None:
+    (tmp_path / "tables.cql").write_text("CREATE TABLE t (k int PRIMARY KEY);")
+    with pytest.raises(SchemaMigrationError, match=r"V<number>__<name>\.cql"):
+        load_migrations(tmp_path)
+
+
+def test_two_files_with_one_version_are_rejected(tmp_path: Path) -> None:
+    (tmp_path / "V1__a.cql").write_text("CREATE TABLE a (k int PRIMARY KEY);")
+    (tmp_path / "V01__b.cql").write_text("CREATE TABLE b (k int PRIMARY KEY);")
+    with pytest.raises(SchemaMigrationError, match="share a version"):
+        load_migrations(tmp_path)
+
+
+def test_checksum_follows_content(tmp_path: Path) -> None:
+    path = tmp_path / "V1__a.cql"
+    path.write_text("CREATE TABLE a (k int PRIMARY KEY);")
+    before = load_migrations(tmp_path)[0].checksum
+    path.write_text("CREATE TABLE a (k text PRIMARY KEY);")
+    assert load_migrations(tmp_path)[0].checksum != before

@@ -1,0 +1,130 @@
+"""The background-process mechanics of `services`, with real (tiny) processes."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stream_app.errors import ServiceError, ServiceNotReady
+from stream_app.services import process
+from stream_app.services.process import ServiceSpec
+from tests.conftest import free_port
+
+
+def _spec(
+    tmp_path: Path, script: str, probe_ok: bool = True, port: int | None = None
+) -> ServiceSpec:
+    def probe() -> None:
+        if not probe_ok:
+            raise ConnectionError("probe refused")
+
+    log = tmp_path / "console.log"
+    return ServiceSpec(
+        name="toy",
+        port=port or free_port(),
+        command=["sh", "-c", script],
+        run_dir=tmp_path / "run",
+        console_log=log,
+        server_log=tmp_path / "server.log",
+        ready_line="toy is up",
+        probe=probe,
+    )
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[ServiceSpec]:
+    spec = _spec(tmp_path, "echo 'toy is up'; exec sleep 60")
+    yield spec
+    process.stop(spec, timeout_s=5)
+
+
+def test_start_wait_status_stop(running: ServiceSpec) -> None:
+    proc = process.start(running)
+    assert proc is not None
+    assert process.wait_ready(running, proc, timeout_s=10) < 10
+    assert process.owned_pid(running) == proc.pid
+    status = process.status(running)
+    assert (status.pid, status.ready) == (proc.pid, True)
+
+    assert process.start(running) is None  # already running: nothing started
+
+    assert process.stop(running, timeout_s=5) is True
+    assert process.owned_pid(running) is None
+    assert not running.pid_file.exists()
+    assert proc.poll() is not None  # the process really exited
+    assert process.stop(running, timeout_s=5) is False
+
+
+def test_a_stale_pid_file_is_not_trusted(running: ServiceSpec) -> None:
+    running.run_dir.mkdir(parents=True)
+    proc = process.start(running)
+    assert proc is not None
+    # Same pid, different start time: a recycled pid must never be signalled.
+    running.pid_file.write_text(f"{proc.pid} 1\n")
+    assert process.owned_pid(running) is None
+    assert process.stop(running, timeout_s=1) is False
+    assert proc.poll() is None  # untouched
+    proc.kill()
+    proc.wait()
+
+
+def test_a_process_that_dies_reports_its_log(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "echo 'fatal: cannot bind'; exit 3")
+    proc = process.start(spec)
+    assert proc is not None
+    with pytest.raises(ServiceNotReady, match="exited with code 3") as err:
+        process.wait_ready(spec, proc, timeout_s=10)
+    assert "fatal: cannot bind" in str(err.value)
+    assert not spec.pid_file.exists()
+
+
+def test_timeout_reports_the_log_tail(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "echo 'still warming up'; exec sleep 60")
+    proc = process.start(spec)
+    assert proc is not None
+    try:
+        with pytest.raises(ServiceNotReady, match="not ready after 1 s") as err:
+            process.wait_ready(spec, proc, timeout_s=1)
+        assert "still warming up" in str(err.value)
+    finally:
+        process.stop(spec, timeout_s=5)
+
+
+def test_not_ready_while_the_probe_fails(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "echo 'toy is up'; exec sleep 60", probe_ok=False)
+    proc = process.start(spec)
+    assert proc is not None
+    try:
+        with pytest.raises(ServiceNotReady, match="probe refused"):
+            process.wait_ready(spec, proc, timeout_s=1.5)
+        status = process.status(spec)
+        assert status.ready is False
+        assert "probe refused" in status.detail
+    finally:
+        process.stop(spec, timeout_s=5)
+
+
+def test_a_port_held_by_a_stranger_is_refused(tmp_path: Path) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        spec = _spec(tmp_path, "exec sleep 60", port=listener.getsockname()[1])
+        with pytest.raises(ServiceError, match="did not start"):
+            process.start(spec)
+        assert process.status(spec).detail.startswith("port")
+
+
+def test_sigterm_ignored_means_sigkill(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "trap '' TERM; echo 'toy is up'; while true; do sleep 0.1; done")
+    proc = process.start(spec)
+    assert proc is not None
+    process.wait_ready(spec, proc, timeout_s=10)
+    assert process.stop(spec, timeout_s=0.5) is True
+    assert proc.poll() is not None
+
+
+def test_log_tail_of_a_missing_file(tmp_path: Path) -> None:
+    assert "does not exist" in process.log_tail(tmp_path / "nope.log")

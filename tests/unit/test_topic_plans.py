@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from stream_app.provisioning.topics import topic_plans
+from stream_app.settings import KafkaSettings
+
+
+def test_the_seven_topics_of_the_design() -> None:
+    plans = topic_plans(KafkaSettings())
+    assert [p.name for p in plans] == [
+        "client-events",
+        "sensor-readings",
+        "ground-truth",
+        "predictions",
+        "accuracy-events",
+        "dead-letter",
+        "model-updates",
+    ]
+    assert all(p.partitions == 6 for p in plans)
+
+
+def test_only_model_updates_is_compacted() -> None:
+    plans = {p.name: p for p in topic_plans(KafkaSettings(partitions=2))}
+    assert plans["model-updates"].config["cleanup.policy"] == "compact"
+    assert all(not p.config for name, p in plans.items() if name != "model-updates")
+    assert plans["predictions"].partitions == 2
