@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,7 +60,7 @@ def up(
     the processes this call started are stopped again and the error carries the log's tail.
     """
     specs, fetched = _specs(settings, names, fetch=True, log=log)
-    started: list[tuple[ServiceSpec, subprocess.Popen[bytes], float]] = []
+    started: list[tuple[ServiceSpec, process.Started, float]] = []
     results = []
     for spec in specs:
         began = time.monotonic()

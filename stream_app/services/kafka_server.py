@@ -156,5 +156,8 @@ def probe_kafka(settings: Settings) -> None:
     """One metadata request through the project's own client configuration."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({**settings.kafka.client_config(), "socket.timeout.ms": 5000})
+    # log_level 0: a broker still starting is expected here, not worth librdkafka's stderr
+    admin = AdminClient(
+        {**settings.kafka.client_config(), "socket.timeout.ms": 5000, "log_level": 0}
+    )
     admin.list_topics(timeout=5)

@@ -47,6 +47,18 @@ class ServiceSpec:
 
 
 @dataclass(frozen=True)
+class Started:
+    """A process just started, and where its logs ended before it started."""
+
+    process: subprocess.Popen[bytes]
+    log_offsets: dict[Path, int]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+@dataclass(frozen=True)
 class ServiceStatus:
     """What ``services status`` reports for one service."""
 
@@ -98,7 +110,7 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def start(spec: ServiceSpec) -> subprocess.Popen[bytes] | None:
+def start(spec: ServiceSpec) -> Started | None:
     """Start the service in the background; None if this project's copy already runs."""
     if owned_pid(spec) is not None:
         return None
@@ -110,6 +122,8 @@ def start(spec: ServiceSpec) -> subprocess.Popen[bytes] | None:
     spec.prepare()
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     spec.console_log.parent.mkdir(parents=True, exist_ok=True)
+    # Logs are appended across restarts: readiness only counts what this run writes.
+    offsets = {log: _size(log) for log in (spec.server_log, spec.console_log)}
     with spec.console_log.open("ab") as console:
         process = subprocess.Popen(
             spec.command,
@@ -121,10 +135,17 @@ def start(spec: ServiceSpec) -> subprocess.Popen[bytes] | None:
         )
     ticks = _start_ticks(process.pid)
     spec.pid_file.write_text(f"{process.pid} {ticks}\n")
-    return process
+    return Started(process, offsets)
 
 
-def wait_ready(spec: ServiceSpec, process: subprocess.Popen[bytes], timeout_s: float) -> float:
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def wait_ready(spec: ServiceSpec, started_process: Started, timeout_s: float) -> float:
     """Block until the service's log says it started and its probe answers.
 
     Returns the seconds waited. Raises ``ServiceNotReady`` with the tail of the server's log
@@ -133,12 +154,13 @@ def wait_ready(spec: ServiceSpec, process: subprocess.Popen[bytes], timeout_s: f
     started = time.monotonic()
     deadline = started + timeout_s
     last_error = "its log has not yet reported start-up"
+    process, offsets = started_process.process, started_process.log_offsets
     while time.monotonic() < deadline:
         code = process.poll()
         if code is not None:
             spec.pid_file.unlink(missing_ok=True)
             raise ServiceNotReady(_not_ready(spec, f"exited with code {code}"))
-        if spec.ready_line in _read(spec.server_log) or spec.ready_line in _read(spec.console_log):
+        if any(spec.ready_line in _read(log, offset) for log, offset in offsets.items()):
             try:
                 spec.probe()
                 return time.monotonic() - started
@@ -150,9 +172,11 @@ def wait_ready(spec: ServiceSpec, process: subprocess.Popen[bytes], timeout_s: f
     )
 
 
-def _read(path: Path) -> str:
+def _read(path: Path, offset: int) -> str:
     try:
-        return path.read_text(errors="replace")
+        with path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
     except OSError:
         return ""
 

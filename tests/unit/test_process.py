@@ -45,7 +45,7 @@ def test_start_wait_status_stop(running: ServiceSpec) -> None:
     proc = process.start(running)
     assert proc is not None
     assert process.wait_ready(running, proc, timeout_s=10) < 10
-    assert process.owned_pid(running) == proc.pid
+    assert process.owned_pid(running) == proc.process.pid
     status = process.status(running)
     assert (status.pid, status.ready) == (proc.pid, True)
 
@@ -54,7 +54,7 @@ def test_start_wait_status_stop(running: ServiceSpec) -> None:
     assert process.stop(running, timeout_s=5) is True
     assert process.owned_pid(running) is None
     assert not running.pid_file.exists()
-    assert proc.poll() is not None  # the process really exited
+    assert proc.process.poll() is not None  # the process really exited
     assert process.stop(running, timeout_s=5) is False
 
 
@@ -66,9 +66,9 @@ def test_a_stale_pid_file_is_not_trusted(running: ServiceSpec) -> None:
     running.pid_file.write_text(f"{proc.pid} 1\n")
     assert process.owned_pid(running) is None
     assert process.stop(running, timeout_s=1) is False
-    assert proc.poll() is None  # untouched
-    proc.kill()
-    proc.wait()
+    assert proc.process.poll() is None  # untouched
+    proc.process.kill()
+    proc.process.wait()
 
 
 def test_a_process_that_dies_reports_its_log(tmp_path: Path) -> None:
@@ -123,8 +123,21 @@ def test_sigterm_ignored_means_sigkill(tmp_path: Path) -> None:
     assert proc is not None
     process.wait_ready(spec, proc, timeout_s=10)
     assert process.stop(spec, timeout_s=0.5) is True
-    assert proc.poll() is not None
+    assert proc.process.poll() is not None
 
 
 def test_log_tail_of_a_missing_file(tmp_path: Path) -> None:
     assert "does not exist" in process.log_tail(tmp_path / "nope.log")
+
+
+def test_a_ready_line_left_by_an_earlier_run_does_not_count(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "exec sleep 60")
+    spec.console_log.write_text("toy is up\n")  # the previous run's log
+    spec.server_log.write_text("toy is up\n")
+    started = process.start(spec)
+    assert started is not None
+    try:
+        with pytest.raises(ServiceNotReady, match="has not yet reported start-up"):
+            process.wait_ready(spec, started, timeout_s=1)
+    finally:
+        process.stop(spec, timeout_s=5)
