@@ -29,3 +29,32 @@ class SchemaMigrationError(StreamAppError):
 
 class TopicSetupError(StreamAppError):
     """A Kafka topic could not be created or does not match what the design needs."""
+
+
+class InvalidEvent(StreamAppError):
+    """A message that cannot be accepted; it goes to the dead-letter topic with its code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class UseCaseError(ConfigurationError):
+    """A use-case spec file is missing or invalid; the message says where and why."""
+
+
+class ExpressionError(UseCaseError):
+    """A simulation expression in a use-case spec cannot be parsed or uses unknown names."""
+
+
+class StoreError(StreamAppError):
+    """Cassandra refused or did not answer; ``retryable`` says whether to back off and retry."""
+
+    def __init__(self, message: str, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class FeatureLookupError(StoreError):
+    """Stored features could not be read (timeout, node down)."""

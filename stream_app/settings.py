@@ -161,6 +161,9 @@ class WorkerSettings(BaseModel):
     web_host: str = Field("127.0.0.1", description="Address the web port binds to.")
     web_port: int = Field(6066, description="Web port (metrics, dashboard).")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    max_message_bytes: int = Field(
+        64 * 1024, ge=1024, description="Larger input messages go to dead-letter as oversized."
+    )
 
 
 class Settings(BaseSettings):
@@ -174,6 +177,10 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
+    use_case: str = Field(
+        "delivery_eta",
+        description="The use case this deployment serves: a shipped name or a path to a .toml.",
+    )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
     services: ServicesSettings = Field(default_factory=ServicesSettings)

@@ -6,9 +6,12 @@ Cassandra; only integration and end-to-end tests ask for them.
 
 from __future__ import annotations
 
+import json
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,3 +76,106 @@ def cassandra_cluster(live_settings: Settings) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def cassandra_session(cassandra_cluster: Any) -> Any:
     return cassandra_cluster.connect()
+
+
+class Deployment:
+    """A stream-app deployment of one test on the live servers: its own topics and keyspace."""
+
+    def __init__(self, settings: Settings, tag: str) -> None:
+        self.settings = settings
+        self.tag = tag
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The same deployment as STREAM_APP_* variables, for the command line."""
+        kafka, cassandra = self.settings.kafka, self.settings.cassandra
+        env = {
+            "STREAM_APP_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "STREAM_APP_KAFKA__PARTITIONS": str(kafka.partitions),
+            "STREAM_APP_CASSANDRA__CONTACT_POINTS": json.dumps(cassandra.contact_points),
+            "STREAM_APP_CASSANDRA__PORT": str(cassandra.port),
+            "STREAM_APP_CASSANDRA__KEYSPACE": cassandra.keyspace,
+            "STREAM_APP_WORKER__APP_ID": self.settings.worker.app_id,
+            "STREAM_APP_WORKER__WEB_PORT": str(self.settings.worker.web_port),
+            "STREAM_APP_SERVICES__HOME": str(self.settings.services.home),
+        }
+        for field, name in kafka.topics.model_dump().items():
+            env[f"STREAM_APP_KAFKA__TOPICS__{field.upper()}"] = name
+        return env
+
+
+@pytest.fixture
+def deployment(
+    live_settings: Settings,
+    kafka_admin: AdminClient,
+    cassandra_session: Any,
+    tag: str,
+    tmp_path: Path,
+) -> Iterator[Deployment]:
+    """Topics (2 partitions) and a keyspace of this test's own, created by `init`'s code."""
+    from stream_app.provisioning.keyspace import ensure_keyspace
+    from stream_app.provisioning.topics import ensure_topics
+    from stream_app.settings import (
+        CassandraSettings,
+        KafkaSettings,
+        ServicesSettings,
+        TopicNames,
+        WorkerSettings,
+    )
+
+    names = {field: f"{name}-{tag}" for field, name in TopicNames().model_dump().items()}
+    settings = live_settings.model_copy(
+        update={
+            "kafka": KafkaSettings(
+                **{
+                    **live_settings.kafka.model_dump(),
+                    "topics": TopicNames(**names),
+                    "partitions": 2,
+                }
+            ),
+            "cassandra": CassandraSettings(
+                **{**live_settings.cassandra.model_dump(), "keyspace": f"t_{tag}"}
+            ),
+            "worker": WorkerSettings(app_id=f"test-{tag}", web_port=free_port()),
+            "services": ServicesSettings(
+                **{**live_settings.services.model_dump(), "home": tmp_path / "home"}
+            ),
+        }
+    )
+    ensure_topics(settings.kafka)
+    ensure_keyspace(settings.cassandra)
+    yield Deployment(settings, tag)
+    existing = kafka_admin.list_topics(timeout=10).topics
+    owned = [t for t in existing if t.endswith(tag)]
+    if owned:
+        for future in kafka_admin.delete_topics(owned).values():
+            future.result(timeout=30)
+    cassandra_session.execute(f"DROP KEYSPACE IF EXISTS t_{tag}")
+
+
+def consume_all(settings: Settings, topic: str, expected: int, timeout_s: float = 60) -> list[Any]:
+    """Read a topic from the start until ``expected`` messages arrived (or the timeout)."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": f"check-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    messages: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(messages) < expected and time.monotonic() < deadline:
+            for message in consumer.consume(1000, timeout=0.5):
+                assert message.error() is None, message.error()
+                messages.append(message)
+        # anything beyond what was expected shows up within a short grace period
+        for message in consumer.consume(1000, timeout=1.0):
+            messages.append(message)
+    finally:
+        consumer.close()
+    return messages

@@ -1,0 +1,1 @@
+"""`stream-app bench ...`: benchmarks that print JSON, always against a baseline of the same run."""

@@ -1,0 +1,45 @@
+"""`stream-app bench NAME`: benchmarks printing JSON, each against a baseline in the same run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from stream_app.settings import Settings
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("bench", help="benchmarks (JSON on stdout)")
+    benches = parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    decode = benches.add_parser("decode", help="decode+validate of client events, one core")
+    decode.add_argument("--events", type=int, default=200_000)
+    decode.add_argument("--use-case", help="use case name or .toml path (default: settings)")
+    simulation = benches.add_parser(
+        "simulation", help="model trained on simulated history vs a constant, before/after drift"
+    )
+    simulation.add_argument("--use-case", help="use case name or .toml path (default: settings)")
+    simulation.add_argument("--days", type=float, default=7)
+    simulation.add_argument("--events-per-day", type=int, default=10_000)
+    for bench in (decode, simulation):
+        bench.add_argument("--json", type=Path, help="also write the JSON to this file")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app.use_cases.spec import load_use_case
+
+    if args.bench == "decode":
+        from stream_app.bench import decode
+
+        result = decode.run(load_use_case(args.use_case or settings.use_case), args.events)
+    elif args.bench == "simulation":
+        from stream_app.bench import simulation as simulation_bench
+
+        use_case = load_use_case(args.use_case or settings.use_case)
+        result = simulation_bench.run(use_case, args.days, args.events_per_day)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0

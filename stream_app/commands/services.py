@@ -1,0 +1,38 @@
+"""`stream-app services up|down|status [kafka] [cassandra]`."""
+
+from __future__ import annotations
+
+import argparse
+
+from stream_app.settings import Settings
+
+
+def _service_name(value: str) -> str:
+    if value not in ("kafka", "cassandra"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a service (kafka, cassandra)")
+    return value
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("services", help="run the local Kafka and Cassandra (JVMs)")
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument(
+        "service", nargs="*", type=_service_name, help="kafka and/or cassandra (default: both)"
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app.services import control
+
+    if args.action == "up":
+        control.up(settings, args.service)
+        return 0
+    if args.action == "down":
+        control.down(settings, args.service)
+        return 0
+    statuses = control.status(settings, args.service)
+    for s in statuses:
+        pid = s.pid if s.pid is not None else "-"
+        print(f"{s.name:<10} pid {pid!s:<8} port {s.port:<6} ready {s.ready!s:<5} {s.detail}")
+    return 0 if all(s.ready for s in statuses) else 1

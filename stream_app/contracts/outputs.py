@@ -1,0 +1,75 @@
+"""Payloads stream-app publishes: predictions, accuracy events and model updates."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+def prediction_id(event_id: str, model_version: str) -> str:
+    """The idempotency key of a prediction: the same event and model always give the same id."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(event_id.encode())
+    digest.update(b"\x00")
+    digest.update(model_version.encode())
+    return digest.hexdigest()
+
+
+def prediction_payload(
+    *,
+    event_id: str,
+    use_case: str,
+    model_version: str,
+    role: str,
+    value: float,
+    missing_features: list[str],
+    feature_age_ms: int,
+    event_time: int,
+    scored_at: int,
+    latency_ms: float,
+) -> dict[str, Any]:
+    """A prediction (see schemas/prediction.schema.json)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "prediction_id": prediction_id(event_id, model_version),
+        "event_id": event_id,
+        "use_case": use_case,
+        "model_version": model_version,
+        "role": role,
+        "value": value,
+        "missing_features": missing_features,
+        "feature_age_ms": feature_age_ms,
+        "event_time": event_time,
+        "scored_at": scored_at,
+        "latency_ms": latency_ms,
+    }
+
+
+def model_update_payload(
+    *,
+    use_case: str,
+    role: str,
+    model_version: str | None,
+    announced_at: int,
+    reason: str,
+    traffic_fraction: float | None = None,
+) -> dict[str, Any]:
+    """A role announcement for the compacted model-updates topic."""
+    payload: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "use_case": use_case,
+        "role": role,
+        "model_version": model_version,
+        "announced_at": announced_at,
+        "reason": reason,
+    }
+    if traffic_fraction is not None:
+        payload["traffic_fraction"] = traffic_fraction
+    return payload
+
+
+def model_update_key(use_case: str, role: str) -> bytes:
+    """The compaction key: the latest announcement per use case and role survives."""
+    return f"{use_case}:{role}".encode()

@@ -1,0 +1,1 @@
+"""The feature store: windowed aggregates of sensor readings, batch features, lookups."""

@@ -1,0 +1,1 @@
+"""Cassandra tables of predictions (with served features) and ground truth."""

@@ -1,0 +1,1 @@
+"""Use cases: the declarative spec files and their loader."""

@@ -1,0 +1,128 @@
+"""The JSON Schemas in schemas/: valid schemas, valid examples, and our payloads conform."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import orjson
+import pytest
+
+from stream_app.contracts.dead_letter import dead_letter_payload, original_bytes
+from stream_app.contracts.decode import (
+    decode_client_event,
+    decode_ground_truth,
+    decode_sensor_reading,
+)
+from stream_app.contracts.outputs import model_update_payload, prediction_id, prediction_payload
+from stream_app.errors import InvalidEvent
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+NAMES = [
+    "client_event",
+    "sensor_reading",
+    "ground_truth",
+    "prediction",
+    "accuracy_event",
+    "dead_letter",
+    "model_update",
+]
+DECODERS = {
+    "client_event": decode_client_event,
+    "sensor_reading": decode_sensor_reading,
+    "ground_truth": decode_ground_truth,
+}
+
+
+def validator(name: str) -> jsonschema.Draft202012Validator:
+    schema = orjson.loads((SCHEMAS / f"{name}.schema.json").read_bytes())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def examples(name: str) -> list[Path]:
+    return sorted((SCHEMAS / "examples").glob(f"{name}.*.json"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_payload_has_a_schema_with_examples_that_validate(name: str) -> None:
+    check = validator(name)
+    assert check.schema["properties"]["schema_version"] == {"const": 1} or (
+        check.schema["properties"]["schema_version"]["const"] == 1
+    )
+    paths = examples(name)
+    assert paths, f"no example for {name}"
+    for path in paths:
+        check.validate(orjson.loads(path.read_bytes()))
+
+
+def test_every_example_belongs_to_a_schema() -> None:
+    for path in (SCHEMAS / "examples").glob("*.json"):
+        assert path.name.split(".")[0] in NAMES, path
+
+
+def test_fields_are_documented() -> None:
+    for name in NAMES:
+        schema = validator(name).schema
+        assert schema["description"]
+        for field, spec in schema["properties"].items():
+            if field != "schema_version" and name in DECODERS:
+                assert spec.get("description"), f"{name}.{field} has no description"
+
+
+@pytest.mark.parametrize("name", list(DECODERS))
+def test_input_examples_decode(name: str) -> None:
+    for path in examples(name):
+        DECODERS[name](path.read_bytes())
+
+
+def test_prediction_payload_conforms() -> None:
+    payload = prediction_payload(
+        event_id="ord-1",
+        use_case="delivery_eta",
+        model_version="v1",
+        role="champion",
+        value=12.5,
+        missing_features=["courier_speed_mean_10m"],
+        feature_age_ms=1200,
+        event_time=1795783200000,
+        scored_at=1795783200050,
+        latency_ms=3.2,
+    )
+    validator("prediction").validate(payload)
+    assert payload["prediction_id"] == prediction_id("ord-1", "v1")
+    assert prediction_id("ord-1", "v1") != prediction_id("ord-1", "v2")
+
+
+def test_model_update_payload_conforms() -> None:
+    payload = model_update_payload(
+        use_case="delivery_eta",
+        role="challenger",
+        model_version="v2",
+        announced_at=1795783200000,
+        reason="trained",
+        traffic_fraction=0.1,
+    )
+    validator("model_update").validate(payload)
+
+
+@pytest.mark.parametrize("key", [b"ord-1", None])
+def test_dead_letter_payload_conforms_and_keeps_the_bytes(key: bytes | None) -> None:
+    original = b'{"schema_version": 1, "event_id": "\xff'
+    try:
+        decode_client_event(original)
+    except InvalidEvent as error:
+        payload: dict[str, Any] = dead_letter_payload(
+            source_topic="client-events",
+            partition=2,
+            offset=17,
+            key=key,
+            value=original,
+            error=error,
+            agent="scoring",
+            failed_at=1795783200000,
+        )
+    validator("dead_letter").validate(orjson.loads(orjson.dumps(payload)))
+    assert payload["error_code"] == "invalid_utf8"
+    assert original_bytes(payload) == (key, original)
