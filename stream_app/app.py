@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 
+from stream_app.agents import batch_consumer, scoring
 from stream_app.monitoring.web import register_pages
 from stream_app.settings import KafkaSettings, Settings
+
+if TYPE_CHECKING:
+    from stream_app.worker import Dependencies
 
 
 def broker_credentials(kafka: KafkaSettings) -> Any:
@@ -41,8 +45,11 @@ def worker_datadir(settings: Settings) -> Path:
     return settings.services.home.resolve() / "worker"
 
 
-def create_app(settings: Settings, *, app_id: str | None = None) -> faust.App:
-    """A Faust app wired to the configured Kafka, with the web port on ``worker.web_host``."""
+def create_app(
+    settings: Settings, deps: Dependencies | None = None, *, app_id: str | None = None
+) -> faust.App:
+    """A Faust app wired to the configured Kafka, with the web port on ``worker.web_host``,
+    and every agent when ``deps`` (the worker's services) are given."""
     kafka = settings.kafka
     scheme = "kafka"
     brokers = ";".join(f"{scheme}://{host}:{port}" for host, port in kafka.bootstrap_list())
@@ -62,4 +69,9 @@ def create_app(settings: Settings, *, app_id: str | None = None) -> faust.App:
         datadir=str(worker_datadir(settings)),
     )
     register_pages(app)
+    if deps is not None:
+        if settings.scoring.consumer == "batch":
+            batch_consumer.register(app, settings, deps.scoring)
+        else:
+            scoring.register(app, settings, deps.scoring)
     return app

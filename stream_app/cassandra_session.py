@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
 from cassandra.policies import DCAwareRoundRobinPolicy
+from cassandra.query import tuple_factory
 
 from stream_app.settings import CassandraSettings
+
+HOT_PATH = "hot-path"  # execution profile returning rows as tuples
 
 
 def open_cluster(settings: CassandraSettings, connect_timeout_s: float = 10.0) -> Any:
@@ -20,16 +24,26 @@ def open_cluster(settings: CassandraSettings, connect_timeout_s: float = 10.0) -
     if settings.username:
         password = settings.password.get_secret_value() if settings.password else ""
         auth = PlainTextAuthProvider(username=settings.username, password=password)
+    balancing = DCAwareRoundRobinPolicy(local_dc=settings.local_dc)
     profile = ExecutionProfile(
-        load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=settings.local_dc),
+        load_balancing_policy=balancing, request_timeout=settings.request_timeout_s
+    )
+    # The hot path reads rows as plain tuples: the default named-tuple factory builds a new
+    # class for every result, which costs more than the read itself.
+    hot = ExecutionProfile(
+        load_balancing_policy=balancing,
         request_timeout=settings.request_timeout_s,
+        row_factory=tuple_factory,
     )
     return Cluster(
         contact_points=settings.contact_points,
         port=settings.port,
-        protocol_version=5,
+        protocol_version=4,
         auth_provider=auth,
-        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile, HOT_PATH: hot},
         connect_timeout=connect_timeout_s,
         control_connection_timeout=connect_timeout_s,
+        # Requests are pipelined on few connections: Nagle's algorithm would hold a request
+        # back until the previous one is acknowledged (tens of ms with delayed ACKs).
+        sockopts=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )

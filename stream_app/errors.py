@@ -58,3 +58,11 @@ class StoreError(StreamAppError):
 
 class FeatureLookupError(StoreError):
     """Stored features could not be read (timeout, node down)."""
+
+
+class ModelNotFound(StreamAppError):
+    """No model version (or no model in a role) where one is needed."""
+
+
+class TrainingError(StreamAppError):
+    """A model cannot be trained (e.g. too few labelled rows in the window)."""

@@ -8,12 +8,12 @@ from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
-from stream_app.commands import bench, config, init, services, simulate, worker
+from stream_app.commands import bench, config, init, services, simulate, train, worker
 from stream_app.errors import StreamAppError
 from stream_app.settings import Settings, load_settings
 
 Command = Callable[[argparse.Namespace, Settings], int]
-COMMANDS = (services, init, worker, simulate, bench, config)
+COMMANDS = (services, init, worker, simulate, train, bench, config)
 
 
 def build_parser() -> argparse.ArgumentParser:

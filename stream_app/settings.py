@@ -95,6 +95,8 @@ class KafkaSettings(BaseModel):
         config: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
+            # Small requests are pipelined; Nagle's algorithm would delay them (latency).
+            "socket.nagle.disable": True,
         }
         if self.sasl_mechanism:
             config["sasl.mechanism"] = self.sasl_mechanism
@@ -166,6 +168,63 @@ class WorkerSettings(BaseModel):
     )
 
 
+class ScoringSettings(BaseModel):
+    """The scoring path: micro-batches, the feature cache, retries."""
+
+    model_config = _SECTION
+
+    consumer: Literal["batch", "faust"] = Field(
+        "batch",
+        description="How client-events are read: `batch` (confluent-kafka batches inside the "
+        "Faust app; several times the throughput) or `faust` (a Faust stream agent).",
+    )
+    batch_size: int = Field(1000, ge=1, description="Most client events scored together.")
+    batch_wait_s: float = Field(
+        0.02,
+        gt=0,
+        description="Faust agent: longest wait for a batch to fill. Batch consumer: longest "
+        "wait for the first message (a batch is what has arrived, up to batch_size).",
+    )
+    commit_interval_s: float = Field(
+        0.5,
+        ge=0,
+        description="Batch consumer: commit finished offsets at most this often (a crash "
+        "re-scores at most this much work; each commit is a write to Kafka).",
+    )
+    batches_in_flight: int = Field(
+        6, ge=1, description="Batches processed at once (bounds memory and unacknowledged work)."
+    )
+    feature_cache_ms: int = Field(
+        1000,
+        ge=0,
+        description="Freshness bound of the read-through feature cache, ms (0 turns it off). "
+        "A cached feature is at most this much older than a direct read.",
+    )
+    feature_read_timeout_s: float = Field(
+        1.0, gt=0, description="A feature read slower than this counts as missing."
+    )
+    retry_initial_s: float = Field(0.2, gt=0, description="First back-off after an outage.")
+    retry_max_s: float = Field(10.0, gt=0, description="Longest back-off between retries.")
+
+
+class TrainingSettings(BaseModel):
+    """`stream-app train`: the training window, LightGBM parameters and the split."""
+
+    model_config = _SECTION
+
+    window_days: float = Field(7.0, gt=0, description="Default window: the last N days.")
+    validation_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Newest share of the window held out for validation."
+    )
+    min_rows: int = Field(500, ge=10, description="Fewer labelled rows than this: refuse.")
+    num_leaves: int = Field(31, ge=2)
+    learning_rate: float = Field(0.05, gt=0)
+    num_boost_round: int = Field(400, ge=1)
+    early_stopping_rounds: int = Field(30, ge=1)
+    min_data_in_leaf: int = Field(20, ge=1)
+    seed: int = Field(42, description="Seed of LightGBM (training is reproducible).")
+
+
 class Settings(BaseSettings):
     """All of stream-app's configuration."""
 
@@ -185,6 +244,8 @@ class Settings(BaseSettings):
     cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
     services: ServicesSettings = Field(default_factory=ServicesSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,27 +1,108 @@
-"""`stream-app worker`: the Faust worker process running every agent."""
+"""`stream-app worker`: build the dependencies, the app and its agents, and run them."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+from dataclasses import dataclass
+from typing import Any
 
 import faust
 
 from stream_app.app import create_app, worker_datadir
+from stream_app.cassandra_session import open_cluster
+from stream_app.features.cache import FeatureCache
+from stream_app.features.store import CassandraFeatureStore
+from stream_app.models.registry import ModelRegistry
+from stream_app.monitoring.metrics import WorkerMetrics
+from stream_app.publishing import KafkaPublisher
+from stream_app.scoring.service import ScoringService
 from stream_app.settings import Settings
+from stream_app.storage.predictions import PredictionStore
+from stream_app.use_cases.spec import load_use_case
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Dependencies:
+    """What the agents need, built once per worker process."""
+
+    cluster: Any
+    publisher: KafkaPublisher
+    scoring: ScoringService
+    metrics: WorkerMetrics
+
+    def close(self) -> None:
+        undelivered = self.publisher.close()
+        if undelivered:
+            log.error("%d output records were still undelivered at shutdown", undelivered)
+        self.cluster.shutdown()
+
+
+def build_dependencies(settings: Settings, metrics: WorkerMetrics | None = None) -> Dependencies:
+    """Connect to Cassandra, load the champion (refusing to start without one), and wire the
+    services. Raises ``ModelNotFound`` with what to do when no model exists."""
+    use_case = load_use_case(settings.use_case)
+    keyspace = settings.cassandra.keyspace
+    cluster = open_cluster(settings.cassandra)
+    try:
+        session = cluster.connect()
+        registry = ModelRegistry(session, keyspace, use_case.name)
+        champion = registry.load_scorer(registry.champion().version)
+        store = CassandraFeatureStore(
+            session, keyspace, use_case.name, settings.scoring.feature_read_timeout_s
+        )
+        metrics = metrics or WorkerMetrics()
+        publisher = KafkaPublisher(settings.kafka, client_id=f"{settings.worker.app_id}-outputs")
+        predictions = PredictionStore(session, keyspace, use_case.name)
+        service = ScoringService(
+            settings=settings,
+            use_case=use_case,
+            features=FeatureCache(store.read_entities, settings.scoring.feature_cache_ms),
+            predictions=predictions,
+            publisher=publisher,
+            champion=None,  # type: ignore[arg-type]  # set just below
+            metrics=metrics,
+        )
+        service.champion = service.model_for(champion, "champion")
+        metrics.model_version.labels("champion", champion.version).set(1)
+    except BaseException:
+        cluster.shutdown()
+        raise
+    return Dependencies(cluster, publisher, service, metrics)
+
+
+def quiet_garbage_collector() -> None:
+    """Keep the cyclic garbage collector's full passes short.
+
+    Full collections walk every tracked object; with Faust, pydantic, LightGBM and the
+    Cassandra driver loaded they took 70 to 90 ms here, every second or two under load: the
+    worst latency outliers. The objects built at start-up live as long as the process, so they
+    are frozen out of collection, and the youngest generation is collected less often (events
+    are freed by reference counting, not by the cycle collector).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(700, 10, 100)
+
+
 def run_worker(settings: Settings) -> int:
-    """Build the app and run it until SIGINT or SIGTERM."""
+    """Build everything and run until SIGINT or SIGTERM."""
+    import uvloop
+
+    uvloop.install()  # a faster event loop: Faust's per-message asyncio overhead dominates
+    deps = build_dependencies(settings)
     worker_datadir(settings).mkdir(parents=True, exist_ok=True)
-    app = create_app(settings)
-    worker = faust.Worker(
-        app,
-        loglevel=settings.worker.log_level.upper(),
-        override_logging=True,
-    )
+    app = create_app(settings, deps)
+    quiet_garbage_collector()
+    worker = faust.Worker(app, loglevel=settings.worker.log_level.upper(), override_logging=True)
     log.info("settings: %s", json.dumps(settings.masked()))
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        deps.close()
     return 0

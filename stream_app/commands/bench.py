@@ -21,7 +21,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     simulation.add_argument("--use-case", help="use case name or .toml path (default: settings)")
     simulation.add_argument("--days", type=float, default=7)
     simulation.add_argument("--events-per-day", type=int, default=10_000)
-    for bench in (decode, simulation):
+    e2e = benches.add_parser(
+        "e2e", help="scoring path throughput and latency against naive, passthrough and raw"
+    )
+    e2e.add_argument("--events", type=int, default=100_000, help="events per contestant")
+    e2e.add_argument("--naive-events", type=int, default=5_000, help="events for the naive agent")
+    e2e.add_argument("--half-load-seconds", type=float, default=20.0)
+    e2e.add_argument("--use-case", help="use case name or .toml path (default: settings)")
+    for bench in (decode, simulation, e2e):
         bench.add_argument("--json", type=Path, help="also write the JSON to this file")
     parser.set_defaults(run=run)
 
@@ -38,6 +45,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
         use_case = load_use_case(args.use_case or settings.use_case)
         result = simulation_bench.run(use_case, args.days, args.events_per_day)
+    elif args.bench == "e2e":
+        from stream_app.bench import e2e as e2e_bench
+
+        use_case = load_use_case(args.use_case or settings.use_case)
+        result = e2e_bench.run(
+            settings, use_case, args.events, args.naive_events, args.half_load_seconds
+        )
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

@@ -38,11 +38,8 @@ class ServedVector(NamedTuple):
     age_ms: int  # age of the oldest streaming feature used (0 if none)
 
 
-class _Column(NamedTuple):
-    name: str
-    kind: str  # event, aggregate or batch
-    source: str  # event field name, or entity key
-    default: float
+_EVENT, _AGGREGATE, _BATCH = 0, 1, 2
+_EMPTY: EntityFeatures = {}
 
 
 class FeatureVectorBuilder:
@@ -54,15 +51,17 @@ class FeatureVectorBuilder:
             raise ValueError(f"features {unknown} are not in use case {use_case.name}")
         self.feature_names = list(feature_names)
         self.max_age_ms = parse_duration_ms(use_case.missing_features.max_age)
-        columns = []
+        # (name, kind, event field or entity key, default) per column, in model order
+        self._columns: list[tuple[str, int, str, float]] = []
         for name in feature_names:
             feature = use_case.features[name]
             if isinstance(feature, EventFeature):
-                columns.append(_Column(name, "event", feature.field or name, feature.default))
-            elif isinstance(feature, AggregateFeature | BatchFeature):
-                columns.append(_Column(name, feature.source, feature.entity, feature.default))
-        self._columns = columns
-        self.entity_keys = sorted({c.source for c in columns if c.kind != "event"})
+                self._columns.append((name, _EVENT, feature.field or name, feature.default))
+            elif isinstance(feature, AggregateFeature):
+                self._columns.append((name, _AGGREGATE, feature.entity, feature.default))
+            elif isinstance(feature, BatchFeature):
+                self._columns.append((name, _BATCH, feature.entity, feature.default))
+        self.entity_keys = sorted({c[2] for c in self._columns if c[1] != _EVENT})
 
     def build(
         self,
@@ -79,25 +78,31 @@ class FeatureVectorBuilder:
         values: list[float] = []
         missing: list[str] = []
         oldest = now_ms
-        empty: EntityFeatures = {}
-        for column in self._columns:
-            value: float | None = None
-            if column.kind == "event":
-                raw = fields.get(column.source)
+        max_age = self.max_age_ms
+        rows: dict[str, EntityFeatures] = {}
+        for name, kind, source, default in self._columns:
+            if kind == _EVENT:
+                raw = fields.get(source)
                 if raw is not None:
-                    value = float(raw)
+                    values.append(float(raw))
+                    continue
             else:
-                entity_id = entities.get(column.source)
-                row = stored.get((column.source, entity_id), empty) if entity_id else empty
-                found = row.get(column.name)
+                row = rows.get(source)
+                if row is None:
+                    entity_id = entities.get(source)
+                    row = rows[source] = (
+                        stored.get((source, entity_id), _EMPTY) if entity_id else _EMPTY
+                    )
+                found = row.get(name)
                 if found is not None:
-                    if column.kind == "batch":
-                        value = found.value
-                    elif now_ms - found.event_time <= self.max_age_ms:
-                        value = found.value
-                        oldest = min(oldest, found.event_time)
-            if value is None:
-                missing.append(column.name)
-                value = column.default
-            values.append(value)
+                    if kind == _BATCH:
+                        values.append(found[0])
+                        continue
+                    if now_ms - found[1] <= max_age:
+                        values.append(found[0])
+                        if found[1] < oldest:
+                            oldest = found[1]
+                        continue
+            missing.append(name)
+            values.append(default)
         return ServedVector(values, missing, max(now_ms - oldest, 0))

@@ -70,6 +70,10 @@ auto_snapshot: false
 authenticator: AllowAllAuthenticator
 authorizer: AllowAllAuthorizer
 concurrent_compactors: 1
+# stream-app writes predictions in unlogged batches of a few dozen rows: do not warn on each
+batch_size_warn_threshold: 64KiB
+batch_size_fail_threshold: 640KiB
+unlogged_batch_across_partitions_warn_threshold: 100
 """
 
 

@@ -19,7 +19,7 @@ from stream_app.features.store import CassandraFeatureStore, FeatureRow
 from stream_app.simulation.history import history_chunks
 from stream_app.simulation.world import DAY_MS, World
 from stream_app.storage.ground_truth import GroundTruthStore, LabelRow
-from stream_app.storage.predictions import HISTORY_VERSION, PredictionStore, ServedRow
+from stream_app.storage.predictions import HISTORY_VERSION, PredictionRow, PredictionStore, pack
 from stream_app.use_cases.spec import UseCase
 
 
@@ -86,27 +86,29 @@ def write_history(
         str(p) for p in write_batch_files(world, home / "simulated" / use_case.name)
     )
     drift_at_ms = None if drift_at_s is None else start_ms + int(drift_at_s * 1000)
-    names = use_case.feature_names
+    feature_set = predictions.register_feature_set(use_case.feature_names)
     for chunk in history_chunks(
         world, start_ms, end_ms, report.run_id, drift_at_ms, events_per_day
     ):
         times = chunk.events.times_ms.tolist()
         rows = [
-            ServedRow(
+            PredictionRow(
                 event_id=event_id,
                 model_version=HISTORY_VERSION,
                 prediction_id=prediction_id(event_id, HISTORY_VERSION),
                 role=HISTORY_VERSION,
                 value=None,
-                features=dict(zip(names, chunk.vectors[i], strict=True)),
+                feature_set=feature_set,
+                features=pack(chunk.vectors[i]),
                 missing_features=chunk.missing[i],
                 feature_age_ms=chunk.ages_ms[i],
                 event_time=times[i],
                 scored_at=times[i],
+                latency_ms=None,
             )
             for i, event_id in enumerate(chunk.event_ids)
         ]
-        predictions.write_by_hour(rows)
+        predictions.write_history(rows)
         labelled = chunk.labelled_rows(end_ms).tolist()
         label_values = chunk.events.labels.tolist()
         delays = chunk.events.label_delays_ms.tolist()

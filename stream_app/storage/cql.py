@@ -14,7 +14,11 @@ WRITE_CONCURRENCY = 128
 
 
 def execute_async(
-    session: Any, statement: Any, parameters: Sequence[Any] | None = None
+    session: Any,
+    statement: Any,
+    parameters: Sequence[Any] | None = None,
+    timeout_s: float | None = None,
+    profile: str | None = None,
 ) -> asyncio.Future[Any]:
     """Run a statement through the driver's own event loop and await it from asyncio.
 
@@ -23,7 +27,12 @@ def execute_async(
     """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
-    response = session.execute_async(statement, parameters)
+    options: dict[str, Any] = {}
+    if timeout_s is not None:
+        options["timeout"] = timeout_s
+    if profile is not None:
+        options["execution_profile"] = profile
+    response = session.execute_async(statement, parameters, **options)
 
     def on_result(rows: Any) -> None:
         loop.call_soon_threadsafe(_resolve, future, rows, response)
@@ -48,6 +57,20 @@ def _resolve(future: asyncio.Future[Any], rows: Any, response: Any) -> None:
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a driver error means Cassandra is unreachable (pause and retry) rather than
+    one slow request (count it and move on)."""
+    from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+    from cassandra.cluster import NoHostAvailable
+    from cassandra.connection import ConnectionException
+
+    if isinstance(exc, NoHostAvailable | ConnectionException | Unavailable):
+        return True
+    if isinstance(exc, OperationTimedOut | ReadTimeout | WriteTimeout):
+        return False
+    return isinstance(exc, OSError)
 
 
 def write_all(session: Any, statement: Any, rows: Iterable[Sequence[Any]]) -> int:

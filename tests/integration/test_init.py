@@ -79,7 +79,10 @@ def test_keyspace_and_tables_created_once(
             (scratch_settings.cassandra.keyspace,),
         )
     }
-    assert {"entity_features", "predictions", "predictions_by_hour", "ground_truth"} <= tables
+    assert {
+        "entity_features", "predictions", "prediction_log", "feature_sets", "ground_truth",
+        "model_versions", "model_roles", "model_role_history",
+    } <= tables  # fmt: skip
 
 
 def test_an_edited_migration_is_refused(scratch_settings: Settings, tmp_path: Path) -> None:

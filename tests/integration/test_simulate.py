@@ -81,7 +81,8 @@ def test_history_lands_where_training_reads(deployment: Deployment, cassandra_se
     store = PredictionStore(cassandra_session, settings.cassandra.keyspace, use_case.name)
     rows = list(store.scan(report.start_ms, report.end_ms + 1))
     assert len(rows) == report.events
-    assert set(rows[0].features) == set(use_case.feature_names)
+    assert store.feature_names(rows[0].feature_set) == use_case.feature_names
+    assert len(rows[0].features) == len(use_case.feature_names)
     assert rows[0].model_version == "history"
     assert rows[0].value is None
 

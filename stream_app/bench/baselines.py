@@ -1,0 +1,134 @@
+"""Baselines for `stream-app bench e2e`, each a process of its own, as users would write them.
+
+- ``naive``: a Faust agent that, per event, decodes it, awaits one Cassandra query, predicts
+  one row and awaits the send (Faust applications as commonly written).
+- ``passthrough``: a Faust agent that sends every event on unchanged (no work at all).
+- ``raw``: a confluent-kafka consume -> produce loop (no Faust).
+
+Run as ``python -m stream_app.bench.baselines KIND``; settings come from the environment
+(input = the client-events topic, output = the predictions topic). Stops on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from typing import Any
+
+import numpy as np
+import orjson
+
+from stream_app.settings import Settings, load_settings
+
+
+def _faust_app(settings: Settings, kind: str) -> Any:
+    from stream_app.app import create_app, worker_datadir
+
+    worker_datadir(settings).mkdir(parents=True, exist_ok=True)
+    app = create_app(settings, app_id=f"{settings.worker.app_id}-{kind}")
+    topics = settings.kafka.topics
+    source = app.topic(topics.client_events, key_serializer="raw", value_serializer="raw")
+    sink = app.topic(topics.predictions, key_serializer="raw", value_serializer="raw")
+    return app, source, sink
+
+
+def run_passthrough(settings: Settings) -> None:
+    import faust
+
+    app, source, sink = _faust_app(settings, "passthrough")
+
+    @app.agent(source)  # type: ignore[untyped-decorator]
+    async def passthrough(stream: Any) -> None:
+        async for key, value in stream.items():
+            await sink.send(key=key, value=value)
+
+    faust.Worker(app, loglevel="WARNING").execute_from_commandline()
+
+
+def run_naive(settings: Settings) -> None:
+    import faust
+
+    from stream_app.cassandra_session import open_cluster
+    from stream_app.contracts.decode import decode_client_event
+    from stream_app.models.registry import ModelRegistry
+    from stream_app.storage.cql import execute_async
+    from stream_app.use_cases.spec import load_use_case
+
+    use_case = load_use_case(settings.use_case)
+    cluster = open_cluster(settings.cassandra)
+    session = cluster.connect()
+    registry = ModelRegistry(session, settings.cassandra.keyspace, use_case.name)
+    scorer = registry.load_scorer(registry.champion().version)
+    names = scorer.feature_names
+    read = session.prepare(
+        f"SELECT feature, value FROM {settings.cassandra.keyspace}.entity_features "
+        "WHERE use_case = ? AND entity_key = ? AND entity_id = ?"
+    )
+    entity = use_case.entities.split_key
+    app, source, sink = _faust_app(settings, "naive")
+
+    @app.agent(source)  # type: ignore[untyped-decorator]
+    async def naive(stream: Any) -> None:
+        async for key, value in stream.items():
+            event = decode_client_event(value)
+            rows = await execute_async(
+                session, read, (use_case.name, entity, event.entities[entity])
+            )
+            stored = {row.feature: row.value for row in rows}
+            vector = [
+                float(event.fields.get(n) or stored.get(n) or use_case.features[n].default)
+                for n in names
+            ]
+            prediction = float(scorer.predict(np.array([vector]))[0])
+            payload = {"event_id": event.event_id, "value": prediction}
+            await (await sink.send(key=key, value=orjson.dumps(payload)))
+
+    faust.Worker(app, loglevel="WARNING").execute_from_commandline()
+
+
+def run_raw(settings: Settings) -> None:
+    from confluent_kafka import Consumer, Producer
+
+    topics = settings.kafka.topics
+    consumer = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": f"{settings.worker.app_id}-raw",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    producer = Producer({**settings.kafka.client_config(), "linger.ms": 5})
+    consumer.subscribe([topics.client_events])
+    running = [True]
+    signal.signal(signal.SIGTERM, lambda *_: running.__setitem__(0, False))
+    while running[0]:
+        for message in consumer.consume(500, timeout=0.2):
+            if message.error() is None:
+                while True:
+                    try:
+                        producer.produce(topics.predictions, message.value(), message.key())
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+        producer.poll(0)
+    producer.flush(30)
+    consumer.close()
+
+
+def main(argv: list[str]) -> int:
+    kind = argv[1]
+    settings = load_settings()
+    if kind == "raw":
+        run_raw(settings)
+    else:
+        import uvloop
+
+        uvloop.install()  # the same event loop as the worker, for a fair comparison
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        {"naive": run_naive, "passthrough": run_passthrough}[kind](settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,394 @@
+"""`stream-app bench e2e`: the scoring path's throughput and latency against baselines.
+
+On the running local services, in a keyspace and topics of its own: a champion trained on
+simulated history, features preloaded for every simulated entity, N pre-generated client
+events produced to an input topic, then each contestant started as its own process and timed
+from its first to its last output record (Kafka CreateTime):
+
+- ``e2e``: `stream-app worker` (the real scoring path);
+- ``naive``: a Faust agent awaiting one query, one predict and one send per event;
+- ``passthrough``: a Faust agent sending each event on unchanged;
+- ``raw``: a confluent-kafka consume -> produce loop.
+
+Latency is an output's CreateTime minus its input's: at saturation (the whole backlog waiting)
+and at half the saturation rate (events produced at that pace to a running worker).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from stream_app.bench.simulation import labelled_frame
+from stream_app.cassandra_session import open_cluster
+from stream_app.features.store import CassandraFeatureStore, FeatureRow
+from stream_app.features.windows import RunningAggregate
+from stream_app.models.registry import ModelRegistry, ModelVersion, new_version
+from stream_app.models.training import lightgbm_params, spec_hash
+from stream_app.provisioning.keyspace import ensure_keyspace
+from stream_app.settings import (
+    CassandraSettings,
+    KafkaSettings,
+    Settings,
+    TopicNames,
+    WorkerSettings,
+)
+from stream_app.simulation.payloads import client_event_records
+from stream_app.simulation.world import World
+from stream_app.use_cases.spec import AggregateFeature, UseCase
+
+PARTITIONS = 6
+
+
+@dataclass
+class Outputs:
+    """What a contestant produced: output CreateTimes and input-to-output latencies."""
+
+    count: int
+    first_ms: int
+    last_ms: int
+    latencies_ms: list[float]
+    distinct_keys: int
+
+    @property
+    def eps(self) -> float:
+        span = (self.last_ms - self.first_ms) / 1000
+        return (self.count - 1) / span if span > 0 else float("nan")
+
+
+def bench_settings(settings: Settings, run_id: str, scenario: str) -> Settings:
+    """The configured services, with topics and an app id of this scenario's own."""
+    prefix = f"bench-{run_id}-{scenario}"
+    topics = TopicNames(
+        client_events=f"{prefix}-in",
+        predictions=f"{prefix}-out",
+        dead_letter=f"{prefix}-dead-letter",
+        sensor_readings=f"{prefix}-readings",
+        ground_truth=f"{prefix}-ground-truth",
+        accuracy_events=f"{prefix}-accuracy",
+        model_updates=f"{prefix}-model-updates",
+    )
+    return settings.model_copy(
+        update={
+            "kafka": KafkaSettings(**{**settings.kafka.model_dump(), "topics": topics}),
+            "cassandra": CassandraSettings(
+                **{
+                    **settings.cassandra.model_dump(),
+                    "keyspace": f"{settings.cassandra.keyspace}_bench",
+                }
+            ),
+            "worker": WorkerSettings(
+                **{
+                    **settings.worker.model_dump(),
+                    "app_id": prefix,
+                    "web_port": settings.worker.web_port + 7,
+                }
+            ),
+        }
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as STREAM_APP_* variables for a child process."""
+    env = {
+        "STREAM_APP_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "STREAM_APP_CASSANDRA__KEYSPACE": settings.cassandra.keyspace,
+        "STREAM_APP_CASSANDRA__PORT": str(settings.cassandra.port),
+        "STREAM_APP_WORKER__APP_ID": settings.worker.app_id,
+        "STREAM_APP_WORKER__WEB_PORT": str(settings.worker.web_port),
+        "STREAM_APP_WORKER__LOG_LEVEL": "warning",
+        "STREAM_APP_USE_CASE": settings.use_case,
+    }
+    for field, name in settings.kafka.topics.model_dump().items():
+        env[f"STREAM_APP_KAFKA__TOPICS__{field.upper()}"] = name
+    return env
+
+
+def create_topics(settings: Settings) -> None:
+    admin = AdminClient(settings.kafka.client_config())
+    topics = settings.kafka.topics
+    names = [topics.client_events, topics.predictions, topics.dead_letter]
+    for future in admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names]).values():
+        future.result(timeout=30)
+
+
+def delete_topics(settings: Settings) -> None:
+    admin = AdminClient(settings.kafka.client_config())
+    existing = admin.list_topics(timeout=10).topics
+    names = [n for n in settings.kafka.topics.all() if n in existing]
+    if names:
+        for future in admin.delete_topics(names).values():
+            future.result(timeout=30)
+
+
+def prepare_model(session: Any, settings: Settings, use_case: UseCase, seed: int) -> str:
+    """A champion trained on one simulated day (in memory), registered in the bench keyspace."""
+    import lightgbm as lgb
+
+    registry = ModelRegistry(session, settings.cassandra.keyspace, use_case.name)
+    existing = registry.roles().get("champion")
+    if existing is not None:
+        return existing.version
+    world = World(use_case, seed)
+    x, y = labelled_frame(world, int(time.time() * 1000) - 86_400_000, 1, 20_000)
+    params = lightgbm_params(use_case, settings.training)
+    booster = lgb.train(params, lgb.Dataset(x, y), num_boost_round=200)
+    now = int(time.time() * 1000)
+    model = ModelVersion(
+        use_case=use_case.name,
+        version=new_version(use_case.name, now),
+        created_at=now,
+        feature_names=use_case.feature_names,
+        task=use_case.task,
+        spec_hash=spec_hash(use_case),
+        params=params,
+        training_window={"source": "bench e2e: one simulated day in memory"},
+    )
+    registry.register(model, booster.model_to_string())
+    registry.assign("champion", model.version, "bench e2e")
+    return model.version
+
+
+def preload_features(session: Any, settings: Settings, world: World) -> int:
+    """Current aggregates of every simulated entity (from fresh simulated readings) and the
+    batch features, as the feature agent and `features load` would have stored them."""
+    use_case = world.use_case
+    store = CassandraFeatureStore(session, settings.cassandra.keyspace, use_case.name)
+    now = int(time.time() * 1000)
+    rows: list[FeatureRow] = []
+    for name, feature in use_case.features_of(AggregateFeature).items():
+        for index, entity_id in enumerate(world.ids[feature.entity]):
+            times = np.sort(now - np.random.default_rng(index).integers(0, 60_000, 8))
+            fixed = {feature.entity: np.full(8, index)}
+            readings = world.readings(times, fixed=fixed)
+            aggregate = RunningAggregate()
+            for value, at in zip(
+                readings.values[feature.reading].tolist(), times.tolist(), strict=True
+            ):
+                aggregate.add(value, at)
+            value = aggregate.value(feature.function)
+            if value is not None:
+                rows.append(FeatureRow(feature.entity, entity_id, name, value, int(times[-1]), now))
+    for name, (entity, values) in world.batch_features().items():
+        for index, value in enumerate(values.tolist()):
+            rows.append(FeatureRow(entity, world.ids[entity][index], name, value, now, None))
+    return store.write(rows)
+
+
+def pregenerate(world: World, count: int, run_id: str) -> list[tuple[bytes, bytes]]:
+    events = world.client_events(np.full(count, int(time.time() * 1000), dtype=np.int64))
+    return client_event_records(world, events, [f"{run_id}-{i}" for i in range(count)])
+
+
+def produce(
+    settings: Settings, records: list[tuple[bytes, bytes]], rate: float | None = None
+) -> dict[bytes, int]:
+    """Produce records (paced at ``rate`` per second if given); returns CreateTime by key."""
+    created: dict[bytes, int] = {}
+
+    def delivered(err: Any, message: Any) -> None:
+        if err is None:
+            created[message.key()] = message.timestamp()[1]
+
+    producer = Producer({**settings.kafka.client_config(), "linger.ms": 5, "acks": "all"})
+    topic = settings.kafka.topics.client_events
+    started = time.monotonic()
+    for sent, (key, value) in enumerate(records):
+        if rate is not None:
+            wait = started + sent / rate - time.monotonic()
+            if wait > 0:
+                producer.poll(0)
+                time.sleep(wait)
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        if sent % 1000 == 0:
+            producer.poll(0)
+    producer.flush(60)
+    return created
+
+
+def collect(
+    settings: Settings, expected: int, created: dict[bytes, int], timeout_s: float
+) -> Outputs:
+    """Read the output topic until ``expected`` distinct keys arrived or ``timeout_s``."""
+    consumer = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": f"bench-collector-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([settings.kafka.topics.predictions])
+    stamps: list[int] = []
+    latencies: list[float] = []
+    keys: set[bytes] = set()
+    deadline = time.monotonic() + timeout_s
+    idle_deadline = time.monotonic() + timeout_s
+    try:
+        while len(keys) < expected and time.monotonic() < min(deadline, idle_deadline):
+            messages = consumer.consume(2000, timeout=0.5)
+            if messages:
+                idle_deadline = time.monotonic() + 30  # give up 30 s after the last output
+            for message in messages:
+                if message.error() is not None:
+                    continue
+                stamp = message.timestamp()[1]
+                stamps.append(stamp)
+                key: bytes = message.key() or b""
+                keys.add(key)
+                if key in created:
+                    latencies.append(float(stamp - created[key]))
+    finally:
+        consumer.close()
+    if not stamps:
+        return Outputs(0, 0, 0, [], 0)
+    return Outputs(len(stamps), min(stamps), max(stamps), latencies, len(keys))
+
+
+def start_process(kind: str, settings: Settings, log_dir: Path) -> subprocess.Popen[bytes]:
+    if kind == "e2e":
+        command = [sys.executable, "-m", "stream_app.main", "worker"]
+    else:
+        command = [sys.executable, "-m", "stream_app.bench.baselines", kind]
+    log = (log_dir / f"{kind}.log").open("wb")
+    return subprocess.Popen(
+        command, env={**os.environ, **settings_env(settings)}, stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def percentile(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 1) if values else float("nan")
+
+
+def run_scenario(
+    kind: str, base: Settings, run_id: str, records: list[tuple[bytes, bytes]], log_dir: Path,
+    progress: TextIO,
+) -> Outputs:  # fmt: skip
+    """Backlog of ``records`` first, then the contestant drains it."""
+    settings = bench_settings(base, run_id, kind)
+    create_topics(settings)
+    try:
+        created = produce(settings, records)
+        process = start_process(kind, settings, log_dir)
+        try:
+            outputs = collect(settings, len(records), created, timeout_s=600)
+        finally:
+            stop_process(process)
+    finally:
+        delete_topics(settings)
+    progress.write(f"{kind:>12}: {outputs.count:,} outputs, {outputs.eps:,.0f} events/s\n")
+    return outputs
+
+
+def run_half_load(
+    base: Settings, run_id: str, world: World, rate: float, seconds: float, log_dir: Path,
+    progress: TextIO,
+) -> Outputs:  # fmt: skip
+    """A running worker fed at ``rate`` events/s for ``seconds``."""
+    settings = bench_settings(base, run_id, "half")
+    create_topics(settings)
+    try:
+        process = start_process("e2e", settings, log_dir)
+        try:
+            warmup = pregenerate(world, 1, f"{run_id}-warmup")
+            warm_created = produce(settings, warmup)
+            if collect(settings, 1, warm_created, timeout_s=120).count == 0:
+                raise RuntimeError(f"the worker never answered; see {log_dir / 'e2e.log'}")
+            records = pregenerate(world, int(rate * seconds), f"{run_id}-half")
+            created = produce(settings, records, rate=rate)
+            # the warm-up event waited for the worker to start: its latency is not counted
+            outputs = collect(settings, len(records) + 1, created, 120)
+        finally:
+            stop_process(process)
+    finally:
+        delete_topics(settings)
+    p99 = percentile(outputs.latencies_ms, 99)
+    progress.write(f"{'half load':>12}: {rate:,.0f} events/s offered, p99 {p99} ms\n")
+    return outputs
+
+
+def run(
+    settings: Settings,
+    use_case: UseCase,
+    events: int,
+    naive_events: int,
+    half_load_seconds: float,
+    seed: int = 7,
+    progress: TextIO = sys.stderr,
+) -> dict[str, Any]:
+    run_id = uuid.uuid4().hex[:6]
+    base = bench_settings(settings, run_id, "setup")
+    ensure_keyspace(base.cassandra)
+    cluster = open_cluster(base.cassandra)
+    log_dir = settings.services.home.resolve() / "bench" / run_id
+    log_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        session = cluster.connect()
+        world = World(use_case, seed)
+        version = prepare_model(session, base, use_case, seed)
+        preloaded = preload_features(session, base, world)
+    finally:
+        cluster.shutdown()
+    progress.write(f"model {version}, {preloaded:,} feature rows preloaded, logs in {log_dir}\n")
+    records = pregenerate(world, events, f"{run_id}-e")
+    results = {
+        "e2e": run_scenario("e2e", settings, run_id, records, log_dir, progress),
+        "naive": run_scenario("naive", settings, run_id, records[:naive_events], log_dir, progress),
+        "passthrough": run_scenario("passthrough", settings, run_id, records, log_dir, progress),
+        "raw": run_scenario("raw", settings, run_id, records, log_dir, progress),
+    }
+    e2e = results["e2e"]
+    half = run_half_load(settings, run_id, world, e2e.eps / 2, half_load_seconds, log_dir, progress)
+    figures: dict[str, Any] = {
+        "benchmark": "e2e",
+        "events": events,
+        "naive_events": naive_events,
+        "e2e_eps": round(e2e.eps),
+        "naive_eps": round(results["naive"].eps),
+        "passthrough_eps": round(results["passthrough"].eps),
+        "raw_eps": round(results["raw"].eps),
+        "p50_ms": percentile(e2e.latencies_ms, 50),
+        "p95_ms": percentile(e2e.latencies_ms, 95),
+        "p99_ms": percentile(e2e.latencies_ms, 99),
+        "half_load_eps": round(e2e.eps / 2),
+        "p50_ms_half_load": percentile(half.latencies_ms, 50),
+        "p99_ms_half_load": percentile(half.latencies_ms, 99),
+        "lost": (events - e2e.distinct_keys)
+        + (int(e2e.eps / 2 * half_load_seconds) + 1 - half.distinct_keys),
+    }
+    figures["e2e_vs_naive"] = round(figures["e2e_eps"] / max(figures["naive_eps"], 1), 1)
+    figures["e2e_vs_passthrough"] = round(
+        figures["e2e_eps"] / max(figures["passthrough_eps"], 1), 2
+    )
+    figures["targets_met"] = {
+        "e2e_eps >= 10 x naive_eps": figures["e2e_vs_naive"] >= 10,
+        "e2e_eps >= 0.5 x passthrough_eps": figures["e2e_vs_passthrough"] >= 0.5,
+        "e2e_eps >= 10000": figures["e2e_eps"] >= 10_000,
+        "p99_ms_half_load <= 50": figures["p99_ms_half_load"] <= 50,
+        "lost == 0": figures["lost"] == 0,
+    }
+    return figures

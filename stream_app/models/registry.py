@@ -1,0 +1,212 @@
+"""The model registry in Cassandra: immutable versions and the roles they hold.
+
+Every worker reads the same tables, so a version registered on one machine can be loaded on
+any other. Role changes are recorded in ``model_roles`` (current) and ``model_role_history``
+(for rollback and lineage); ``stream_app.models.announce`` publishes them on the compacted
+``model-updates`` topic.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from stream_app.errors import ModelNotFound
+from stream_app.models.scorer import LightGBMScorer
+
+ROLES = ("champion", "challenger", "shadow")
+
+
+def new_version(use_case: str, now_ms: int | None = None) -> str:
+    """A fresh, sortable version name: ``<use_case>-<UTC time>-<4 hex>``."""
+    now = datetime.fromtimestamp((now_ms or time.time() * 1000) / 1000, UTC)
+    return f"{use_case}-{now:%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """What the registry knows about one version (everything but the artifact)."""
+
+    use_case: str
+    version: str
+    created_at: int
+    feature_names: list[str]
+    task: str
+    spec_hash: str
+    parent_version: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    training_window: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    distributions: dict[str, Any] = field(default_factory=dict)
+    status: str = "registered"
+
+
+@dataclass(frozen=True)
+class RoleAssignment:
+    """A version holding a role."""
+
+    role: str
+    version: str
+    traffic_fraction: float | None
+    assigned_at: int
+    reason: str
+
+
+class ModelRegistry:
+    """Registry access for one use case; owns its prepared statements."""
+
+    def __init__(self, session: Any, keyspace: str, use_case: str) -> None:
+        self.session = session
+        self.use_case = use_case
+        ks = keyspace
+        self._insert = session.prepare(
+            f"INSERT INTO {ks}.model_versions (use_case, version, created_at, parent_version, "
+            "spec_hash, feature_names, task, params, training_window, metrics, distributions, "
+            "artifact, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+        )
+        self._select = session.prepare(
+            f"SELECT use_case, version, toUnixTimestamp(created_at) AS created_ms, "
+            "parent_version, spec_hash, feature_names, task, params, training_window, metrics, "
+            f"distributions, status FROM {ks}.model_versions WHERE use_case = ? AND version = ?"
+        )
+        self._select_all = session.prepare(
+            f"SELECT use_case, version, toUnixTimestamp(created_at) AS created_ms, "
+            "parent_version, spec_hash, feature_names, task, params, training_window, metrics, "
+            f"distributions, status FROM {ks}.model_versions WHERE use_case = ?"
+        )
+        self._artifact = session.prepare(
+            f"SELECT artifact FROM {ks}.model_versions WHERE use_case = ? AND version = ?"
+        )
+        self._status = session.prepare(
+            f"UPDATE {ks}.model_versions SET status = ? WHERE use_case = ? AND version = ?"
+        )
+        self._roles = session.prepare(
+            f"SELECT role, version, traffic_fraction, toUnixTimestamp(assigned_at) AS at_ms, "
+            f"reason FROM {ks}.model_roles WHERE use_case = ?"
+        )
+        self._assign = session.prepare(
+            f"INSERT INTO {ks}.model_roles (use_case, role, version, traffic_fraction, "
+            "assigned_at, reason) VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        self._clear = session.prepare(
+            f"DELETE FROM {ks}.model_roles WHERE use_case = ? AND role = ?"
+        )
+        self._history_insert = session.prepare(
+            f"INSERT INTO {ks}.model_role_history (use_case, assigned_at, role, version, "
+            "previous, reason) VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        self._history = session.prepare(
+            f"SELECT toUnixTimestamp(assigned_at) AS at_ms, role, version, previous, reason "
+            f"FROM {ks}.model_role_history WHERE use_case = ? LIMIT ?"
+        )
+
+    def register(self, model: ModelVersion, artifact: str) -> None:
+        """Store a new version; versions are immutable, so a name is never reused."""
+        applied = self.session.execute(
+            self._insert,
+            (
+                model.use_case, model.version, model.created_at, model.parent_version,
+                model.spec_hash, model.feature_names, model.task, json.dumps(model.params),
+                json.dumps(model.training_window), json.dumps(model.metrics),
+                json.dumps(model.distributions), artifact.encode(), model.status,
+            ),
+        ).one()  # fmt: skip
+        if not applied.applied:
+            raise ValueError(f"model version {model.version} already exists")
+
+    @staticmethod
+    def _from_row(row: Any) -> ModelVersion:
+        return ModelVersion(
+            use_case=row.use_case,
+            version=row.version,
+            created_at=row.created_ms,
+            feature_names=list(row.feature_names),
+            task=row.task,
+            spec_hash=row.spec_hash,
+            parent_version=row.parent_version,
+            params=json.loads(row.params or "{}"),
+            training_window=json.loads(row.training_window or "{}"),
+            metrics=json.loads(row.metrics or "{}"),
+            distributions=json.loads(row.distributions or "{}"),
+            status=row.status,
+        )
+
+    def get(self, version: str) -> ModelVersion:
+        row = self.session.execute(self._select, (self.use_case, version)).one()
+        if row is None:
+            raise ModelNotFound(f"no model version {version!r} for use case {self.use_case}")
+        return self._from_row(row)
+
+    def versions(self) -> list[ModelVersion]:
+        """Every version, oldest first."""
+        rows = self.session.execute(self._select_all, (self.use_case,))
+        return sorted((self._from_row(r) for r in rows), key=lambda m: m.created_at)
+
+    def artifact(self, version: str) -> str:
+        row = self.session.execute(self._artifact, (self.use_case, version)).one()
+        if row is None:
+            raise ModelNotFound(f"no model version {version!r} for use case {self.use_case}")
+        return bytes(row.artifact).decode()
+
+    def load_scorer(self, version: str) -> LightGBMScorer:
+        """The version, loaded and ready to score."""
+        model = self.get(version)
+        return LightGBMScorer(model.version, model.feature_names, self.artifact(version))
+
+    def roles(self) -> dict[str, RoleAssignment]:
+        rows = self.session.execute(self._roles, (self.use_case,))
+        return {
+            r.role: RoleAssignment(r.role, r.version, r.traffic_fraction, r.at_ms, r.reason or "")
+            for r in rows
+        }
+
+    def champion(self) -> RoleAssignment:
+        """The champion's assignment, or ``ModelNotFound`` saying how to get one."""
+        champion = self.roles().get("champion")
+        if champion is None:
+            raise ModelNotFound(
+                f"no champion model for use case {self.use_case}: run `stream-app simulate "
+                "--history 3` (or let real predictions and labels accumulate) and then "
+                "`stream-app train`"
+            )
+        return champion
+
+    def assign(
+        self, role: str, version: str | None, reason: str, traffic_fraction: float | None = None
+    ) -> RoleAssignment | None:
+        """Give ``role`` to ``version`` (None clears it); records the change in the history."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; roles are {ROLES}")
+        previous = self.roles().get(role)
+        now = int(time.time() * 1000)
+        if version is None:
+            self.session.execute(self._clear, (self.use_case, role))
+        else:
+            self.get(version)  # must exist
+            self.session.execute(
+                self._assign, (self.use_case, role, version, traffic_fraction, now, reason)
+            )
+            self.session.execute(self._status, (role, self.use_case, version))
+        if previous is not None and previous.version != version:
+            demoted = "retired" if role == "champion" else "registered"
+            self.session.execute(self._status, (demoted, self.use_case, previous.version))
+        self.session.execute(
+            self._history_insert,
+            (self.use_case, now, role, version, previous.version if previous else None, reason),
+        )
+        if version is None:
+            return None
+        return RoleAssignment(role, version, traffic_fraction, now, reason)
+
+    def role_history(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Role changes, newest first."""
+        rows = self.session.execute(self._history, (self.use_case, limit))
+        return [
+            {"at": r.at_ms, "role": r.role, "version": r.version, "previous": r.previous,
+             "reason": r.reason}
+            for r in rows
+        ]  # fmt: skip

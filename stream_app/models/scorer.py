@@ -1,0 +1,51 @@
+"""The model interface the scoring path calls, and its LightGBM implementation."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import lightgbm as lgb
+import numpy as np
+
+Matrix = np.ndarray[Any, np.dtype[np.float64]]
+
+
+class Scorer(Protocol):
+    """A loaded model: its version, its column order, and batch prediction."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def feature_names(self) -> list[str]: ...
+
+    def predict(self, matrix: Matrix) -> Matrix:
+        """One value per row: the regression value, or the positive-class probability."""
+        ...
+
+
+class LightGBMScorer:
+    """A LightGBM booster scored on one thread (OpenMP threading costs more than it saves
+    on micro-batches, and the worker's event loop shares the core)."""
+
+    def __init__(self, version: str, feature_names: list[str], model_text: str) -> None:
+        self._version = version
+        self._feature_names = list(feature_names)
+        self._booster = lgb.Booster(model_str=model_text)
+        if self._booster.num_feature() != len(self._feature_names):
+            raise ValueError(
+                f"model {version} has {self._booster.num_feature()} features, "
+                f"the registry lists {len(self._feature_names)}"
+            )
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self._feature_names
+
+    def predict(self, matrix: Matrix) -> Matrix:
+        result = np.asarray(self._booster.predict(matrix, num_threads=1), dtype=np.float64)
+        return result

@@ -1,0 +1,204 @@
+"""Training sets from served features and ground truth, and LightGBM training.
+
+A training row is a stored prediction's feature vector (exactly what was served, or what
+simulated history says would have been) joined with the label of its event: point-in-time
+correct by construction. The split is by time: the newest share validates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import lightgbm as lgb
+import numpy as np
+
+from stream_app.errors import TrainingError
+from stream_app.models.metrics import task_metrics
+from stream_app.settings import TrainingSettings
+from stream_app.storage.ground_truth import GroundTruthStore
+from stream_app.storage.predictions import PredictionStore
+from stream_app.use_cases.spec import UseCase
+
+Array = np.ndarray[Any, Any]
+HISTOGRAM_BINS = 10
+
+
+def spec_hash(use_case: UseCase) -> str:
+    """A fingerprint of the use-case spec a model was trained for."""
+    return hashlib.sha256(use_case.model_dump_json().encode()).hexdigest()
+
+
+@dataclass
+class TrainingSet:
+    """Labelled rows in a model's column order, oldest first."""
+
+    feature_names: list[str]
+    features: Array
+    labels: Array
+    event_times: Array
+    event_ids: list[str]
+    stored_rows: int = 0
+    sources: dict[str, int] = field(default_factory=dict)  # rows per model version
+
+
+def load_training_set(
+    predictions: PredictionStore,
+    labels: GroundTruthStore,
+    feature_names: list[str],
+    since_ms: int,
+    until_ms: int,
+) -> TrainingSet:
+    """Stored vectors scored in ``[since_ms, until_ms)`` joined with their labels.
+
+    One row per event (the first stored; every model version of an event was served the same
+    stored features), mapped by name into ``feature_names`` order (absent names -> NaN).
+    """
+    seen: set[str] = set()
+    rows = []
+    stored = 0
+    sources: dict[str, int] = {}
+    layouts: dict[str, Array] = {}
+    for row in predictions.scan(since_ms, until_ms):
+        stored += 1
+        if row.event_id in seen:
+            continue
+        seen.add(row.event_id)
+        if row.feature_set not in layouts:
+            names = predictions.feature_names(row.feature_set)
+            layouts[row.feature_set] = np.array(
+                [names.index(n) if n in names else -1 for n in feature_names]
+            )
+        rows.append((row.event_id, row.event_ms, row.feature_set, row.features, row.model_version))
+    found = labels.read([r[0] for r in rows])
+    ids, times, vectors, targets = [], [], [], []
+    for event_id, event_ms, set_id, stored_vector, version in rows:
+        label = found.get(event_id)
+        if label is None:
+            continue
+        index = layouts[set_id]
+        vectors.append(np.where(index >= 0, stored_vector[np.maximum(index, 0)], np.nan))
+        ids.append(event_id)
+        times.append(event_ms)
+        targets.append(label.label)
+        sources[version] = sources.get(version, 0) + 1
+    order = np.argsort(np.array(times, dtype=np.int64), kind="stable")
+    return TrainingSet(
+        feature_names=list(feature_names),
+        features=np.array(vectors, dtype=np.float64).reshape(len(vectors), len(feature_names))[
+            order
+        ],
+        labels=np.array(targets, dtype=np.float64)[order],
+        event_times=np.array(times, dtype=np.int64)[order],
+        event_ids=[ids[i] for i in order],
+        stored_rows=stored,
+        sources=sources,
+    )
+
+
+def lightgbm_params(use_case: UseCase, settings: TrainingSettings) -> dict[str, Any]:
+    return {
+        "objective": "regression" if use_case.task == "regression" else "binary",
+        "metric": "l1" if use_case.task == "regression" else "binary_logloss",
+        "num_leaves": settings.num_leaves,
+        "learning_rate": settings.learning_rate,
+        "min_data_in_leaf": settings.min_data_in_leaf,
+        "seed": settings.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": 1,
+        "verbose": -1,
+    }
+
+
+def _progress_callback(total: int, out: TextIO) -> Any:
+    def callback(env: Any) -> None:
+        done = env.iteration + 1
+        if done % 10 and done != total:
+            return
+        filled = int(30 * done / total)
+        score = env.evaluation_result_list[0][2] if env.evaluation_result_list else float("nan")
+        out.write(
+            f"\rtraining [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} valid {score:.4f}"
+        )
+        out.flush()
+
+    return callback
+
+
+def histograms(matrix: Array, names: list[str]) -> dict[str, dict[str, list[float]]]:
+    """Per column: decile bin edges and the share of rows in each bin (drift reference)."""
+    result = {}
+    for column, name in enumerate(names):
+        values = matrix[:, column]
+        values = values[np.isfinite(values)]
+        if len(values) == 0:
+            continue
+        edges = np.unique(np.quantile(values, np.linspace(0, 1, HISTOGRAM_BINS + 1)))
+        counts, _ = (
+            np.histogram(values, bins=edges) if len(edges) > 1 else (np.array([len(values)]), edges)
+        )
+        result[name] = {
+            "edges": [float(e) for e in edges],
+            "shares": [float(c) / len(values) for c in counts],
+        }
+    return result
+
+
+@dataclass
+class FitResult:
+    """A trained booster and what it was measured on."""
+
+    booster: lgb.Booster
+    metrics: dict[str, Any]
+    split_time: int
+    train_rows: int
+    validation_rows: int
+    distributions: dict[str, Any]
+
+
+def fit(
+    data: TrainingSet, use_case: UseCase, settings: TrainingSettings, progress: TextIO = sys.stderr
+) -> FitResult:
+    """Train on the older rows, early-stop and measure on the newest ``validation_fraction``."""
+    rows = len(data.labels)
+    if rows < settings.min_rows:
+        raise TrainingError(
+            f"only {rows} labelled rows in the window (need {settings.min_rows}); widen it with "
+            "--since, or let more predictions and labels accumulate"
+        )
+    cut = int(rows * (1 - settings.validation_fraction))
+    x_train, y_train = data.features[:cut], data.labels[:cut]
+    x_valid, y_valid = data.features[cut:], data.labels[cut:]
+    params = lightgbm_params(use_case, settings)
+    started = time.monotonic()
+    booster = lgb.train(
+        params,
+        lgb.Dataset(x_train, y_train, feature_name=data.feature_names),
+        num_boost_round=settings.num_boost_round,
+        valid_sets=[lgb.Dataset(x_valid, y_valid, feature_name=data.feature_names)],
+        callbacks=[
+            lgb.early_stopping(settings.early_stopping_rounds, verbose=False),
+            _progress_callback(settings.num_boost_round, progress),
+        ],
+    )
+    progress.write("\n")
+    predicted = np.asarray(booster.predict(x_valid, num_threads=1), dtype=np.float64)
+    constant = np.full(len(y_valid), float(y_train.mean()))
+    tolerance, threshold = use_case.label.tolerance, use_case.label.threshold
+    metrics = {
+        "validation": task_metrics(use_case.task, predicted, y_valid, tolerance, threshold),
+        "constant_baseline": task_metrics(use_case.task, constant, y_valid, tolerance, threshold),
+        "best_iteration": booster.best_iteration,
+        "training_seconds": round(time.monotonic() - started, 2),
+    }
+    distributions = {
+        "features": histograms(x_train, data.feature_names),
+        "prediction": histograms(
+            np.asarray(booster.predict(x_train, num_threads=1))[:, None], ["prediction"]
+        )["prediction"],
+    }
+    return FitResult(booster, metrics, int(data.event_times[cut]), cut, rows - cut, distributions)

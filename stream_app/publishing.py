@@ -1,0 +1,94 @@
+"""Publishing to Kafka from the asyncio loop with confluent-kafka (librdkafka).
+
+``publish`` hands a batch of records to librdkafka and returns once the broker acknowledged
+every one of them (acks=all, idempotent producer): the caller moves offsets only after that.
+Delivery reports are served by a background thread that hands the outcome to the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import Producer
+
+from stream_app.errors import StreamAppError
+from stream_app.settings import KafkaSettings
+
+Record = tuple[str, bytes | None, bytes]  # topic, key, value
+
+
+class PublishError(StreamAppError):
+    """Some records were not delivered; ``failed`` holds them to publish again."""
+
+    def __init__(self, failed: list[Record], errors: list[str]) -> None:
+        super().__init__(f"{len(failed)} records not delivered: {errors[:3]}")
+        self.failed = failed
+
+
+class KafkaPublisher:
+    """One idempotent producer for a worker's outputs."""
+
+    def __init__(self, kafka: KafkaSettings, client_id: str, linger_ms: int = 5) -> None:
+        self._producer = Producer(
+            {
+                **kafka.client_config(),
+                "client.id": client_id,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": linger_ms,
+                "compression.type": "lz4",
+                "queue.buffering.max.messages": 1_000_000,
+                "log_level": 4,
+            }
+        )
+        self._running = True
+        self._poller = threading.Thread(target=self._poll, name="kafka-deliveries", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while self._running:
+            self._producer.poll(0.05)
+
+    async def publish(self, records: Sequence[Record]) -> None:
+        """Send every record; return when all are acknowledged, or raise ``PublishError``."""
+        if not records:
+            return
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        pending = [len(records)]
+        failed: list[Record] = []
+        errors: list[str] = []
+
+        def delivered(err: Any, message: Any) -> None:  # on the poller thread
+            if err is not None:
+                failed.append((message.topic(), message.key(), message.value()))
+                errors.append(str(err))
+            pending[0] -= 1
+            if pending[0] == 0:
+                loop.call_soon_threadsafe(_set_done, done)
+
+        for topic, key, value in records:
+            while True:
+                try:
+                    self._producer.produce(topic, value, key, on_delivery=delivered)
+                    break
+                except BufferError:  # librdkafka's queue is full: let it drain
+                    await asyncio.sleep(0.005)
+        await done
+        if failed:
+            raise PublishError(failed, errors)
+
+    def close(self, timeout_s: float = 30.0) -> int:
+        """Deliver what is queued, stop the delivery thread; returns records left undelivered."""
+        remaining: int = self._producer.flush(timeout_s)
+        self._running = False
+        self._poller.join(timeout=5)
+        return remaining
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

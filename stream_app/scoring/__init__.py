@@ -1,0 +1,1 @@
+"""The scoring path: client events -> features -> model -> predictions (agents call this)."""

@@ -1,0 +1,127 @@
+"""Pure steps of scoring a batch: decode and check, then shape outputs. No I/O here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import orjson
+
+from stream_app.contracts import codes
+from stream_app.contracts.dead_letter import encode_dead_letter
+from stream_app.contracts.decode import ClientEvent, decode_client_event
+from stream_app.contracts.outputs import prediction_payload
+from stream_app.errors import InvalidEvent
+from stream_app.features.vector import ServedVector
+from stream_app.publishing import Record
+from stream_app.storage.predictions import PredictionRow, pack
+
+
+class InputMessage(NamedTuple):
+    """A consumed Kafka record, as the agents hand it to the services."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+class Refused(NamedTuple):
+    message: InputMessage
+    error: InvalidEvent
+
+
+def decode_events(
+    messages: Sequence[InputMessage], required_entities: Sequence[str], max_bytes: int
+) -> tuple[list[tuple[InputMessage, ClientEvent]], list[Refused]]:
+    """Valid client events (with their messages) and the refused messages with reasons."""
+    accepted: list[tuple[InputMessage, ClientEvent]] = []
+    refused: list[Refused] = []
+    for message in messages:
+        try:
+            event = decode_client_event(message.value, max_bytes)
+        except InvalidEvent as error:
+            refused.append(Refused(message, error))
+            continue
+        absent = [key for key in required_entities if key not in event.entities]
+        if absent:
+            missing = InvalidEvent(
+                codes.MISSING_ENTITY, f"entities lacks {absent}, which the use case looks up"
+            )
+            refused.append(Refused(message, missing))
+            continue
+        accepted.append((message, event))
+    return accepted, refused
+
+
+def dead_letter_records(
+    refused: Sequence[Refused], dead_letter_topic: str, agent: str, now_ms: int
+) -> list[Record]:
+    """One dead-letter record per refused message, keyed by its original key."""
+    return [
+        (
+            dead_letter_topic,
+            r.message.key,
+            encode_dead_letter(
+                source_topic=r.message.topic,
+                partition=r.message.partition,
+                offset=r.message.offset,
+                key=r.message.key,
+                value=r.message.value,
+                error=r.error,
+                agent=agent,
+                failed_at=now_ms,
+            ),
+        )
+        for r in refused
+    ]
+
+
+def prediction_outputs(
+    scored: Sequence[tuple[InputMessage, ClientEvent, ServedVector]],
+    values: Sequence[float],
+    *,
+    use_case: str,
+    model_version: str,
+    role: str,
+    feature_set: str,
+    predictions_topic: str,
+    scored_at: int,
+) -> tuple[list[Record], list[PredictionRow]]:
+    """The Kafka records and the Cassandra rows of a scored batch."""
+    records: list[Record] = []
+    rows: list[PredictionRow] = []
+    for (message, event, served), value in zip(scored, values, strict=True):
+        latency_ms = float(max(scored_at - message.timestamp_ms, 0))
+        payload = prediction_payload(
+            event_id=event.event_id,
+            use_case=use_case,
+            model_version=model_version,
+            role=role,
+            value=value,
+            missing_features=served.missing,
+            feature_age_ms=served.age_ms,
+            event_time=event.event_time,
+            scored_at=scored_at,
+            latency_ms=latency_ms,
+        )
+        records.append((predictions_topic, event.event_id.encode(), orjson.dumps(payload)))
+        rows.append(
+            PredictionRow(
+                event_id=event.event_id,
+                model_version=model_version,
+                prediction_id=payload["prediction_id"],
+                role=role,
+                value=value,
+                feature_set=feature_set,
+                features=pack(served.values),
+                missing_features=served.missing,
+                feature_age_ms=served.age_ms,
+                event_time=event.event_time,
+                scored_at=scored_at,
+                latency_ms=latency_ms,
+            )
+        )
+    return records, rows

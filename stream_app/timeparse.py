@@ -1,0 +1,36 @@
+"""Times on the command line: ISO 8601, epoch milliseconds, or a duration ago ("7d")."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from stream_app.errors import ConfigurationError
+from stream_app.use_cases.spec import parse_duration_ms
+
+
+def parse_time_ms(text: str, now_ms: int) -> int:
+    """``2026-11-20T08:00:00Z``, ``2026-11-20``, ``1795783200000`` or ``7d`` / ``90m`` (ago)."""
+    value = text.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        return now_ms - parse_duration_ms(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"{text!r} is not a time: use ISO 8601 (2026-11-20T08:00:00Z), epoch ms, "
+            "or a duration ago (90m, 7d)"
+        ) from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def format_ms(ms: int) -> str:
+    """An epoch-ms time as ISO 8601 UTC."""
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    )
