@@ -37,9 +37,24 @@ status: venv ## show pid, port and readiness of the local services
 init: services ## create the topics and the Cassandra keyspace (idempotent)
 	$(APP) init
 
+.PHONY: bootstrap
+bootstrap: init ## a first champion model (simulated history + train) if there is none
+	$(APP) bootstrap
+
 .PHONY: run
-run: init ## all set-up, then the worker in the foreground (Ctrl-C stops it)
+run: bootstrap ## all set-up (services, topics, keyspace, a model), then the worker (Ctrl-C stops it)
 	$(APP) worker
+
+.PHONY: demo
+demo: bootstrap ## `run` plus the simulator, so predictions and accuracy flow; Ctrl-C stops both
+	bash scripts/demo.sh
+
+.PHONY: bench
+bench: services ## the benchmarks (JSON): decode, simulation, e2e
+	$(APP) bench decode
+	$(APP) bench simulation
+	$(APP) init
+	$(APP) bench e2e
 
 .PHONY: test
 test: services ## all set-up, then every test suite against the real services

@@ -7,7 +7,7 @@ from typing import Any
 
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-from cassandra.policies import DCAwareRoundRobinPolicy
+from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy
 from cassandra.query import tuple_factory
 
 from stream_app.settings import CassandraSettings
@@ -46,4 +46,6 @@ def open_cluster(settings: CassandraSettings, connect_timeout_s: float = 10.0) -
         # Requests are pipelined on few connections: Nagle's algorithm would hold a request
         # back until the previous one is acknowledged (tens of ms with delayed ACKs).
         sockopts=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        # After an outage, try again soon: the worker is paused until Cassandra is back.
+        reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=10.0),
     )

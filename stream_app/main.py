@@ -8,12 +8,22 @@ from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
-from stream_app.commands import bench, config, init, services, simulate, train, worker
+from stream_app.commands import (
+    bench,
+    bootstrap,
+    config,
+    init,
+    services,
+    simulate,
+    tail,
+    train,
+    worker,
+)
 from stream_app.errors import StreamAppError
 from stream_app.settings import Settings, load_settings
 
 Command = Callable[[argparse.Namespace, Settings], int]
-COMMANDS = (services, init, worker, simulate, train, bench, config)
+COMMANDS = (services, init, bootstrap, worker, simulate, train, tail, bench, config)
 
 
 def build_parser() -> argparse.ArgumentParser:

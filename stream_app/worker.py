@@ -12,6 +12,7 @@ import faust
 
 from stream_app.app import create_app, worker_datadir
 from stream_app.cassandra_session import open_cluster
+from stream_app.errors import ConfigurationError
 from stream_app.features.cache import FeatureCache
 from stream_app.features.store import CassandraFeatureStore
 from stream_app.models.registry import ModelRegistry
@@ -41,10 +42,27 @@ class Dependencies:
         self.cluster.shutdown()
 
 
+def check_topics(settings: Settings) -> None:
+    """Refuse to start when the topics the worker reads or writes do not exist."""
+    from confluent_kafka.admin import AdminClient
+
+    topics = settings.kafka.topics
+    needed = [topics.client_events, topics.predictions, topics.dead_letter]
+    try:
+        existing = AdminClient(settings.kafka.client_config()).list_topics(timeout=30).topics
+    except Exception as exc:  # librdkafka raises KafkaException with the broker's reason
+        raise ConfigurationError(
+            f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}"
+        ) from exc
+    if missing := [t for t in needed if t not in existing]:
+        raise ConfigurationError(f"topics {missing} do not exist: run `stream-app init` first")
+
+
 def build_dependencies(settings: Settings, metrics: WorkerMetrics | None = None) -> Dependencies:
     """Connect to Cassandra, load the champion (refusing to start without one), and wire the
     services. Raises ``ModelNotFound`` with what to do when no model exists."""
     use_case = load_use_case(settings.use_case)
+    check_topics(settings)
     keyspace = settings.cassandra.keyspace
     cluster = open_cluster(settings.cassandra)
     try:

@@ -48,6 +48,8 @@ from stream_app.simulation.world import World
 from stream_app.use_cases.spec import AggregateFeature, UseCase
 
 PARTITIONS = 6
+PACE_EVERY = 10  # events produced per pacing step at a fixed rate
+WARMUP_S = 3.0  # traffic at the measured rate before latency is measured
 
 
 @dataclass
@@ -204,7 +206,8 @@ def produce(
     topic = settings.kafka.topics.client_events
     started = time.monotonic()
     for sent, (key, value) in enumerate(records):
-        if rate is not None:
+        if rate is not None and sent % PACE_EVERY == 0:
+            # paced in small bursts (a sleep per event would cost the shared CPU more)
             wait = started + sent / rate - time.monotonic()
             if wait > 0:
                 producer.poll(0)
@@ -314,14 +317,15 @@ def run_half_load(
     try:
         process = start_process("e2e", settings, log_dir)
         try:
-            warmup = pregenerate(world, 1, f"{run_id}-warmup")
-            warm_created = produce(settings, warmup)
-            if collect(settings, 1, warm_created, timeout_s=120).count == 0:
+            first = pregenerate(world, 1, f"{run_id}-first")
+            if collect(settings, 1, produce(settings, first), timeout_s=120).count == 0:
                 raise RuntimeError(f"the worker never answered; see {log_dir / 'e2e.log'}")
+            # warm up at the measured rate (caches, connections); not counted
+            warmup = pregenerate(world, int(rate * WARMUP_S), f"{run_id}-warmup")
+            produce(settings, warmup, rate=rate)
             records = pregenerate(world, int(rate * seconds), f"{run_id}-half")
             created = produce(settings, records, rate=rate)
-            # the warm-up event waited for the worker to start: its latency is not counted
-            outputs = collect(settings, len(records) + 1, created, 120)
+            outputs = collect(settings, len(records) + len(warmup) + 1, created, 120)
         finally:
             stop_process(process)
     finally:

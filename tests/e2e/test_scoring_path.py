@@ -58,9 +58,17 @@ def trained(deployment: Deployment, stream_app: Run) -> Deployment:
     return deployment
 
 
+@pytest.fixture(params=["batch", "faust"])
+def consumer(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Both ways the scoring agent reads client-events."""
+    return {"STREAM_APP_SCORING__CONSUMER": request.param}
+
+
 @pytest.fixture
-def worker(trained: Deployment, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    process = start_worker(trained.env, tmp_path / "worker.log")
+def worker(
+    trained: Deployment, consumer: dict[str, str], tmp_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    process = start_worker({**trained.env, **consumer}, tmp_path / "worker.log")
     yield process
     if process.poll() is None:
         stop_worker(process)
@@ -136,10 +144,11 @@ def test_one_prediction_per_valid_event_and_dead_letters_for_the_rest(
 
 
 def test_a_restart_scores_nothing_twice(
-    trained: Deployment, stream_app: Run, tmp_path: Path
+    trained: Deployment, consumer: dict[str, str], stream_app: Run, tmp_path: Path
 ) -> None:
     settings = trained.settings
-    first = start_worker(trained.env, tmp_path / "first.log")
+    env = {**trained.env, **consumer}
+    first = start_worker(env, tmp_path / "first.log")
     try:
         stream_app("simulate", "--rate", "300", "--duration", "1", "--no-wait-labels",
                    "--run-id", "a", env=trained.env)  # fmt: skip
@@ -147,7 +156,7 @@ def test_a_restart_scores_nothing_twice(
     finally:
         assert stop_worker(first) == 0
     time.sleep(1)
-    second = start_worker(trained.env, tmp_path / "second.log")
+    second = start_worker(env, tmp_path / "second.log")
     try:
         stream_app("simulate", "--rate", "300", "--duration", "1", "--no-wait-labels",
                    "--run-id", "b", env=trained.env)  # fmt: skip
@@ -157,3 +166,35 @@ def test_a_restart_scores_nothing_twice(
     ids = [orjson.loads(m.value())["event_id"] for m in messages]
     assert len(ids) == 600
     assert len(set(ids)) == 600
+
+
+def test_the_worker_refuses_to_start_without_its_topics(deployment: Deployment) -> None:
+    env = {**deployment.env, "STREAM_APP_KAFKA__TOPICS__CLIENT_EVENTS": "no-such-topic"}
+    result = run_cli("worker", env=env, timeout=120)
+    assert result.returncode == 1
+    assert "['no-such-topic'] do not exist: run `stream-app init` first" in result.stderr
+
+
+def test_bootstrap_trains_a_champion_once_and_tail_shows_predictions(
+    deployment: Deployment, stream_app: Run, tmp_path: Path
+) -> None:
+    first = stream_app("bootstrap", "--days", "0.3", env=deployment.env)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["role"] == "champion"
+    second = stream_app("bootstrap", env=deployment.env)
+    assert second.returncode == 0
+    assert "exists for delivery_eta; nothing to do" in second.stdout
+
+    worker = start_worker(deployment.env, tmp_path / "worker.log")
+    try:
+        stream_app("simulate", "--rate", "100", "--duration", "1", "--no-wait-labels",
+                   env=deployment.env)  # fmt: skip
+        tail = stream_app("tail", "predictions", "--from-beginning", "--max", "5", "--keys",
+                          env=deployment.env, timeout=120)  # fmt: skip
+    finally:
+        stop_worker(worker)
+    assert tail.returncode == 0, tail.stderr
+    lines = tail.stdout.splitlines()
+    assert len(lines) == 5
+    key, value = lines[0].split("\t", 1)
+    assert orjson.loads(value)["event_id"] == key

@@ -1,0 +1,135 @@
+"""The scoring service in-process against the real Kafka and Cassandra: missing-feature policy
+and a Cassandra outage (a real one: the connection is cut by a proxy, then restored)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from stream_app.bench.e2e import preload_features, prepare_model
+from stream_app.cassandra_session import open_cluster
+from stream_app.monitoring.metrics import WorkerMetrics
+from stream_app.scoring.batch import InputMessage
+from stream_app.settings import CassandraSettings, Settings
+from stream_app.simulation.payloads import client_event_records
+from stream_app.simulation.world import World
+from stream_app.use_cases.spec import load_use_case
+from stream_app.worker import build_dependencies
+from tests.conftest import Deployment, consume_all
+from tests.proxy import CuttableProxy
+
+SHIPPED = Path(__file__).resolve().parents[2] / "use_cases"
+
+
+def _ready(settings: Settings, seed: int = 7) -> World:
+    """A champion and preloaded features for every simulated entity."""
+    use_case = load_use_case(settings.use_case)
+    cluster = open_cluster(settings.cassandra)
+    try:
+        session = cluster.connect()
+        world = World(use_case, seed)
+        prepare_model(session, settings, use_case, seed)
+        preload_features(session, settings, world)
+    finally:
+        cluster.shutdown()
+    return world
+
+
+def _messages(world: World, count: int, prefix: str, settings: Settings) -> list[InputMessage]:
+    now = int(time.time() * 1000)
+    events = world.client_events(np.full(count, now, dtype=np.int64))
+    records = client_event_records(world, events, [f"{prefix}-{i}" for i in range(count)])
+    topic = settings.kafka.topics.client_events
+    return [InputMessage(topic, 0, i, k, v, now) for i, (k, v) in enumerate(records)]
+
+
+def test_an_outage_pauses_scoring_and_it_resumes_by_itself(
+    deployment: Deployment, prometheus_registry: Any
+) -> None:
+    world = _ready(deployment.settings)
+    with CuttableProxy(deployment.settings.cassandra.port) as proxy:
+        settings = deployment.settings.model_copy(
+            update={
+                "cassandra": CassandraSettings(
+                    **{**deployment.settings.cassandra.model_dump(), "port": proxy.port}
+                )
+            }
+        )
+        deps = build_dependencies(settings, WorkerMetrics(prometheus_registry))
+        try:
+
+            async def scenario() -> tuple[bool, float]:
+                service = deps.scoring
+                await service.process(_messages(world, 50, "before", settings))
+                proxy.cut()
+                task = asyncio.ensure_future(
+                    service.process(_messages(world, 200, "during", settings))
+                )
+                await asyncio.sleep(4)
+                paused = not task.done()
+                proxy.restore()
+                started = time.monotonic()
+                await asyncio.wait_for(task, timeout=60)
+                return paused, time.monotonic() - started
+
+            paused, recovery_s = asyncio.run(scenario())
+        finally:
+            deps.close()
+    assert paused, "scoring went on while Cassandra was unreachable"
+    assert recovery_s < 30
+    retries = prometheus_registry.get_sample_value(
+        "stream_app_retries_total", {"operation": "feature_read"}
+    )
+    assert retries
+    assert retries >= 1
+    predictions = consume_all(settings, settings.kafka.topics.predictions, 250)
+    ids = {orjson.loads(m.value())["event_id"] for m in predictions}
+    assert len(ids) == 250  # nothing lost, nothing twice
+    assert {f"during-{i}" for i in range(200)} <= ids
+
+
+def test_the_dead_letter_policy_refuses_events_with_missing_features(
+    deployment: Deployment, prometheus_registry: Any, tmp_path: Path
+) -> None:
+    spec = tomllib.loads((SHIPPED / "delivery_eta.toml").read_text())
+    text = (
+        (SHIPPED / "delivery_eta.toml")
+        .read_text()
+        .replace('policy = "default"', 'policy = "dead_letter"')
+    )
+    assert spec["missing_features"]["policy"] == "default"
+    path = tmp_path / "delivery_eta.toml"
+    path.write_text(text)
+    settings = deployment.settings.model_copy(update={"use_case": str(path)})
+    world = _ready(settings)
+    deps = build_dependencies(settings, WorkerMetrics(prometheus_registry))
+    try:
+        known = _messages(world, 40, "known", settings)
+        unknown = []
+        for message in _messages(world, 10, "unknown", settings):
+            payload = orjson.loads(message.value or b"")
+            payload["entities"]["courier_id"] = "courier-never-seen"
+            unknown.append(message._replace(value=orjson.dumps(payload)))
+        result = asyncio.run(deps.scoring.process(known + unknown))
+    finally:
+        deps.close()
+    assert result.predictions == 40
+    assert result.dead_letters == {"missing_features": 10}
+    dead = consume_all(settings, settings.kafka.topics.dead_letter, 10)
+    record = orjson.loads(dead[0].value())
+    assert record["error_code"] == "missing_features"
+    assert "courier_speed_mean_10m" in record["error_message"]
+
+
+@pytest.fixture
+def prometheus_registry() -> Any:
+    from prometheus_client import CollectorRegistry
+
+    return CollectorRegistry()
