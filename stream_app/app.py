@@ -70,8 +70,31 @@ def create_app(
     )
     register_pages(app)
     if deps is not None:
-        if settings.scoring.consumer == "batch":
-            batch_consumer.register(app, settings, deps.scoring)
-        else:
+        app_id = settings.worker.app_id
+        if deps.scoring is not None and settings.scoring.consumer == "batch":
+            batch_consumer.register(
+                app,
+                batch_consumer.BatchConsumer(
+                    settings,
+                    deps.scoring,
+                    topic=settings.kafka.topics.client_events,
+                    group_id=f"{app_id}-scoring",
+                    batch_size=settings.scoring.batch_size,
+                    batches_in_flight=settings.scoring.batches_in_flight,
+                ),
+            )
+        elif deps.scoring is not None:
             scoring.register(app, settings, deps.scoring)
+        if deps.features is not None:
+            batch_consumer.register(
+                app,
+                batch_consumer.BatchConsumer(
+                    settings,
+                    deps.features,
+                    topic=settings.kafka.topics.sensor_readings,
+                    group_id=f"{app_id}-features",
+                    batch_size=settings.features.batch_size,
+                    batches_in_flight=settings.features.batches_in_flight,
+                ),
+            )
     return app

@@ -12,6 +12,7 @@ from stream_app.commands import (
     bench,
     bootstrap,
     config,
+    features,
     init,
     services,
     simulate,
@@ -23,7 +24,7 @@ from stream_app.errors import StreamAppError
 from stream_app.settings import Settings, load_settings
 
 Command = Callable[[argparse.Namespace, Settings], int]
-COMMANDS = (services, init, bootstrap, worker, simulate, train, tail, bench, config)
+COMMANDS = (services, init, bootstrap, worker, simulate, features, train, tail, bench, config)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -159,6 +159,10 @@ class WorkerSettings(BaseModel):
 
     model_config = _SECTION
 
+    agents: list[Literal["scoring", "features"]] = Field(
+        ["scoring", "features"],
+        description="Agents this worker runs (run them in separate workers to scale apart).",
+    )
     app_id: str = Field("stream-app", description="Faust app id (consumer group prefix).")
     web_host: str = Field("127.0.0.1", description="Address the web port binds to.")
     web_port: int = Field(6066, description="Web port (metrics, dashboard).")
@@ -207,6 +211,18 @@ class ScoringSettings(BaseModel):
     retry_max_s: float = Field(10.0, gt=0, description="Longest back-off between retries.")
 
 
+class FeatureSettings(BaseModel):
+    """The feature agent: windowed aggregates of sensor readings."""
+
+    model_config = _SECTION
+
+    batch_size: int = Field(5000, ge=1, description="Most readings merged together.")
+    batches_in_flight: int = Field(2, ge=1, description="Reading batches processed at once.")
+    retention_days: float = Field(
+        7.0, gt=0, description="How long panes are kept (point-in-time lookups reach this far)."
+    )
+
+
 class TrainingSettings(BaseModel):
     """`stream-app train`: the training window, LightGBM parameters and the split."""
 
@@ -245,6 +261,7 @@ class Settings(BaseSettings):
     services: ServicesSettings = Field(default_factory=ServicesSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
 
     @classmethod

@@ -14,6 +14,8 @@ from stream_app.app import create_app, worker_datadir
 from stream_app.cassandra_session import open_cluster
 from stream_app.errors import ConfigurationError
 from stream_app.features.cache import FeatureCache
+from stream_app.features.pane_store import PaneStore
+from stream_app.features.service import FeatureService
 from stream_app.features.store import CassandraFeatureStore
 from stream_app.models.registry import ModelRegistry
 from stream_app.monitoring.metrics import WorkerMetrics
@@ -32,7 +34,8 @@ class Dependencies:
 
     cluster: Any
     publisher: KafkaPublisher
-    scoring: ScoringService
+    scoring: ScoringService | None
+    features: FeatureService | None
     metrics: WorkerMetrics
 
     def close(self) -> None:
@@ -47,7 +50,11 @@ def check_topics(settings: Settings) -> None:
     from confluent_kafka.admin import AdminClient
 
     topics = settings.kafka.topics
-    needed = [topics.client_events, topics.predictions, topics.dead_letter]
+    needed = [topics.dead_letter]
+    if "scoring" in settings.worker.agents:
+        needed += [topics.client_events, topics.predictions]
+    if "features" in settings.worker.agents:
+        needed += [topics.sensor_readings]
     try:
         existing = AdminClient(settings.kafka.client_config()).list_topics(timeout=30).topics
     except Exception as exc:  # librdkafka raises KafkaException with the broker's reason
@@ -58,38 +65,71 @@ def check_topics(settings: Settings) -> None:
         raise ConfigurationError(f"topics {missing} do not exist: run `stream-app init` first")
 
 
+def topic_id(settings: Settings, topic: str) -> str:
+    """Kafka's id of a topic (a recreated topic gets a new one)."""
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka.client_config())
+    description = admin.describe_topics(TopicCollection([topic]))[topic].result(timeout=30)
+    return str(description.topic_id)
+
+
 def build_dependencies(settings: Settings, metrics: WorkerMetrics | None = None) -> Dependencies:
     """Connect to Cassandra, load the champion (refusing to start without one), and wire the
-    services. Raises ``ModelNotFound`` with what to do when no model exists."""
+    services of the agents this worker runs. Raises ``ModelNotFound`` with what to do when
+    no model exists."""
     use_case = load_use_case(settings.use_case)
     check_topics(settings)
     keyspace = settings.cassandra.keyspace
     cluster = open_cluster(settings.cassandra)
+    publisher: KafkaPublisher | None = None
     try:
         session = cluster.connect()
-        registry = ModelRegistry(session, keyspace, use_case.name)
-        champion = registry.load_scorer(registry.champion().version)
-        store = CassandraFeatureStore(
-            session, keyspace, use_case.name, settings.scoring.feature_read_timeout_s
-        )
         metrics = metrics or WorkerMetrics()
-        publisher = KafkaPublisher(settings.kafka, client_id=f"{settings.worker.app_id}-outputs")
-        predictions = PredictionStore(session, keyspace, use_case.name)
-        service = ScoringService(
-            settings=settings,
-            use_case=use_case,
-            features=FeatureCache(store.read_entities, settings.scoring.feature_cache_ms),
-            predictions=predictions,
-            publisher=publisher,
-            champion=None,  # type: ignore[arg-type]  # set just below
-            metrics=metrics,
+        panes = PaneStore(
+            session,
+            keyspace,
+            use_case.name,
+            retention_s=int(settings.features.retention_days * 86_400),
+            read_timeout_s=settings.scoring.feature_read_timeout_s,
         )
-        service.champion = service.model_for(champion, "champion")
-        metrics.model_version.labels("champion", champion.version).set(1)
+        scoring = None
+        if "scoring" in settings.worker.agents:
+            registry = ModelRegistry(session, keyspace, use_case.name)
+            champion = registry.load_scorer(registry.champion().version)
+        publisher = KafkaPublisher(settings.kafka, client_id=f"{settings.worker.app_id}-outputs")
+        if "scoring" in settings.worker.agents:
+            store = CassandraFeatureStore(
+                session, keyspace, use_case, panes, settings.scoring.feature_read_timeout_s
+            )
+            scoring = ScoringService(
+                settings=settings,
+                use_case=use_case,
+                features=FeatureCache(store.read_entities, settings.scoring.feature_cache_ms),
+                predictions=PredictionStore(session, keyspace, use_case.name),
+                publisher=publisher,
+                champion=None,  # type: ignore[arg-type]  # set just below
+                metrics=metrics,
+            )
+            scoring.champion = scoring.model_for(champion, "champion")
+            metrics.model_version.labels("champion", champion.version).set(1)
+        features = None
+        if "features" in settings.worker.agents:
+            panes.source_topic_id = topic_id(settings, settings.kafka.topics.sensor_readings)
+            features = FeatureService(
+                settings=settings,
+                use_case=use_case,
+                panes=panes,
+                publisher=publisher,
+                metrics=metrics,
+            )
     except BaseException:
+        if publisher is not None:
+            publisher.close()
         cluster.shutdown()
         raise
-    return Dependencies(cluster, publisher, service, metrics)
+    return Dependencies(cluster, publisher, scoring, features, metrics)
 
 
 def quiet_garbage_collector() -> None:

@@ -1,9 +1,9 @@
-"""The scoring agent's batch consumer: client-events read with confluent-kafka, in batches.
+"""Batch consumers of the agents: a topic read with confluent-kafka, in batches.
 
 Faust delivers a stream one event at a time, and its per-event machinery (about 60 us of CPU
 per message here, measured) caps a worker at about 15,000 events/s before any work is done.
 This consumer runs inside the same Faust app (started and stopped with it) but reads whole
-batches from librdkafka and hands them to the same scoring service as the Faust agent.
+batches from librdkafka and hands them to a service (scoring, features).
 
 Guarantees, the same as the Faust agent's:
 - offsets are committed only for batches whose outputs Kafka and Cassandra acknowledged, in
@@ -21,14 +21,14 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from stream_app.agents.scoring import crash_without_commit
 from stream_app.scoring.batch import InputMessage
-from stream_app.scoring.service import ScoringService
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,14 +59,32 @@ def to_input(message: Any) -> InputMessage:
     )
 
 
-class BatchConsumer:
-    """Consumes one topic for a scoring service, committing only finished work."""
+class BatchProcessor(Protocol):
+    """What a batch consumer feeds: ``process`` returns once the batch's outputs are
+    acknowledged; ``on_partitions_revoked`` (optional) forgets state of lost partitions."""
 
-    def __init__(self, settings: Settings, service: ScoringService, group_id: str) -> None:
+    async def process(self, messages: Sequence[InputMessage]) -> Any: ...
+
+
+class BatchConsumer:
+    """Consumes one topic for a service, committing only finished work."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        service: BatchProcessor,
+        *,
+        topic: str,
+        group_id: str,
+        batch_size: int,
+        batches_in_flight: int,
+    ) -> None:
         self.settings = settings
         self.service = service
         self.group_id = group_id
-        self.topic = settings.kafka.topics.client_events
+        self.topic = topic
+        self.batch_size = batch_size
+        self.batches_in_flight = batches_in_flight
         self._consumer: Any = None
         # One thread owns the consumer: consume, commit and the rebalance callbacks run on it.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-consumer")
@@ -122,15 +140,13 @@ class BatchConsumer:
         return messages
 
     async def _run(self) -> None:
-        scoring = self.settings.scoring
+        wait_s = self.settings.scoring.batch_wait_s
         while not self._stopping:
             self._collect_finished()
-            if len(self._in_flight) >= scoring.batches_in_flight:
+            if len(self._in_flight) >= self.batches_in_flight:
                 await self._wait_for_room()
                 continue
-            messages = await self._on_thread(
-                lambda: self._poll(scoring.batch_size, scoring.batch_wait_s)
-            )
+            messages = await self._on_thread(lambda: self._poll(self.batch_size, wait_s))
             inputs = []
             for message in messages:
                 error = message.error()
@@ -166,7 +182,7 @@ class BatchConsumer:
         """All batch slots are busy: wait for the oldest batch. If that takes long (an
         outage), pause the partitions and keep polling so the consumer stays in its group."""
         started = time.monotonic()
-        while len(self._in_flight) >= self.settings.scoring.batches_in_flight:
+        while len(self._in_flight) >= self.batches_in_flight:
             await asyncio.wait({self._in_flight[0][1]}, timeout=1.0)
             self._collect_finished()
             if time.monotonic() - started > PAUSE_AFTER_S:
@@ -225,20 +241,28 @@ class BatchConsumer:
         if self._in_flight:
             asyncio.run_coroutine_threadsafe(self._drain(), self._loop).result(DRAIN_TIMEOUT_S)
         self._commit_sync()
+        forget = getattr(self.service, "on_partitions_revoked", None)
+        if forget is not None:
+            lost = [p.partition for p in partitions]
+            self._loop.call_soon_threadsafe(forget, lost)
 
 
-def register(app: Any, settings: Settings, service: ScoringService) -> BatchConsumer:
-    """Start a batch consumer for ``service`` with ``app`` (and stop it with it)."""
+def register(app: Any, consumer: BatchConsumer) -> BatchConsumer:
+    """Start ``consumer`` with ``app`` (and stop it with it)."""
     import mode
 
-    consumer = BatchConsumer(settings, service, group_id=f"{settings.worker.app_id}-scoring")
+    async def on_start(self: Any) -> None:
+        await consumer.start()
 
-    @app.service
-    class ScoringBatchConsumer(mode.Service):
-        async def on_start(self) -> None:
-            await consumer.start()
+    async def on_stop(self: Any) -> None:
+        await consumer.stop()
 
-        async def on_stop(self) -> None:
-            await consumer.stop()
-
+    # A service class of its own per consumer: mode registers services by qualified name.
+    name = "BatchConsumer_" + "".join(c if c.isalnum() else "_" for c in consumer.topic)
+    service = type(
+        name,
+        (mode.Service,),
+        {"on_start": on_start, "on_stop": on_stop, "__qualname__": name, "__module__": __name__},
+    )
+    app.service(service)
     return consumer

@@ -4,6 +4,8 @@
   one row and awaits the send (Faust applications as commonly written).
 - ``passthrough``: a Faust agent that sends every event on unchanged (no work at all).
 - ``raw``: a confluent-kafka consume -> produce loop (no Faust).
+- ``naive-features``: a Faust agent that merges each reading into its panes and awaits one
+  Cassandra write per pane, per reading.
 
 Run as ``python -m stream_app.bench.baselines KIND``; settings come from the environment
 (input = the client-events topic, output = the predictions topic). Stops on SIGTERM.
@@ -87,6 +89,40 @@ def run_naive(settings: Settings) -> None:
     faust.Worker(app, loglevel="WARNING").execute_from_commandline()
 
 
+def run_naive_features(settings: Settings) -> None:
+    """Per reading: decode, merge into its panes, await one Cassandra write per pane."""
+    import faust
+
+    from stream_app.cassandra_session import open_cluster
+    from stream_app.contracts.decode import decode_sensor_reading
+    from stream_app.features.pane_store import PaneStore
+    from stream_app.features.panes import PaneAggregator, aggregate_groups
+    from stream_app.monitoring.metrics import WorkerMetrics
+    from stream_app.use_cases.spec import load_use_case
+
+    use_case = load_use_case(settings.use_case)
+    session = open_cluster(settings.cassandra).connect()
+    panes = PaneStore(session, settings.cassandra.keyspace, use_case.name, 3600)
+    aggregator = PaneAggregator(aggregate_groups(use_case))
+    metrics = WorkerMetrics()
+    topic = settings.kafka.topics.sensor_readings
+    app = _faust_app(settings, "naive-features")[0]
+    source = app.topic(topic, key_serializer="raw", value_serializer="raw")
+
+    @app.agent(source)  # type: ignore[untyped-decorator]
+    async def naive_features(stream: Any) -> None:
+        async for event in stream.events():
+            reading = decode_sensor_reading(event.message.value)
+            partition, offset = event.message.partition, event.message.offset
+            aggregator.load(aggregator.unknown_panes([(partition, reading)]), {})
+            aggregator.apply(partition, offset, reading)
+            for key, state in aggregator.take_dirty():
+                await panes.write(panes.write_statements([(key, state)]))
+            metrics.events_in.labels(topic).inc()
+
+    faust.Worker(app, loglevel="WARNING").execute_from_commandline()
+
+
 def run_raw(settings: Settings) -> None:
     from confluent_kafka import Consumer, Producer
 
@@ -126,7 +162,8 @@ def main(argv: list[str]) -> int:
 
         uvloop.install()  # the same event loop as the worker, for a fair comparison
         asyncio.set_event_loop(asyncio.new_event_loop())
-        {"naive": run_naive, "passthrough": run_passthrough}[kind](settings)
+        {"naive": run_naive, "passthrough": run_passthrough,
+         "naive-features": run_naive_features}[kind](settings)  # fmt: skip
     return 0
 
 

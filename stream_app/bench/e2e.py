@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -31,8 +32,9 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from stream_app.bench.simulation import labelled_frame
 from stream_app.cassandra_session import open_cluster
+from stream_app.features.pane_store import PaneStore
+from stream_app.features.panes import PaneAggregator, aggregate_groups
 from stream_app.features.store import CassandraFeatureStore, FeatureRow
-from stream_app.features.windows import RunningAggregate
 from stream_app.models.registry import ModelRegistry, ModelVersion, new_version
 from stream_app.models.training import lightgbm_params, spec_hash
 from stream_app.provisioning.keyspace import ensure_keyspace
@@ -43,9 +45,9 @@ from stream_app.settings import (
     TopicNames,
     WorkerSettings,
 )
-from stream_app.simulation.payloads import client_event_records
+from stream_app.simulation.payloads import client_event_records, sensor_readings
 from stream_app.simulation.world import World
-from stream_app.use_cases.spec import AggregateFeature, UseCase
+from stream_app.use_cases.spec import UseCase
 
 PARTITIONS = 6
 PACE_EVERY = 10  # events produced per pacing step at a fixed rate
@@ -162,29 +164,37 @@ def prepare_model(session: Any, settings: Settings, use_case: UseCase, seed: int
 
 
 def preload_features(session: Any, settings: Settings, world: World) -> int:
-    """Current aggregates of every simulated entity (from fresh simulated readings) and the
-    batch features, as the feature agent and `features load` would have stored them."""
+    """Panes of fresh simulated readings for every simulated entity (as the feature agent
+    would have written them) and the batch features (as `features load` would). Returns the
+    rows written."""
+    import asyncio
+
     use_case = world.use_case
-    store = CassandraFeatureStore(session, settings.cassandra.keyspace, use_case.name)
     now = int(time.time() * 1000)
-    rows: list[FeatureRow] = []
-    for name, feature in use_case.features_of(AggregateFeature).items():
-        for index, entity_id in enumerate(world.ids[feature.entity]):
-            times = np.sort(now - np.random.default_rng(index).integers(0, 60_000, 8))
-            fixed = {feature.entity: np.full(8, index)}
-            readings = world.readings(times, fixed=fixed)
-            aggregate = RunningAggregate()
-            for value, at in zip(
-                readings.values[feature.reading].tolist(), times.tolist(), strict=True
-            ):
-                aggregate.add(value, at)
-            value = aggregate.value(feature.function)
-            if value is not None:
-                rows.append(FeatureRow(feature.entity, entity_id, name, value, int(times[-1]), now))
-    for name, (entity, values) in world.batch_features().items():
-        for index, value in enumerate(values.tolist()):
-            rows.append(FeatureRow(entity, world.ids[entity][index], name, value, now, None))
-    return store.write(rows)
+    aggregator = PaneAggregator(aggregate_groups(use_case))
+    readings = []
+    for key in world.sim.reading_entities:
+        for index in range(world.sim.population[key]):
+            times = np.sort(now - np.random.default_rng(index).integers(1_000, 60_000, 8))
+            batch = world.readings(times, fixed={key: np.full(8, index)})
+            readings += sensor_readings(world, batch)
+    readings.sort(key=lambda r: r.event_time)
+    aggregator.load(aggregator.unknown_panes((0, r) for r in readings), {})
+    for offset, reading in enumerate(readings):
+        aggregator.apply(0, offset, reading)
+    panes = PaneStore(
+        session, settings.cassandra.keyspace, use_case.name,
+        retention_s=int(settings.features.retention_days * 86_400),
+    )  # fmt: skip
+    dirty = aggregator.take_dirty()
+    asyncio.run(panes.write(panes.write_statements(dirty)))
+    store = CassandraFeatureStore(session, settings.cassandra.keyspace, use_case)
+    rows = [
+        FeatureRow(entity, world.ids[entity][index], name, value, now, None)
+        for name, (entity, values) in world.batch_features().items()
+        for index, value in enumerate(values.tolist())
+    ]
+    return store.write(rows) + len(dirty)
 
 
 def pregenerate(world: World, count: int, run_id: str) -> list[tuple[bytes, bytes]]:
@@ -283,7 +293,7 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: Sequence[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 1) if values else float("nan")
 
 

@@ -28,7 +28,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     e2e.add_argument("--naive-events", type=int, default=5_000, help="events for the naive agent")
     e2e.add_argument("--half-load-seconds", type=float, default=20.0)
     e2e.add_argument("--use-case", help="use case name or .toml path (default: settings)")
-    for bench in (decode, simulation, e2e):
+    features = benches.add_parser(
+        "features", help="feature agent readings/s against a naive per-reading writer"
+    )
+    features.add_argument("--readings", type=int, default=200_000)
+    features.add_argument("--naive-readings", type=int, default=5_000)
+    features.add_argument("--use-case", help="use case name or .toml path (default: settings)")
+    freshness = benches.add_parser(
+        "freshness", help="reading produce -> visible in Cassandra -> used by a prediction"
+    )
+    freshness.add_argument("--rate", type=float, default=5_000, help="readings per second")
+    freshness.add_argument("--seconds", type=float, default=30)
+    freshness.add_argument("--use-case", help="use case name or .toml path (default: settings)")
+    for bench in (decode, simulation, e2e, features, freshness):
         bench.add_argument("--json", type=Path, help="also write the JSON to this file")
     parser.set_defaults(run=run)
 
@@ -45,6 +57,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
         use_case = load_use_case(args.use_case or settings.use_case)
         result = simulation_bench.run(use_case, args.days, args.events_per_day)
+    elif args.bench in ("features", "freshness"):
+        from stream_app.bench import features as features_bench
+
+        use_case = load_use_case(args.use_case or settings.use_case)
+        if args.bench == "features":
+            result = features_bench.run_features(
+                settings, use_case, args.readings, args.naive_readings
+            )
+        else:
+            result = features_bench.run_freshness(settings, use_case, args.rate, args.seconds)
     elif args.bench == "e2e":
         from stream_app.bench import e2e as e2e_bench
 

@@ -1,4 +1,4 @@
-"""The online feature store in Cassandra: one partition per entity, one row per feature."""
+"""The online feature store in Cassandra: batch features and windowed aggregates (panes)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from typing import Any, NamedTuple
 
 from stream_app.cassandra_session import HOT_PATH
 from stream_app.errors import FeatureLookupError
+from stream_app.features.pane_store import PaneStore
+from stream_app.features.panes import AggregateGroup, aggregate_groups, window_values
 from stream_app.features.vector import StoredFeature
 from stream_app.storage.cql import execute_async, is_outage, write_all
+from stream_app.use_cases.spec import BatchFeature, UseCase
 
 
 class FeatureRow(NamedTuple):
@@ -28,15 +31,25 @@ READ_GROUP = 100  # entity ids per read query
 
 
 class CassandraFeatureStore:
-    """Reads and writes ``entity_features`` for one use case; owns its prepared statements."""
+    """Stored features of one use case: batch features (``entity_features``) and windowed
+    aggregates (panes, through ``PaneStore``), read together for serving."""
 
     def __init__(
-        self, session: Any, keyspace: str, use_case: str, read_timeout_s: float = 1.0
+        self,
+        session: Any,
+        keyspace: str,
+        use_case: UseCase,
+        panes: PaneStore | None = None,
+        read_timeout_s: float = 1.0,
     ) -> None:
         self.session = session
-        self.use_case = use_case
+        self.use_case = use_case.name
+        self.panes = panes
         self.read_timeout_s = read_timeout_s
         self.read_timeouts = 0  # reads that came back too late; their features count as missing
+        self._groups: dict[str, list[AggregateGroup]] = {}
+        for group in aggregate_groups(use_case):
+            self._groups.setdefault(group.entity_key, []).append(group)
         table = f"{keyspace}.entity_features"
         self._read = session.prepare(
             f"SELECT entity_id, feature, value, toUnixTimestamp(event_time) AS event_ms "
@@ -46,32 +59,95 @@ class CassandraFeatureStore:
             f"INSERT INTO {table} (use_case, entity_key, entity_id, feature, value, "
             "window_end, event_time, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         )
+        self._batch_as_of = session.prepare(
+            "SELECT value, toUnixTimestamp(valid_from) AS valid_ms FROM "
+            f"{keyspace}.batch_feature_history WHERE use_case = ? AND entity_key = ? AND "
+            "entity_id = ? AND feature = ? AND valid_from <= ? LIMIT 1"
+        )
+        self._batch_features = {
+            name: feature.entity for name, feature in use_case.features_of(BatchFeature).items()
+        }
+
+    async def as_of(
+        self, entities: Iterable[tuple[str, str]], at_ms: int
+    ) -> dict[tuple[str, str], dict[str, StoredFeature]]:
+        """Point-in-time lookup: each entity's features as they were at ``at_ms``.
+
+        Batch features: the version valid at ``at_ms`` (``batch_feature_history``). Windowed
+        features: the windows served at ``at_ms`` from panes that ended by then, so no reading
+        newer than ``at_ms`` counts (a window can lack its last, unfinished step). Panes older
+        than the retention are gone: such features come back missing.
+        """
+        found: dict[tuple[str, str], dict[str, StoredFeature]] = {}
+        keys = list(dict.fromkeys(entities))
+        lookups = [
+            (entity_key, entity_id, feature)
+            for entity_key, entity_id in keys
+            for feature, owner in self._batch_features.items()
+            if owner == entity_key
+        ]
+        results = await asyncio.gather(
+            *(
+                execute_async(self.session, self._batch_as_of,
+                              (self.use_case, k, i, f, at_ms), self.read_timeout_s)
+                for k, i, f in lookups
+            )
+        )  # fmt: skip
+        for (entity_key, entity_id, feature), rows in zip(lookups, results, strict=True):
+            row = rows[0] if rows else None
+            if row is not None:
+                found.setdefault((entity_key, entity_id), {})[feature] = StoredFeature(
+                    row.value, row.valid_ms
+                )
+        for entity_key, groups in self._groups.items():
+            ids = [i for k, i in keys if k == entity_key]
+            if not ids or self.panes is None:
+                continue
+            panes = await self.panes.read_windows(groups, ids, at_ms)
+            for entity_id, entity_panes in panes.items():
+                found.setdefault((entity_key, entity_id), {}).update(
+                    window_values(groups, entity_panes, at_ms, complete_panes_only=True)
+                )
+        return {key: found.get(key, {}) for key in keys}
 
     async def _read_group(
-        self, entity_key: str, entity_ids: list[str]
+        self, entity_key: str, entity_ids: list[str], at_ms: int
     ) -> dict[tuple[str, str], dict[str, StoredFeature]]:
-        rows = await execute_async(
+        batch_rows = execute_async(
             self.session,
             self._read,
             (self.use_case, entity_key, entity_ids),
             self.read_timeout_s,
             HOT_PATH,
         )
+        groups = self._groups.get(entity_key, [])
+        if groups and self.panes is not None:
+            rows, panes = await asyncio.gather(
+                batch_rows, self.panes.read_windows(groups, entity_ids, at_ms)
+            )
+        else:
+            rows, panes = await batch_rows, {}
         found: dict[tuple[str, str], dict[str, StoredFeature]] = {}
         for entity_id, feature, value, event_ms in rows:
             found.setdefault((entity_key, entity_id), {})[feature] = StoredFeature(value, event_ms)
+        for entity_id, entity_panes in panes.items():
+            found.setdefault((entity_key, entity_id), {}).update(
+                window_values(groups, entity_panes, at_ms)
+            )
         return found
 
     async def read_entities(
-        self, entities: Iterable[tuple[str, str]]
+        self, entities: Iterable[tuple[str, str]], at_ms: int | None = None
     ) -> dict[tuple[str, str], dict[str, StoredFeature]]:
-        """The stored features of many entities: one query per entity key and up to
-        ``READ_GROUP`` ids (a multi-partition IN), the queries running concurrently. An entity
-        with nothing stored is returned with no features.
+        """The stored features of many entities as served at ``at_ms`` (default: now): one
+        query per entity key and up to ``READ_GROUP`` ids (a multi-partition IN) for batch
+        features, one per pane group for windowed ones, all concurrently. An entity with
+        nothing stored is returned with no features.
 
         A query that times out leaves its entities out (their features count as missing, per
         the use case's policy); Cassandra being unreachable raises ``FeatureLookupError``.
         """
+        at = int(time.time() * 1000) if at_ms is None else at_ms
         by_key: dict[str, list[str]] = {}
         for entity_key, entity_id in dict.fromkeys(entities):
             by_key.setdefault(entity_key, []).append(entity_id)
@@ -81,7 +157,7 @@ class CassandraFeatureStore:
             for start in range(0, len(ids), READ_GROUP)
         ]
         results = await asyncio.gather(
-            *(self._read_group(k, ids) for k, ids in groups), return_exceptions=True
+            *(self._read_group(k, ids, at) for k, ids in groups), return_exceptions=True
         )
         found: dict[tuple[str, str], dict[str, StoredFeature]] = {}
         for (entity_key, ids), result in zip(groups, results, strict=True):

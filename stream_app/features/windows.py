@@ -48,6 +48,18 @@ class RunningAggregate:
         if time_ms >= self.last_time:
             self.last, self.last_time = value, time_ms
 
+    def merge(self, other: RunningAggregate) -> None:
+        """Add another window's (or pane's) readings to this one."""
+        if other.count == 0:
+            return
+        self.count += other.count
+        self.total += other.total
+        self.total_sq += other.total_sq
+        self.minimum = min(self.minimum, other.minimum)
+        self.maximum = max(self.maximum, other.maximum)
+        if other.last_time >= self.last_time:
+            self.last, self.last_time = other.last, other.last_time
+
     def value(self, function: str) -> float | None:
         """The aggregate, or None when the window holds no reading (count is then 0)."""
         if function == "count":

@@ -103,6 +103,24 @@ class WorkerMetrics:
             ["role", "model_version"],
             registry=r,
         )
+        self.readings_merged = Counter(
+            "stream_app_readings_merged_total",
+            "Sensor-reading values merged into windowed aggregates.",
+            registry=r,
+        )
+        self.late_readings = Counter(
+            "stream_app_late_readings_total",
+            "Reading values later than every window's allowed lateness: counted, not merged.",
+            registry=r,
+        )
+        self.duplicate_readings = Counter(
+            "stream_app_duplicate_readings_total",
+            "Reading values seen again after a restart or replay: already merged, skipped.",
+            registry=r,
+        )
+        self.panes_written = Counter(
+            "stream_app_panes_written_total", "Aggregate panes written to Cassandra.", registry=r
+        )
         self.feature_cache_hits = Counter(
             "stream_app_feature_cache_hits_total", "Entity reads served by the cache.", registry=r
         )

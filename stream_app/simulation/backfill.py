@@ -72,7 +72,7 @@ def write_history(
     end_ms = int(time.time() * 1000)
     start_ms = end_ms - int(days * DAY_MS)
     report = HistoryReport(run_id=f"h{seed}-{end_ms // 1000:x}", start_ms=start_ms, end_ms=end_ms)
-    features = CassandraFeatureStore(session, keyspace, use_case.name)
+    features = CassandraFeatureStore(session, keyspace, use_case)
     predictions = PredictionStore(session, keyspace, use_case.name)
     labels = GroundTruthStore(session, keyspace, use_case.name)
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import orjson
 
+from stream_app.contracts.decode import SensorReading
 from stream_app.simulation.world import EventBatch, ReadingBatch, World
 
 Record = tuple[bytes, bytes]
@@ -29,6 +30,21 @@ def client_event_records(world: World, events: EventBatch, event_ids: list[str])
         }
         records.append((event_id.encode(), orjson.dumps(payload)))
     return records
+
+
+def sensor_readings(world: World, readings: ReadingBatch) -> list[SensorReading]:
+    """The batch as decoded readings (what the feature agent works on)."""
+    keys = list(readings.entities)
+    ids = [[world.ids[key][i] for i in readings.entities[key].tolist()] for key in keys]
+    names = list(readings.values)
+    columns = [readings.values[name].tolist() for name in names]
+    template = world.sim.sensor_id
+    result = []
+    for row, time_ms in enumerate(readings.times_ms.tolist()):
+        entities = {key: ids[k][row] for k, key in enumerate(keys)}
+        values = {name: columns[c][row] for c, name in enumerate(names)}
+        result.append(SensorReading(template.format(**entities), time_ms, entities, values))
+    return result
 
 
 def reading_records(world: World, readings: ReadingBatch) -> list[Record]:

@@ -1,0 +1,140 @@
+"""The feature service: one batch of sensor readings in, updated panes in Cassandra out.
+
+Per batch: decode (invalid -> dead-letter), load from Cassandra the panes the batch touches
+that are not in memory, merge the readings in offset order (late ones counted, re-read ones
+skipped), then write each changed pane once, with its entity's other panes in one
+single-partition batch. ``process`` returns when Cassandra and Kafka acknowledged, so offsets
+move only after that.
+
+Batches may be in flight together: loading and merging run one batch at a time in arrival
+order (a lock), the writes are bound right after merging with increasing write timestamps,
+so the state merged last is the one Cassandra keeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cassandra.query import BatchStatement
+
+from stream_app.contracts.decode import SensorReading, decode_sensor_reading
+from stream_app.errors import FeatureLookupError, InvalidEvent, StoreError
+from stream_app.features.pane_store import PaneStore
+from stream_app.features.panes import PaneAggregator, aggregate_groups
+from stream_app.monitoring.metrics import WorkerMetrics
+from stream_app.publishing import KafkaPublisher
+from stream_app.retry import retry_forever
+from stream_app.scoring.batch import InputMessage, Refused, dead_letter_records
+from stream_app.settings import Settings
+from stream_app.storage.cql import is_outage
+from stream_app.use_cases.spec import UseCase
+
+
+@dataclass
+class FeatureBatchResult:
+    readings: int = 0
+    merged: int = 0
+    late: int = 0
+    duplicates: int = 0
+    panes_written: int = 0
+    dead_letters: int = 0
+
+
+def _retryable(exc: BaseException) -> bool:
+    return (
+        is_outage(exc)
+        or isinstance(exc, StoreError | FeatureLookupError)
+        or "Timeout" in type(exc).__name__
+    )
+
+
+class FeatureService:
+    """Maintains the windowed aggregates of one use case from its sensor readings."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        use_case: UseCase,
+        panes: PaneStore,
+        publisher: KafkaPublisher,
+        metrics: WorkerMetrics,
+        agent: str = "features",
+    ) -> None:
+        self.settings = settings
+        self.use_case = use_case
+        self.panes = panes
+        self.publisher = publisher
+        self.metrics = metrics
+        self.agent = agent
+        self.aggregator = PaneAggregator(aggregate_groups(use_case))
+        self._merge_lock = asyncio.Lock()
+
+    async def process(self, messages: Sequence[InputMessage]) -> FeatureBatchResult:
+        topic = self.settings.kafka.topics.sensor_readings
+        result = FeatureBatchResult(readings=len(messages))
+        readings: list[tuple[InputMessage, SensorReading]] = []
+        refused: list[Refused] = []
+        for message in messages:
+            try:
+                readings.append((message, decode_sensor_reading(message.value)))
+            except InvalidEvent as error:
+                refused.append(Refused(message, error))
+        async with self._merge_lock:
+            unknown = self.aggregator.unknown_panes((m.partition, r) for m, r in readings)
+            unknown = {key for key in unknown if not self.aggregator.is_late(key)}
+            stored = await retry_forever(
+                lambda: self.panes.load(unknown),
+                _retryable,
+                "loading panes",
+                self.settings.scoring.retry_initial_s,
+                self.settings.scoring.retry_max_s,
+                lambda exc, attempt: self.metrics.retries.labels("pane_load").inc(),
+            )
+            self.aggregator.load(unknown, stored)
+            for message, reading in readings:
+                applied = self.aggregator.apply(message.partition, message.offset, reading)
+                result.merged += applied.merged
+                result.late += applied.late
+                result.duplicates += applied.duplicates
+            dirty = self.aggregator.take_dirty()
+            statements = self.panes.write_statements(dirty)
+            self.aggregator.evict_closed()
+        result.panes_written = len(dirty)
+        records = dead_letter_records(
+            refused, self.settings.kafka.topics.dead_letter, self.agent, int(time.time() * 1000)
+        )
+        result.dead_letters = len(records)
+        await asyncio.gather(self._write(statements), self.publisher.publish(records))
+        self._observe(topic, result, refused)
+        return result
+
+    async def _write(self, statements: list[BatchStatement]) -> None:
+        if statements:
+            await retry_forever(
+                lambda: self.panes.write(statements),
+                _retryable,
+                "writing panes",
+                self.settings.scoring.retry_initial_s,
+                self.settings.scoring.retry_max_s,
+                lambda exc, attempt: self.metrics.retries.labels("pane_write").inc(),
+            )
+
+    def on_partitions_revoked(self, partitions: list[int]) -> None:
+        """Another worker takes these partitions: forget their in-memory panes."""
+        self.aggregator.drop_partitions(partitions)
+
+    def _observe(self, topic: str, result: FeatureBatchResult, refused: list[Refused]) -> None:
+        m = self.metrics
+        m.events_in.labels(topic).inc(result.readings)
+        m.readings_merged.inc(result.merged)
+        m.late_readings.inc(result.late)
+        m.duplicate_readings.inc(result.duplicates)
+        m.panes_written.inc(result.panes_written)
+        for r in refused:
+            m.dead_letters.labels(r.message.topic, r.error.code).inc()
+        if refused:
+            m.events_out.labels(self.settings.kafka.topics.dead_letter).inc(len(refused))
