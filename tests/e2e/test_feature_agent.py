@@ -182,12 +182,13 @@ def test_features_load_and_get_on_the_command_line(
 ) -> None:
     path = tmp_path / "prep.csv"
     path.write_text("restaurant_id,restaurant_prep_minutes\nr1,10\nr2,oops\n")
+    rejects = tmp_path / "rejects.jsonl"
     loaded = stream_app("features", "load", str(path), "--as-of", "2026-01-01T00:00:00Z",
-                        "--rejects", str(tmp_path / "rejects.jsonl"), env=deployment.env)  # fmt: skip
+                        "--rejects", str(rejects), env=deployment.env)  # fmt: skip
     assert loaded.returncode == 0, loaded.stderr
     summary = json.loads(loaded.stdout)
     assert (summary["loaded_rows"], summary["rejected_rows"]) == (1, 1)
-    assert "invalid number" in (tmp_path / "rejects.jsonl").read_text()
+    assert "invalid number" in rejects.read_text()
     before = stream_app("features", "get", "restaurant_id=r1", "--as-of", "2025-12-31T00:00:00Z",
                         env=deployment.env)  # fmt: skip
     after = stream_app("features", "get", "restaurant_id=r1", "--as-of", "2026-02-01T00:00:00Z",
