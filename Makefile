@@ -56,8 +56,12 @@ bench: services ## the benchmarks (JSON): decode, simulation, e2e
 	$(APP) init
 	$(APP) bench e2e
 
+.PHONY: browser
+browser: ## Debian's chromium for the dashboard test (installed with apt-get when missing)
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
 .PHONY: test
-test: services ## all set-up, then every test suite against the real services
+test: services browser ## all set-up, then every test suite against the real services
 	$(BIN)/pytest tests
 
 .PHONY: test-unit

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import faust
 
 from stream_app.agents import batch_consumer, scoring
-from stream_app.monitoring.web import register_pages
+from stream_app.monitoring.web import register_dashboard, register_pages
 from stream_app.settings import KafkaSettings, Settings
 
 if TYPE_CHECKING:
@@ -71,6 +71,11 @@ def create_app(
     register_pages(app)
     if deps is not None:
         app_id = settings.worker.app_id
+        monitor = deps.monitor
+
+        def report_lag(topic: str, group: str, messages: int) -> None:
+            monitor.lags[(topic, group)] = messages
+
         if deps.scoring is not None and settings.scoring.consumer == "batch":
             batch_consumer.register(
                 app,
@@ -81,6 +86,7 @@ def create_app(
                     group_id=f"{app_id}-scoring",
                     batch_size=settings.scoring.batch_size,
                     batches_in_flight=settings.scoring.batches_in_flight,
+                    report_lag=report_lag,
                 ),
             )
         elif deps.scoring is not None:
@@ -95,6 +101,27 @@ def create_app(
                     group_id=f"{app_id}-features",
                     batch_size=settings.features.batch_size,
                     batches_in_flight=settings.features.batches_in_flight,
+                    report_lag=report_lag,
                 ),
             )
+        if deps.accuracy is not None:
+            accuracy = deps.accuracy
+            batch_consumer.register(
+                app,
+                batch_consumer.BatchConsumer(
+                    settings,
+                    accuracy,
+                    topic=settings.kafka.topics.ground_truth,
+                    group_id=f"{app_id}-accuracy",
+                    batch_size=settings.scoring.batch_size,
+                    batches_in_flight=1,  # labels join in order
+                    report_lag=report_lag,
+                ),
+            )
+
+            @app.timer(1.0)  # type: ignore[untyped-decorator]
+            async def retry_waiting_labels() -> None:
+                await accuracy.retry_waiting()
+
+        register_dashboard(app, deps.monitor)
     return app

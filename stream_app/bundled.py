@@ -18,3 +18,8 @@ def bundled_path(relative: str) -> Path:
         if candidate.exists():
             return candidate
     raise FileNotFoundError(f"{relative} is not shipped with this stream-app installation")
+
+
+def package_file(relative: str) -> Path:
+    """A file inside the ``stream_app`` package (e.g. ``monitoring/dashboard.html``)."""
+    return _PACKAGE / relative

@@ -16,6 +16,7 @@ from stream_app.commands import (
     init,
     services,
     simulate,
+    status,
     tail,
     train,
     worker,
@@ -24,7 +25,9 @@ from stream_app.errors import StreamAppError
 from stream_app.settings import Settings, load_settings
 
 Command = Callable[[argparse.Namespace, Settings], int]
-COMMANDS = (services, init, bootstrap, worker, simulate, features, train, tail, bench, config)
+COMMANDS = (
+    services, init, bootstrap, worker, simulate, features, train, tail, status, bench, config,
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

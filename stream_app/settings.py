@@ -159,8 +159,8 @@ class WorkerSettings(BaseModel):
 
     model_config = _SECTION
 
-    agents: list[Literal["scoring", "features"]] = Field(
-        ["scoring", "features"],
+    agents: list[Literal["scoring", "features", "accuracy"]] = Field(
+        ["scoring", "features", "accuracy"],
         description="Agents this worker runs (run them in separate workers to scale apart).",
     )
     app_id: str = Field("stream-app", description="Faust app id (consumer group prefix).")
@@ -223,6 +223,31 @@ class FeatureSettings(BaseModel):
     )
 
 
+class MonitoringSettings(BaseModel):
+    """Rolling accuracy, drift thresholds, and waiting for labels."""
+
+    model_config = _SECTION
+
+    accuracy_window_s: float = Field(600, gt=0, description="Rolling accuracy window, seconds.")
+    drift_window_s: float = Field(600, gt=0, description="Sliding window of served values, s.")
+    psi_threshold: float = Field(
+        0.25, gt=0, description="PSI above this raises a drift alarm (0.25: a significant shift)."
+    )
+    ks_threshold: float = Field(0.25, gt=0, description="KS above this raises a drift alarm.")
+    drift_min_values: int = Field(
+        500, ge=1, description="No alarm on fewer served values than this in the window."
+    )
+    drift_min_entities: int = Field(
+        30,
+        ge=1,
+        description="A feature of an entity served for fewer distinct entities in the window "
+        "(a dozen zones) is not compared: its PSI and KS are reported as missing.",
+    )
+    label_retry_max_s: float = Field(
+        30.0, gt=0, description="Longest wait between two joins of a label still unmatched."
+    )
+
+
 class TrainingSettings(BaseModel):
     """`stream-app train`: the training window, LightGBM parameters and the split."""
 
@@ -262,6 +287,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
 
     @classmethod

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from stream_app.app import create_app, worker_datadir
 from stream_app.cassandra_session import open_cluster
@@ -18,10 +19,13 @@ from stream_app.features.pane_store import PaneStore
 from stream_app.features.service import FeatureService
 from stream_app.features.store import CassandraFeatureStore
 from stream_app.models.registry import ModelRegistry
+from stream_app.monitoring.accuracy import AccuracyService
 from stream_app.monitoring.metrics import WorkerMetrics
+from stream_app.monitoring.state import Monitor, MonitorCollector
 from stream_app.publishing import KafkaPublisher
 from stream_app.scoring.service import ScoringService
 from stream_app.settings import Settings
+from stream_app.storage.labels import LabelStore
 from stream_app.storage.predictions import PredictionStore
 from stream_app.use_cases.spec import load_use_case
 
@@ -36,7 +40,10 @@ class Dependencies:
     publisher: KafkaPublisher
     scoring: ScoringService | None
     features: FeatureService | None
+    accuracy: AccuracyService | None
     metrics: WorkerMetrics
+    monitor: Monitor
+    registry: ModelRegistry
 
     def close(self) -> None:
         undelivered = self.publisher.close()
@@ -55,6 +62,8 @@ def check_topics(settings: Settings) -> None:
         needed += [topics.client_events, topics.predictions]
     if "features" in settings.worker.agents:
         needed += [topics.sensor_readings]
+    if "accuracy" in settings.worker.agents:
+        needed += [topics.ground_truth, topics.accuracy_events]
     try:
         existing = AdminClient(settings.kafka.client_config()).list_topics(timeout=30).topics
     except Exception as exc:  # librdkafka raises KafkaException with the broker's reason
@@ -75,7 +84,7 @@ def topic_id(settings: Settings, topic: str) -> str:
     return str(description.topic_id)
 
 
-def build_dependencies(settings: Settings, metrics: WorkerMetrics | None = None) -> Dependencies:
+def build_dependencies(settings: Settings, registry: CollectorRegistry = REGISTRY) -> Dependencies:
     """Connect to Cassandra, load the champion (refusing to start without one), and wire the
     services of the agents this worker runs. Raises ``ModelNotFound`` with what to do when
     no model exists."""
@@ -86,7 +95,10 @@ def build_dependencies(settings: Settings, metrics: WorkerMetrics | None = None)
     publisher: KafkaPublisher | None = None
     try:
         session = cluster.connect()
-        metrics = metrics or WorkerMetrics()
+        metrics = WorkerMetrics(registry)
+        monitor = Monitor(use_case, settings.monitoring)
+        registry.register(MonitorCollector(monitor))
+        models = ModelRegistry(session, keyspace, use_case.name)
         panes = PaneStore(
             session,
             keyspace,
@@ -96,8 +108,8 @@ def build_dependencies(settings: Settings, metrics: WorkerMetrics | None = None)
         )
         scoring = None
         if "scoring" in settings.worker.agents:
-            registry = ModelRegistry(session, keyspace, use_case.name)
-            champion = registry.load_scorer(registry.champion().version)
+            champion_version = models.get(models.champion().version)
+            champion = models.load_scorer(champion_version.version)
         publisher = KafkaPublisher(settings.kafka, client_id=f"{settings.worker.app_id}-outputs")
         if "scoring" in settings.worker.agents:
             store = CassandraFeatureStore(
@@ -111,9 +123,13 @@ def build_dependencies(settings: Settings, metrics: WorkerMetrics | None = None)
                 publisher=publisher,
                 champion=None,  # type: ignore[arg-type]  # set just below
                 metrics=metrics,
+                monitor=monitor,
             )
             scoring.champion = scoring.model_for(champion, "champion")
-            metrics.model_version.labels("champion", champion.version).set(1)
+            monitor.set_model(
+                "champion", champion.version, champion.feature_names,
+                champion_version.distributions,
+            )  # fmt: skip
         features = None
         if "features" in settings.worker.agents:
             panes.source_topic_id = topic_id(settings, settings.kafka.topics.sensor_readings)
@@ -123,13 +139,24 @@ def build_dependencies(settings: Settings, metrics: WorkerMetrics | None = None)
                 panes=panes,
                 publisher=publisher,
                 metrics=metrics,
+                monitor=monitor,
+            )
+        accuracy = None
+        if "accuracy" in settings.worker.agents:
+            accuracy = AccuracyService(
+                settings=settings,
+                use_case=use_case,
+                labels=LabelStore(session, keyspace, use_case.name),
+                publisher=publisher,
+                monitor=monitor,
+                metrics=metrics,
             )
     except BaseException:
         if publisher is not None:
             publisher.close()
         cluster.shutdown()
         raise
-    return Dependencies(cluster, publisher, scoring, features, metrics)
+    return Dependencies(cluster, publisher, scoring, features, accuracy, metrics, monitor, models)
 
 
 def quiet_garbage_collector() -> None:

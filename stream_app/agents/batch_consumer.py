@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -34,6 +34,7 @@ from stream_app.settings import Settings
 log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 120.0
 PAUSE_AFTER_S = 10.0  # well below max.poll.interval.ms (5 minutes)
+LAG_EVERY_S = 2.0
 
 
 def consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:
@@ -78,6 +79,7 @@ class BatchConsumer:
         group_id: str,
         batch_size: int,
         batches_in_flight: int,
+        report_lag: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self.settings = settings
         self.service = service
@@ -85,6 +87,8 @@ class BatchConsumer:
         self.topic = topic
         self.batch_size = batch_size
         self.batches_in_flight = batches_in_flight
+        self.report_lag = report_lag
+        self._last_lag = 0.0
         self._consumer: Any = None
         # One thread owns the consumer: consume, commit and the rebalance callbacks run on it.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-consumer")
@@ -132,6 +136,7 @@ class BatchConsumer:
         and a busy one in large batches (high throughput), without a fixed wait.
         """
         self._commit_async()
+        self._measure_lag()
         messages = list(self._consumer.consume(batch_size, 0))
         if not messages:
             messages = list(self._consumer.consume(1, wait_s))
@@ -224,18 +229,36 @@ class BatchConsumer:
         if offsets:
             self._consumer.commit(offsets=offsets, asynchronous=True)
 
+    def _measure_lag(self) -> None:
+        """Every few seconds: messages between this consumer's positions and the ends of its
+        partitions (from the offsets the last fetches reported; no broker round trip)."""
+        now = time.monotonic()
+        if self.report_lag is None or now - self._last_lag < LAG_EVERY_S:
+            return
+        self._last_lag = now
+        lag = 0
+        for tp in self._consumer.position(self._consumer.assignment()):
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if tp.offset >= 0 and high >= 0:
+                lag += max(high - tp.offset, 0)
+        self.report_lag(self.topic, self.group_id, lag)
+
     def _commit_sync(self) -> None:
         offsets = self._take_offsets()
         if offsets:
             self._consumer.commit(offsets=offsets, asynchronous=False)
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
-        log.info("scoring consumer assigned %s", [p.partition for p in partitions])
+        log.info("%s consumer assigned %s", self.topic, [p.partition for p in partitions])
         self._paused = False
+        take_over = getattr(self.service, "on_partitions_assigned", None)
+        if take_over is not None and self._loop is not None:
+            assigned = [p.partition for p in partitions]
+            asyncio.run_coroutine_threadsafe(take_over(assigned), self._loop)
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         """Finish the batches in hand and commit them before the partitions go elsewhere."""
-        log.info("scoring consumer revoked %s; finishing batches in flight",
+        log.info("%s consumer revoked %s; finishing batches in flight", self.topic,
                  [p.partition for p in partitions])  # fmt: skip
         assert self._loop is not None
         if self._in_flight:

@@ -28,8 +28,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="multiplies the spec's label delays (default 1/60: 30 min -> 30 s)",
     )  # fmt: skip
     parser.add_argument("--no-wait-labels", action="store_true", help="do not wait for labels")
-    parser.add_argument("--readings-per-event", type=float, help="override the spec's ratio")
+    parser.add_argument(
+        "--readings-per-event", type=float,
+        help="readings per client event (load tests); default: each entity pings every "
+        "reading_interval of the spec, whatever the event rate",
+    )  # fmt: skip
     parser.add_argument("--run-id", help="prefix of event ids (default: seed and start time)")
+    parser.add_argument(
+        "--no-prime", action="store_true",
+        help="do not first produce the readings of the recent past (the largest window)",
+    )  # fmt: skip
     parser.add_argument("--history", type=float, metavar="DAYS", help="write DAYS of history")
     parser.add_argument("--events-per-day", type=int, help="history density (default: spec)")
     parser.set_defaults(run=run)
@@ -53,6 +61,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         wait_for_labels=not args.no_wait_labels,
         readings_per_event=args.readings_per_event,
         run_id=args.run_id,
+        prime=not args.no_prime,
     )
     report = run_live(settings, use_case, options)
     sys.stderr.write("\n")

@@ -73,3 +73,35 @@ def model_update_payload(
 def model_update_key(use_case: str, role: str) -> bytes:
     """The compaction key: the latest announcement per use case and role survives."""
     return f"{use_case}:{role}".encode()
+
+
+def accuracy_payload(
+    *,
+    prediction_id: str,
+    event_id: str,
+    use_case: str,
+    model_version: str,
+    role: str,
+    predicted: float,
+    actual: float,
+    correct: bool,
+    label_delay_ms: int,
+    evaluated_at: int,
+) -> dict[str, Any]:
+    """An accuracy event (see schemas/accuracy_event.schema.json)."""
+    error = predicted - actual
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "prediction_id": prediction_id,
+        "event_id": event_id,
+        "use_case": use_case,
+        "model_version": model_version,
+        "role": role,
+        "predicted": predicted,
+        "actual": actual,
+        "error": error,
+        "abs_error": abs(error),
+        "correct": correct,
+        "label_delay_ms": label_delay_ms,
+        "evaluated_at": evaluated_at,
+    }

@@ -203,9 +203,11 @@ def window_values(
     """Each windowed feature of one entity at ``at_ms``: the merge of the panes of one window.
 
     Live (serving): the window served at ``at_ms`` (``windows.served_window_start``: the
-    oldest open one, its newest pane still filling). Point in time (``complete_panes_only``):
-    the newest window complete at ``at_ms``, so no reading newer than ``at_ms`` can count.
-    A window without readings has no value (the feature is missing).
+    oldest open one, its newest pane still filling); a tumbling window that has no reading yet
+    (it has just begun) serves the window before it, so a feature does not go missing at
+    every window boundary. Point in time (``complete_panes_only``): the newest window complete
+    at ``at_ms``, so no reading newer than ``at_ms`` can count. A window without readings has
+    no value (the feature is missing).
     """
     values: dict[str, StoredFeature] = {}
     for group in groups:
@@ -214,11 +216,18 @@ def window_values(
                 start = at_ms - at_ms % feature.step_ms - feature.size_ms
             else:
                 start = served_window_start(at_ms, feature.size_ms, feature.step_ms)
-            states: list[RunningAggregate] = []
-            for pane_start in range(start, start + feature.size_ms, group.pane_ms):
-                states.extend(panes.get((group.name, pane_start), ()))
-            merged = merge(states)
+            merged = _window(group, panes, start, feature.size_ms)
+            tumbling = feature.size_ms == feature.step_ms
+            if merged.count == 0 and tumbling and not complete_panes_only:
+                merged = _window(group, panes, start - feature.size_ms, feature.size_ms)
             value = merged.value(feature.function) if merged.count else None
             if value is not None:
                 values[feature.name] = StoredFeature(value, merged.last_time)
     return values
+
+
+def _window(group: AggregateGroup, panes: StoredPanes, start: int, size: int) -> RunningAggregate:
+    states: list[RunningAggregate] = []
+    for pane_start in range(start, start + size, group.pane_ms):
+        states.extend(panes.get((group.name, pane_start), ()))
+    return merge(states)

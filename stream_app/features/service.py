@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import orjson
 from cassandra.query import BatchStatement
 
 from stream_app.contracts.decode import SensorReading, decode_sensor_reading
@@ -25,6 +26,7 @@ from stream_app.errors import FeatureLookupError, InvalidEvent, StoreError
 from stream_app.features.pane_store import PaneStore
 from stream_app.features.panes import PaneAggregator, aggregate_groups
 from stream_app.monitoring.metrics import WorkerMetrics
+from stream_app.monitoring.state import Monitor
 from stream_app.publishing import KafkaPublisher
 from stream_app.retry import retry_forever
 from stream_app.scoring.batch import InputMessage, Refused, dead_letter_records
@@ -62,6 +64,7 @@ class FeatureService:
         panes: PaneStore,
         publisher: KafkaPublisher,
         metrics: WorkerMetrics,
+        monitor: Monitor,
         agent: str = "features",
     ) -> None:
         self.settings = settings
@@ -69,6 +72,7 @@ class FeatureService:
         self.panes = panes
         self.publisher = publisher
         self.metrics = metrics
+        self.monitor = monitor
         self.agent = agent
         self.aggregator = PaneAggregator(aggregate_groups(use_case))
         self._merge_lock = asyncio.Lock()
@@ -108,6 +112,9 @@ class FeatureService:
             refused, self.settings.kafka.topics.dead_letter, self.agent, int(time.time() * 1000)
         )
         result.dead_letters = len(records)
+        for record in records:
+            self.monitor.dead_letter(orjson.loads(record[2]))
+        self.monitor.count(topic, len(messages))
         await asyncio.gather(self._write(statements), self.publisher.publish(records))
         self._observe(topic, result, refused)
         return result

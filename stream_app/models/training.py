@@ -129,23 +129,45 @@ def _progress_callback(total: int, out: TextIO) -> Any:
     return callback
 
 
-def histograms(matrix: Array, names: list[str]) -> dict[str, dict[str, list[float]]]:
-    """Per column: decile bin edges and the share of rows in each bin (drift reference)."""
-    result = {}
+def histograms(
+    matrix: Array, names: list[str], hours: Array | None = None
+) -> dict[str, dict[str, Any]]:
+    """Per column: decile bin edges and the share of rows in each bin (the drift reference).
+
+    With ``hours`` (each row's UTC hour of day), also the shares within each hour
+    (``hourly``: 24 lists, null for an hour without rows), so that a monitoring window can be
+    compared with the training data of the same hours (a seasonal reference).
+    """
+    result: dict[str, dict[str, Any]] = {}
     for column, name in enumerate(names):
         values = matrix[:, column]
-        values = values[np.isfinite(values)]
-        if len(values) == 0:
+        finite = np.isfinite(values)
+        if not finite.any():
             continue
-        edges = np.unique(np.quantile(values, np.linspace(0, 1, HISTOGRAM_BINS + 1)))
-        counts, _ = (
-            np.histogram(values, bins=edges) if len(edges) > 1 else (np.array([len(values)]), edges)
-        )
+        edges = np.unique(np.quantile(values[finite], np.linspace(0, 1, HISTOGRAM_BINS + 1)))
+        if len(edges) < 2:
+            continue  # one value only: no distribution to compare
+        bins = len(edges) - 1
+        index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, bins - 1)
+        counts = np.bincount(index[finite], minlength=bins)
         result[name] = {
             "edges": [float(e) for e in edges],
-            "shares": [float(c) / len(values) for c in counts],
+            "shares": [float(c) / finite.sum() for c in counts],
         }
+        if hours is not None:
+            hourly = []
+            for hour in range(24):
+                rows = finite & (hours == hour)
+                hour_counts = np.bincount(index[rows], minlength=bins)
+                total = int(rows.sum())
+                hourly.append([float(c) / total for c in hour_counts] if total else None)
+            result[name]["hourly"] = hourly
     return result
+
+
+def hours_of(event_times_ms: Array) -> Array:
+    """The UTC hour of day of each time."""
+    return (np.asarray(event_times_ms, dtype=np.int64) // 3_600_000) % 24
 
 
 @dataclass
@@ -195,10 +217,10 @@ def fit(
         "best_iteration": booster.best_iteration,
         "training_seconds": round(time.monotonic() - started, 2),
     }
+    hours = hours_of(data.event_times[:cut])
+    predicted_train = np.asarray(booster.predict(x_train, num_threads=1))[:, None]
     distributions = {
-        "features": histograms(x_train, data.feature_names),
-        "prediction": histograms(
-            np.asarray(booster.predict(x_train, num_threads=1))[:, None], ["prediction"]
-        )["prediction"],
+        "features": histograms(x_train, data.feature_names, hours),
+        "prediction": histograms(predicted_train, ["prediction"], hours).get("prediction", {}),
     }
     return FitResult(booster, metrics, int(data.event_times[cut]), cut, rows - cut, distributions)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 AGE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600)
@@ -97,10 +97,16 @@ class WorkerMetrics:
             ["operation"],
             registry=r,
         )
-        self.model_version = Gauge(
-            "stream_app_model_info",
-            "1 for the model version in each role.",
-            ["role", "model_version"],
+        self.accuracy_events = Counter(
+            "stream_app_accuracy_events_total",
+            "Accuracy events published (one per prediction joined with its label).",
+            registry=r,
+        )
+        self.labels = Counter(
+            "stream_app_labels_total",
+            "Ground-truth labels by outcome: matched (joined), waiting (prediction not there "
+            "yet) or expired (never matched within the use case's max_delay).",
+            ["outcome"],
             registry=r,
         )
         self.readings_merged = Counter(

@@ -1,12 +1,22 @@
-"""Pages on the worker's web port (bound to 127.0.0.1 unless configured otherwise)."""
+"""Pages on the worker's web port (bound to 127.0.0.1 unless configured otherwise).
+
+- ``/metrics``: Prometheus text format.
+- ``/dashboard``: a live page (plain HTML and canvas, no external scripts) polling
+- ``/dashboard/data``: the worker's monitor snapshot as JSON (also what `stream-app status`
+  reads).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import faust
+import orjson
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+from stream_app.bundled import package_file
+from stream_app.monitoring.state import Monitor
 
 
 def register_pages(app: faust.App, registry: CollectorRegistry = REGISTRY) -> None:
@@ -17,3 +27,19 @@ def register_pages(app: faust.App, registry: CollectorRegistry = REGISTRY) -> No
         async def get(self, request: Request) -> Response:
             body: Any = generate_latest(registry)
             return self.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+def register_dashboard(app: faust.App, monitor: Monitor) -> None:
+    """Serve ``/dashboard`` and its data."""
+    page = package_file("monitoring/dashboard.html").read_bytes()
+
+    @app.page("/dashboard")
+    class Dashboard(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(page, content_type="text/html")
+
+    @app.page("/dashboard/data")
+    class DashboardData(View):
+        async def get(self, request: Request) -> Response:
+            body = orjson.dumps(monitor.snapshot(), option=orjson.OPT_SERIALIZE_NUMPY)
+            return self.bytes(body, content_type="application/json")

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 
 from stream_app.contracts import codes
 from stream_app.contracts.decode import ClientEvent
@@ -25,6 +26,7 @@ from stream_app.features.cache import FeatureCache
 from stream_app.features.vector import FeatureVectorBuilder, ServedVector
 from stream_app.models.scorer import Scorer
 from stream_app.monitoring.metrics import WorkerMetrics, observe_many
+from stream_app.monitoring.state import Monitor
 from stream_app.publishing import KafkaPublisher, PublishError, Record
 from stream_app.retry import retry_forever
 from stream_app.scoring.batch import (
@@ -75,6 +77,7 @@ class ScoringService:
         publisher: KafkaPublisher,
         champion: ScoringModel,
         metrics: WorkerMetrics,
+        monitor: Monitor,
         agent: str = "scoring",
     ) -> None:
         self.settings = settings
@@ -84,6 +87,7 @@ class ScoringService:
         self.publisher = publisher
         self.champion = champion
         self.metrics = metrics
+        self.monitor = monitor
         self.agent = agent
 
     def model_for(self, scorer: Scorer, role: str) -> ScoringModel:
@@ -109,7 +113,8 @@ class ScoringService:
         if scored:
             matrix = np.array([served.values for _, _, served in scored], dtype=np.float64)
             predict_started = time.perf_counter()
-            values = model.scorer.predict(matrix).tolist()
+            predicted = model.scorer.predict(matrix)
+            values = predicted.tolist()
             self.metrics.predict_seconds.observe(time.perf_counter() - predict_started)
             records, rows = prediction_outputs(
                 scored,
@@ -121,7 +126,21 @@ class ScoringService:
                 predictions_topic=topics.predictions,
                 scored_at=_now_ms(),
             )
-        records += dead_letter_records(refused, topics.dead_letter, self.agent, _now_ms())
+        if rows:
+            latencies = [row.latency_ms or 0.0 for row in rows]
+            event_times = np.fromiter((row.event_time for row in rows), np.int64, len(rows))
+            entity_ids = {
+                key: [event.entities[key] for _, event, _ in scored]
+                for key in model.builder.entity_keys
+            }
+            self.monitor.scored(
+                model.scorer.version, model.role, matrix, predicted, latencies,
+                rows[0].scored_at, event_times, entity_ids,
+            )  # fmt: skip
+        dead = dead_letter_records(refused, topics.dead_letter, self.agent, _now_ms())
+        for record in dead:
+            self.monitor.dead_letter(orjson.loads(record[2]))
+        records += dead
         await asyncio.gather(self._publish(records), self._store(rows))
         self._observe(scored, rows, refused, model, started)
         result = BatchResult(predictions=len(rows))
@@ -202,7 +221,9 @@ class ScoringService:
     ) -> None:
         metrics, topics = self.metrics, self.settings.kafka.topics
         metrics.scoring_seconds.observe(time.perf_counter() - started)
+        self.monitor.count(topics.client_events, len(scored) + len(refused))
         if rows:
+            self.monitor.count(topics.predictions, len(rows))
             metrics.events_out.labels(topics.predictions).inc(len(rows))
             metrics.predictions.labels(model.role, model.scorer.version).inc(len(rows))
         observe_many(metrics.feature_age_seconds, [s.age_ms / 1000 for _, _, s in scored])

@@ -204,9 +204,8 @@ def check_simulation_expressions(use_case: UseCase, path: Path) -> None:
     drifted = {
         **derived,
         **{
-            n: Expression(src, f"{path}: simulation.drift.{n}")
-            for n, src in sim.drift.items()
-            if n != "label"
+            n: Expression(src, f"{path}: simulation.drift.derived.{n}")
+            for n, src in sim.drift.derived.items()
         },
     }
 
@@ -231,11 +230,15 @@ def check_simulation_expressions(use_case: UseCase, path: Path) -> None:
     label_names = event_names | set(sim.event)
     check("label", sim.label, label_names)
     check("label_delay_s", sim.label_delay_s, label_names)
-    if "label" in sim.drift:
-        check("drift.label", sim.drift["label"], label_names)
+    if sim.drift.label is not None:
+        check("drift.label", sim.drift.label, label_names)
+    for key, source in sim.drift.event.items():
+        check(f"drift.event.{key}", source, event_names)
     reading_names = given(sim.reading_entities)
     for key, source in sim.reading.items():
         check(f"reading.{key}", source, reading_names)
+    for key, source in sim.drift.reading.items():
+        check(f"drift.reading.{key}", source, reading_names)
     for feature, source in sim.batch.items():
         entity = use_case.features[feature].entity  # type: ignore[union-attr]
         check(f"batch.{feature}", source, given([entity]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from stream_app.features.windows import aggregate_rows
 from stream_app.simulation.world import Array, EventBatch, World
 from stream_app.use_cases.spec import AggregateFeature, parse_duration_ms
 
-MAX_READINGS_PER_WINDOW = 64
+MAX_READINGS_PER_WINDOW = 640  # more readings than this in a window are subsampled
 CHUNK_EVENTS = 5_000
 
 
@@ -53,24 +53,63 @@ def stored_aggregates(
 ) -> dict[str, tuple[Array, Array]]:
     """Per aggregate feature: the value stored for each event's entity at event time (NaN if
     the window held no reading) and the event time of the newest reading behind it."""
+    # Live, every entity of the first reading key pings each reading_interval and each reading
+    # also names one entity of every other key: those get proportionally more readings.
     interval_ms = parse_duration_ms(world.sim.reading_interval)
+    pinging = world.sim.population[world.sim.reading_entities[0]]
     rows = len(events)
     t = events.times_ms
     result: dict[str, tuple[Array, Array]] = {}
     for (entity, size, step), features in _window_groups(world).items():
         start = ((t - size) // step + 1) * step
         span = np.maximum(t - start, 1)
-        counts = np.minimum(rng.poisson(span / interval_ms), MAX_READINGS_PER_WINDOW)
-        k = MAX_READINGS_PER_WINDOW
+        entity_interval = interval_ms * world.sim.population[entity] / pinging
+        expected = span / entity_interval
+        k = int(min(MAX_READINGS_PER_WINDOW, np.ceil(size / entity_interval * 1.5 + 10)))
+        counts = np.minimum(rng.poisson(expected), k)
         offsets = np.sort(rng.random((rows, k)), axis=1)  # time order within each window
         times = (start[:, None] + offsets * span[:, None]).astype(np.int64)
         fixed = {entity: np.repeat(events.entities[entity], k)}
-        readings = world.readings(times.ravel(), fixed=fixed, rng=rng)
+        readings = world.readings(times.ravel(), fixed=fixed, rng=rng, drifted=events.drifted)
         newest = times[np.arange(rows), np.maximum(counts - 1, 0)]
         for name, feature in features:
             values = readings.values[feature.reading].reshape(rows, k)
             result[name] = (aggregate_rows(values, counts, feature.function), newest)
+        empty = np.flatnonzero(counts == 0)
+        if size == step and len(empty):  # serving falls back to the previous tumbling window
+            before = _previous_window(world, events, entity, start[empty] - size, size,
+                                      entity_interval, k, rng, empty)  # fmt: skip
+            for name, feature in features:
+                values, last = result[name]
+                values[empty] = aggregate_rows(before.values[feature.reading], before.counts,
+                                               feature.function)  # fmt: skip
+                last[empty] = before.newest
     return result
+
+
+class _Window(NamedTuple):
+    values: dict[str, Array]
+    counts: Array
+    newest: Array
+
+
+def _previous_window(
+    world: World, events: EventBatch, entity: str, starts: Array, size: int,
+    entity_interval: float, k: int, rng: np.random.Generator, rows: Array | None = None,
+) -> _Window:  # fmt: skip
+    """Readings of whole windows ``[start, start + size)`` for some events' entities."""
+    n = len(starts)
+    counts = np.minimum(rng.poisson(np.full(n, size / entity_interval)), k)
+    offsets = np.sort(rng.random((n, k)), axis=1)
+    times = (starts[:, None] + offsets * size).astype(np.int64)
+    index = np.flatnonzero(np.ones(len(events), dtype=bool)) if rows is None else rows
+    fixed = {entity: np.repeat(events.entities[entity][index], k)}
+    readings = world.readings(times.ravel(), fixed=fixed, rng=rng, drifted=events.drifted)
+    return _Window(
+        {name: values.reshape(n, k) for name, values in readings.values.items()},
+        counts,
+        times[np.arange(n), np.maximum(counts - 1, 0)],
+    )
 
 
 def history_chunks(

@@ -26,7 +26,7 @@ from stream_app.simulation.payloads import (
     reading_records,
 )
 from stream_app.simulation.world import World
-from stream_app.use_cases.spec import UseCase
+from stream_app.use_cases.spec import AggregateFeature, UseCase, parse_duration_ms
 
 TICK_S = 0.05
 
@@ -42,7 +42,8 @@ class LiveOptions:
     invalid_rate: float = 0.0
     label_delay_factor: float = 1 / 60  # compress the spec's label delays (30 min -> 30 s)
     wait_for_labels: bool = True
-    readings_per_event: float | None = None  # default: the spec's
+    readings_per_event: float | None = None  # default: each entity every reading_interval
+    prime: bool = True  # first, readings of the recent past (a world already running)
     run_id: str | None = None
 
 
@@ -106,11 +107,14 @@ def run_live(
     failures: list[str] = []
     producer = Producer(producer_config(settings, failures))
     rng = np.random.default_rng([options.seed, 5])
-    per_event = (
-        options.readings_per_event
-        if options.readings_per_event is not None
-        else world.sim.readings_per_event
-    )
+    # Readings: by default each entity pings every `reading_interval` (as in the history the
+    # model learnt from); --readings-per-event ties them to the event rate instead (load tests).
+    per_event = options.readings_per_event
+    pinging = world.sim.population[world.sim.reading_entities[0]]
+    reading_rate = pinging / (parse_duration_ms(world.sim.reading_interval) / 1000)
+    readings_sent = 0
+    if options.prime:
+        report.readings += _prime(world, producer, topics.sensor_readings, reading_rate, rng)
     pending: list[tuple[int, str, float]] = []  # (due ms, event id, label)
     started = time.monotonic()
     next_progress = 1.0
@@ -122,17 +126,21 @@ def run_live(
         elapsed = time.monotonic() - started
         due = min(int(options.rate * (elapsed + TICK_S)), total)
         now_ms = int(time.time() * 1000)
+        drifted = options.drift_at_s is not None and elapsed >= options.drift_at_s
         if (n := due - sent) > 0:
-            drifted = options.drift_at_s is not None and elapsed >= options.drift_at_s
             _emit_events(world, producer, topics.client_events, n, now_ms, drifted, rng,
                          options, report, pending, sent)  # fmt: skip
-            readings = int(rng.poisson(n * per_event)) if per_event else 0
-            if readings:
-                times = now_ms - rng.integers(0, int(TICK_S * 1000) + 1, readings)
-                records = reading_records(world, world.readings(times))
-                _produce(producer, topics.sensor_readings, records)
-                report.readings += readings
             sent = due
+        if per_event is not None:
+            readings = int(rng.poisson(n * per_event)) if n > 0 and per_event else 0
+        else:
+            readings = int(reading_rate * (elapsed + TICK_S)) - readings_sent
+        if readings > 0:
+            times = now_ms - rng.integers(0, int(TICK_S * 1000) + 1, readings)
+            records = reading_records(world, world.readings(times, drifted=drifted))
+            _produce(producer, topics.sensor_readings, records)
+            report.readings += readings
+            readings_sent += readings
         _emit_labels(producer, topics.ground_truth, pending, now_ms, report)
         if elapsed >= next_progress:
             _progress(progress, report, elapsed, len(pending))
@@ -156,6 +164,23 @@ def run_live(
             f"{report.delivery_failures} records were not delivered to Kafka: {failures[:3]}"
         )
     return report
+
+
+def _prime(
+    world: World, producer: Producer, topic: str, reading_rate: float, rng: np.random.Generator
+) -> int:
+    """Readings of the recent past (the largest window, at the spec's interval), in time
+    order, so the feature store starts as in a world that was already running, not empty."""
+    horizon_ms = max(
+        (f.window.size_ms for f in world.use_case.features_of(AggregateFeature).values()), default=0
+    )
+    count = int(reading_rate * horizon_ms / 1000)
+    if count == 0:
+        return 0
+    now_ms = int(time.time() * 1000)
+    times = np.sort(now_ms - rng.integers(0, horizon_ms, count))
+    _produce(producer, topic, reading_records(world, world.readings(times)))
+    return count
 
 
 def _emit_events(

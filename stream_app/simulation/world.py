@@ -75,14 +75,23 @@ class World:
         self.seed = seed
         self.ids = {key: entity_ids(key, n) for key, n in self.sim.population.items()}
         self._derived = {n: Expression(s, f"derived.{n}") for n, s in self.sim.derived.items()}
+        drift = self.sim.drift
         self._drifted_derived = {
             **self._derived,
-            **{n: Expression(s, f"drift.{n}") for n, s in self.sim.drift.items() if n != "label"},
+            **{n: Expression(s, f"drift.derived.{n}") for n, s in drift.derived.items()},
         }
         self._event = {n: Expression(s, f"event.{n}") for n, s in self.sim.event.items()}
+        self._drifted_event = {
+            **self._event,
+            **{n: Expression(s, f"drift.event.{n}") for n, s in drift.event.items()},
+        }
         self._reading = {n: Expression(s, f"reading.{n}") for n, s in self.sim.reading.items()}
+        self._drifted_reading = {
+            **self._reading,
+            **{n: Expression(s, f"drift.reading.{n}") for n, s in drift.reading.items()},
+        }
         self._label = Expression(self.sim.label, "label")
-        self._drifted_label = Expression(self.sim.drift.get("label", self.sim.label), "drift.label")
+        self._drifted_label = Expression(drift.label or self.sim.label, "drift.label")
         self._label_delay = Expression(self.sim.label_delay_s, "label_delay_s")
         self.attributes = self._draw_attributes()
         self._events_rng = np.random.default_rng([seed, 2])
@@ -118,7 +127,8 @@ class World:
         entities = self.pick_entities(self.use_case.entities.keys, rows, rng)
         derived = self._drifted_derived if drifted else self._derived
         scope = Scope(self._given(entities, times_ms), derived, rng, rows)
-        fields = {name: scope.evaluate(expr) for name, expr in self._event.items()}
+        event = self._drifted_event if drifted else self._event
+        fields = {name: scope.evaluate(expr) for name, expr in event.items()}
         scope = Scope({**self._given(entities, times_ms), **fields}, derived, rng, rows)
         labels = scope.evaluate(self._drifted_label if drifted else self._label)
         delays = np.maximum(scope.evaluate(self._label_delay), 0.0) * 1000
@@ -138,14 +148,17 @@ class World:
         times_ms: Array,
         fixed: dict[str, Array] | None = None,
         rng: np.random.Generator | None = None,
+        drifted: bool = False,
     ) -> ReadingBatch:
         """Readings at ``times_ms``; ``fixed`` pins some entity keys (others are random)."""
         rng = rng or self._readings_rng
         rows = len(times_ms)
         entities = self.pick_entities(self.sim.reading_entities, rows, rng)
         entities.update(fixed or {})
-        scope = Scope(self._given(entities, times_ms), self._derived, rng, rows)
-        values = {name: scope.evaluate(expr) for name, expr in self._reading.items()}
+        derived = self._drifted_derived if drifted else self._derived
+        scope = Scope(self._given(entities, times_ms), derived, rng, rows)
+        reading = self._drifted_reading if drifted else self._reading
+        values = {name: scope.evaluate(expr) for name, expr in reading.items()}
         return ReadingBatch(times_ms.astype(np.int64), entities, values)
 
     def batch_features(self) -> dict[str, tuple[str, Array]]:

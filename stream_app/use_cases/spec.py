@@ -85,6 +85,11 @@ class _Feature(BaseModel):
     default: float = Field(description="Value used when the feature is missing or too old.")
     unit: str = ""
     description: str = ""
+    monitor_drift: bool = Field(
+        True,
+        description="Watch this feature for drift. Off for features whose distribution "
+        "changes by design within a monitoring window (hour of day, day of week).",
+    )
 
 
 class EventFeature(_Feature):
@@ -184,6 +189,17 @@ class Attribute(BaseModel):
     value: str = Field(description="Expression drawn per entity, e.g. uniform(14, 30).")
 
 
+class Drift(BaseModel):
+    """What changes in the simulated world from ``--drift-at`` on (expressions replaced)."""
+
+    model_config = _STRICT
+
+    label: str | None = Field(None, description="A new true outcome.")
+    derived: dict[str, str] = Field({}, description="New helper variables.")
+    event: dict[str, str] = Field({}, description="New client-event field formulas.")
+    reading: dict[str, str] = Field({}, description="New sensor-reading value formulas.")
+
+
 class Simulation(BaseModel):
     """A simulated world that produces this use case's events, readings and ground truth.
 
@@ -200,7 +216,6 @@ class Simulation(BaseModel):
     reading_entities: list[str] = Field(min_length=1)
     sensor_id: str = Field(description="Template of a reading's sensor id, e.g. gps-{courier_id}.")
     reading: dict[str, str] = Field(description="Values of one sensor reading.")
-    readings_per_event: float = Field(4.0, ge=0, description="Live: readings per client event.")
     reading_interval: Duration = Field(
         "60s", description="History: mean time between two readings of one entity."
     )
@@ -208,9 +223,7 @@ class Simulation(BaseModel):
     label: str = Field(description="The true outcome of an event.")
     label_delay_s: str = Field(description="Seconds from event to ground truth.")
     label_coverage: float = Field(1.0, gt=0, le=1, description="Share of events ever labelled.")
-    drift: dict[str, str] = Field(
-        {}, description="Expressions replaced from --drift-at on (keys: label, derived names)."
-    )
+    drift: Drift = Field(default_factory=Drift, description="What --drift-at changes.")
     history_events_per_day: int = Field(20_000, ge=1)
 
     @field_validator("reading_interval")
@@ -284,8 +297,11 @@ class UseCase(BaseModel):
         batch = {n for n, f in self.features.items() if isinstance(f, BatchFeature)}
         if missing := sorted(batch - set(sim.batch)):
             raise ValueError(f"simulation.batch does not produce batch features {missing}")
-        if unknown := sorted(set(sim.drift) - {"label", *sim.derived}):
-            raise ValueError(f"simulation.drift can replace label or derived names, not {unknown}")
+        for section, known in (
+            ("derived", sim.derived), ("event", sim.event), ("reading", sim.reading),
+        ):  # fmt: skip
+            if unknown := sorted(set(getattr(sim.drift, section)) - set(known)):
+                raise ValueError(f"simulation.drift.{section} names unknown {section}: {unknown}")
 
     @property
     def feature_names(self) -> list[str]:

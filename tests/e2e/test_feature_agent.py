@@ -160,8 +160,9 @@ def test_predictions_use_the_live_features(
     worker = subprocess.Popen([*CLI, "worker"], env={**os.environ, **deployment.env},
                               stdout=handle, stderr=subprocess.STDOUT)  # fmt: skip
     try:
+        # couriers ping several times a second here (4 readings per event)
         result = stream_app("simulate", "--rate", "200", "--duration", "8", "--no-wait-labels",
-                            env=deployment.env)  # fmt: skip
+                            "--readings-per-event", "4", env=deployment.env)  # fmt: skip
         assert result.returncode == 0, result.stderr
         predictions = consume_all(
             deployment.settings, deployment.settings.kafka.topics.predictions, 1600

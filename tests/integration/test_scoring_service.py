@@ -15,7 +15,6 @@ import pytest
 
 from stream_app.bench.e2e import preload_features, prepare_model
 from stream_app.cassandra_session import open_cluster
-from stream_app.monitoring.metrics import WorkerMetrics
 from stream_app.scoring.batch import InputMessage
 from stream_app.settings import CassandraSettings, Settings
 from stream_app.simulation.payloads import client_event_records
@@ -62,7 +61,7 @@ def test_an_outage_pauses_scoring_and_it_resumes_by_itself(
                 )
             }
         )
-        deps = build_dependencies(settings, WorkerMetrics(prometheus_registry))
+        deps = build_dependencies(settings, prometheus_registry)
         try:
 
             async def scenario() -> tuple[bool, float]:
@@ -109,7 +108,7 @@ def test_the_dead_letter_policy_refuses_events_with_missing_features(
     path.write_text(text)
     settings = deployment.settings.model_copy(update={"use_case": str(path)})
     world = _ready(settings)
-    deps = build_dependencies(settings, WorkerMetrics(prometheus_registry))
+    deps = build_dependencies(settings, prometheus_registry)
     try:
         known = _messages(world, 40, "known", settings)
         unknown = []

@@ -31,6 +31,7 @@ def test_live_traffic_reaches_every_topic(deployment: Deployment) -> None:
         label_delay_factor=0.001,
         run_id="live",
         drift_at_s=1.25,
+        readings_per_event=4,
     )
     report = run_live(settings, load_use_case("delivery_eta"), options, progress=io.StringIO())
     assert report.client_events == 1000

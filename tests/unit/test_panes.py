@@ -105,6 +105,17 @@ def reference(
                 key=lambda r: r.event_time,
             )
             values = [r.values["speed"] for r in inside]
+            if not values and feature.size_ms == feature.step_ms:  # tumbling: the window before
+                inside = sorted(
+                    (
+                        r
+                        for r in accepted
+                        if r.entities["courier_id"] == entity
+                        and start - feature.size_ms <= r.event_time < start
+                    ),
+                    key=lambda r: r.event_time,
+                )
+                values = [r.values["speed"] for r in inside]
             if not values:
                 continue
             result.setdefault(entity, {})[feature.name] = {

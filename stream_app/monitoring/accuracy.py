@@ -1,0 +1,214 @@
+"""The accuracy service: ground truth in, accuracy events out, rolling metrics updated.
+
+Per batch: decode labels (invalid -> dead-letter), store them, join each with the stored
+predictions of its event (one per model version and role), publish one accuracy event per
+prediction, and feed the rolling metrics. A label whose prediction is not stored yet waits:
+it is written to ``pending_labels`` (so a restarted worker keeps waiting for it) and tried
+again with growing pauses until the use case's ``label.max_delay`` after it arrived; then it
+is counted as unmatched and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from stream_app.contracts.decode import decode_ground_truth
+from stream_app.contracts.outputs import accuracy_payload
+from stream_app.errors import InvalidEvent
+from stream_app.monitoring.metrics import WorkerMetrics
+from stream_app.monitoring.state import Monitor
+from stream_app.publishing import KafkaPublisher, Record
+from stream_app.retry import retry_forever
+from stream_app.scoring.batch import InputMessage, Refused, dead_letter_records
+from stream_app.settings import Settings
+from stream_app.storage.cql import is_outage
+from stream_app.storage.labels import Label, LabelStore, StoredPrediction
+from stream_app.use_cases.spec import UseCase, parse_duration_ms
+
+log = logging.getLogger(__name__)
+FIRST_RETRY_MS = 1_000
+
+
+def is_correct(
+    task: str, predicted: float, actual: float, tolerance: float, threshold: float
+) -> bool:
+    """Within tolerance (regression), or the thresholded class (binary)."""
+    if task == "regression":
+        return abs(predicted - actual) <= tolerance
+    return (predicted >= threshold) == (actual >= 0.5)
+
+
+@dataclass
+class Waiting:
+    label: Label
+    attempts: int
+    next_attempt_ms: int
+
+
+def _retryable(exc: BaseException) -> bool:
+    return is_outage(exc) or "Timeout" in type(exc).__name__
+
+
+class AccuracyService:
+    """Joins ground truth with predictions for one use case."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        use_case: UseCase,
+        labels: LabelStore,
+        publisher: KafkaPublisher,
+        monitor: Monitor,
+        metrics: WorkerMetrics,
+        agent: str = "accuracy",
+    ) -> None:
+        self.settings = settings
+        self.use_case = use_case
+        self.labels = labels
+        self.publisher = publisher
+        self.monitor = monitor
+        self.metrics = metrics
+        self.agent = agent
+        self.max_delay_ms = parse_duration_ms(use_case.label.max_delay)
+        self.waiting: dict[str, Waiting] = {}
+
+    async def _io(self, action: str, make: object) -> None:
+        await retry_forever(
+            make,  # type: ignore[arg-type]
+            _retryable,
+            action,
+            self.settings.scoring.retry_initial_s,
+            self.settings.scoring.retry_max_s,
+            lambda exc, attempt: self.metrics.retries.labels(action).inc(),
+        )
+
+    async def process(self, messages: Sequence[InputMessage]) -> int:
+        """Store, join and publish one batch of labels; returns the accuracy events made."""
+        now = int(time.time() * 1000)
+        labels: list[Label] = []
+        refused: list[Refused] = []
+        for message in messages:
+            try:
+                truth = decode_ground_truth(message.value, self.settings.worker.max_message_bytes)
+            except InvalidEvent as error:
+                refused.append(Refused(message, error))
+                continue
+            labels.append(
+                Label(truth.event_id, truth.label, truth.label_time, now, message.partition)
+            )
+        self.metrics.events_in.labels(self.settings.kafka.topics.ground_truth).inc(len(messages))
+        self.monitor.count(self.settings.kafka.topics.ground_truth, len(messages), now)
+        await self._io("label_store", lambda: self.labels.store(labels))
+        records, unmatched = await self._join(labels, now)
+        dead = dead_letter_records(refused, self.settings.kafka.topics.dead_letter, self.agent, now)
+        for record in dead:
+            self.monitor.dead_letter(orjson.loads(record[2]))
+        for r in refused:
+            self.metrics.dead_letters.labels(r.message.topic, r.error.code).inc()
+        await asyncio.gather(
+            self.publisher.publish(records + dead),
+            self._io("label_wait", lambda: self.labels.wait(unmatched))
+            if unmatched
+            else _nothing(),
+        )
+        for label in unmatched:
+            self.waiting[label.event_id] = Waiting(label, 1, now + FIRST_RETRY_MS)
+        self.metrics.labels.labels("waiting").inc(len(unmatched))
+        return len(records)
+
+    async def _join(self, labels: Sequence[Label], now: int) -> tuple[list[Record], list[Label]]:
+        """Accuracy events of the labels whose predictions are stored; the others."""
+        found: dict[str, list[StoredPrediction]] = {}
+
+        async def read() -> None:
+            found.update(await self.labels.predictions_of(label.event_id for label in labels))
+
+        if labels:
+            await self._io("prediction_read", read)
+        records: list[Record] = []
+        unmatched: list[Label] = []
+        label_spec = self.use_case.label
+        topic = self.settings.kafka.topics.accuracy_events
+        for label in labels:
+            predictions = found.get(label.event_id)
+            if not predictions:
+                unmatched.append(label)
+                continue
+            for p in predictions:
+                payload = accuracy_payload(
+                    prediction_id=p.prediction_id,
+                    event_id=p.event_id,
+                    use_case=self.use_case.name,
+                    model_version=p.model_version,
+                    role=p.role,
+                    predicted=p.value,
+                    actual=label.label,
+                    correct=is_correct(
+                        self.use_case.task, p.value, label.label,
+                        label_spec.tolerance or 0.0, label_spec.threshold,
+                    ),
+                    label_delay_ms=label.label_time - p.event_time,
+                    evaluated_at=now,
+                )  # fmt: skip
+                records.append((topic, p.event_id.encode(), orjson.dumps(payload)))
+                self.monitor.labelled(p.model_version, p.role, p.value, label.label, now)
+        matched = len(labels) - len(unmatched)
+        self.monitor.labels_matched += matched
+        self.metrics.labels.labels("matched").inc(matched)
+        self.metrics.accuracy_events.inc(len(records))
+        if records:
+            self.metrics.events_out.labels(topic).inc(len(records))
+            self.monitor.count(topic, len(records), now)
+        return records, unmatched
+
+    async def retry_waiting(self) -> None:
+        """Join the waiting labels whose time has come; expire those past ``max_delay``."""
+        now = int(time.time() * 1000)
+        due = [w for w in self.waiting.values() if w.next_attempt_ms <= now]
+        if not due:
+            return
+        expired = [w.label for w in due if now - w.label.received_at > self.max_delay_ms]
+        trying = [w.label for w in due if now - w.label.received_at <= self.max_delay_ms]
+        records, still = await self._join(trying, now)
+        still_ids = {label.event_id for label in still}
+        joined = [label for label in trying if label.event_id not in still_ids]
+        await self.publisher.publish(records)
+        finished = joined + expired
+        if finished:
+            await self._io("label_done", lambda: self.labels.done(finished))
+        for label in finished:
+            self.waiting.pop(label.event_id, None)
+        for label in still:
+            entry = self.waiting[label.event_id]
+            entry.attempts += 1
+            pause = min(
+                FIRST_RETRY_MS * 2**entry.attempts,
+                self.settings.monitoring.label_retry_max_s * 1000,
+            )
+            entry.next_attempt_ms = now + int(pause)
+        if expired:
+            self.monitor.labels_unmatched += len(expired)
+            self.metrics.labels.labels("expired").inc(len(expired))
+            log.info("%d labels expired without a prediction", len(expired))
+
+    async def on_partitions_assigned(self, partitions: list[int]) -> None:
+        """Take over the labels waiting on these partitions (after a restart or a rebalance)."""
+        now = int(time.time() * 1000)
+        for partition in partitions:
+            for label in await self.labels.waiting(partition, now - self.max_delay_ms):
+                self.waiting.setdefault(label.event_id, Waiting(label, 1, now))
+
+    def on_partitions_revoked(self, partitions: list[int]) -> None:
+        gone = set(partitions)
+        self.waiting = {k: w for k, w in self.waiting.items() if w.label.partition not in gone}
+
+
+async def _nothing() -> None:
+    return None

@@ -1,0 +1,265 @@
+"""What a worker knows about its own health, for `/metrics`, `/dashboard` and `status`.
+
+One ``Monitor`` per worker, fed by its services: predictions (rolling counts, drift, latency),
+accuracy events (rolling metrics per model version), dead letters, consumer lag, throughput,
+and the model roles. ``MonitorCollector`` exposes it to Prometheus at scrape time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from stream_app.monitoring.drift import ModelDrift
+from stream_app.monitoring.rolling import RollingAccuracy
+from stream_app.settings import MonitoringSettings
+from stream_app.use_cases.spec import UseCase
+
+RECENT_DEAD_LETTERS = 20
+LATENCY_SAMPLES = 5_000
+THROUGHPUT_SECONDS = 120
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+class Monitor:
+    """The live state of one worker's models and streams."""
+
+    def __init__(self, use_case: UseCase, settings: MonitoringSettings) -> None:
+        self.use_case = use_case
+        self.settings = settings
+        label = use_case.label
+        self.rolling = RollingAccuracy(
+            use_case.task, label.tolerance, label.threshold, int(settings.accuracy_window_s * 1000)
+        )
+        self.monitored = {n for n, f in use_case.features.items() if f.monitor_drift}
+        self.feature_entities = {
+            n: f.entity for n, f in use_case.features.items() if hasattr(f, "entity")
+        }
+        self.drift: dict[str, ModelDrift] = {}
+        self.roles: dict[str, str] = {}
+        self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self.dead_letters: deque[dict[str, Any]] = deque(maxlen=RECENT_DEAD_LETTERS)
+        self.lags: dict[tuple[str, str], int] = {}
+        self.labels_matched = 0
+        self.labels_unmatched = 0
+        self._throughput: dict[str, deque[list[int]]] = {}
+
+    # -- fed by the services ----------------------------------------------------------------
+
+    def set_model(
+        self, role: str, version: str, feature_names: list[str], distributions: dict[str, Any]
+    ) -> None:
+        """A model now holds ``role``; its training distributions are the drift reference."""
+        self.roles[role] = version
+        if version not in self.drift:
+            self.drift[version] = ModelDrift(
+                feature_names,
+                distributions,
+                self.monitored,
+                int(self.settings.drift_window_s * 1000),
+                self.settings.drift_min_entities,
+                self.feature_entities,
+            )
+
+    def count(self, topic: str, n: int, at_ms: int | None = None) -> None:
+        second = (at_ms or _now()) // 1000
+        seconds = self._throughput.setdefault(topic, deque(maxlen=THROUGHPUT_SECONDS))
+        if seconds and seconds[-1][0] == second:
+            seconds[-1][1] += n
+        else:
+            seconds.append([second, n])
+
+    def scored(
+        self,
+        version: str,
+        role: str,
+        matrix: np.ndarray[Any, Any],
+        predictions: np.ndarray[Any, Any],
+        latencies_ms: list[float],
+        at_ms: int,
+        event_times_ms: np.ndarray[Any, Any] | None = None,
+        entity_ids: dict[str, list[str]] | None = None,
+    ) -> None:
+        self.rolling.record_predictions(version, role, len(predictions), at_ms)
+        drift = self.drift.get(version)
+        if drift is not None and drift.has_reference:
+            drift.observe(matrix, predictions, at_ms, event_times_ms, entity_ids)
+        self.latencies.extend(latencies_ms)
+
+    def labelled(
+        self, version: str, role: str, predicted: float, actual: float, at_ms: int
+    ) -> None:
+        self.rolling.add(version, role, predicted, actual, at_ms)
+
+    def dead_letter(self, record: dict[str, Any]) -> None:
+        self.dead_letters.append(
+            {
+                k: record[k]
+                for k in (
+                    "source_topic",
+                    "partition",
+                    "offset",
+                    "error_code",
+                    "error_message",
+                    "failed_at",
+                )
+            }
+        )
+
+    # -- read by /metrics, /dashboard and status ------------------------------------------
+
+    def throughput(self, now_ms: int | None = None, seconds: int = 10) -> dict[str, float]:
+        """Messages per second per topic over the last complete ``seconds``."""
+        current = (now_ms or _now()) // 1000
+        rates = {}
+        for topic, counts in self._throughput.items():
+            total = sum(n for second, n in counts if current - seconds <= second < current)
+            rates[topic] = total / seconds
+        return rates
+
+    def latency_percentiles(self) -> dict[str, float]:
+        if not self.latencies:
+            return {}
+        values = np.fromiter(self.latencies, dtype=float)
+        return {f"p{q}": float(np.percentile(values, q)) for q in (50, 95, 99)}
+
+    def drift_report(self, now_ms: int | None = None) -> dict[str, dict[str, dict[str, float]]]:
+        now = now_ms or _now()
+        return {
+            version: drift.report(now)
+            for version, drift in self.drift.items()
+            if drift.has_reference and version in self.roles.values()
+        }
+
+    def alarms(self, report: dict[str, dict[str, dict[str, float]]]) -> list[dict[str, Any]]:
+        """Features (and predictions) past a drift threshold, with enough values to judge."""
+        found = []
+        for version, features in report.items():
+            for name, stats in features.items():
+                if stats["values"] < self.settings.drift_min_values or not math.isfinite(
+                    stats["psi"]
+                ):
+                    continue
+                if (
+                    stats["psi"] > self.settings.psi_threshold
+                    or stats["ks"] > self.settings.ks_threshold
+                ):
+                    found.append({"model_version": version, "feature": name, **stats})
+        return found
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything at once, JSON-ready (the dashboard's data and `status`)."""
+        now = _now()
+        drift = self.drift_report(now)
+        accuracy = [
+            {"model_version": version, "role": role, **_finite(values)}
+            for (version, role), values in self.rolling.snapshot(now).items()
+        ]
+        return {
+            "use_case": self.use_case.name,
+            "task": self.use_case.task,
+            "at": now,
+            "roles": dict(self.roles),
+            "throughput": self.throughput(now),
+            "latency_ms": self.latency_percentiles(),
+            "accuracy": accuracy,
+            "accuracy_window_s": self.settings.accuracy_window_s,
+            "drift": {v: {f: _finite(s) for f, s in fs.items()} for v, fs in drift.items()},
+            "drift_alarms": [_finite(a) for a in self.alarms(drift)],
+            "thresholds": {"psi": self.settings.psi_threshold, "ks": self.settings.ks_threshold},
+            "labels": {"matched": self.labels_matched, "unmatched": self.labels_unmatched},
+            "consumer_lag": [
+                {"topic": t, "group": g, "messages": n} for (t, g), n in sorted(self.lags.items())
+            ],
+            "dead_letters": list(self.dead_letters),
+        }
+
+
+def _finite(values: dict[str, Any]) -> dict[str, Any]:
+    """NaN is not JSON: report missing figures as null."""
+    return {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()
+    }
+
+
+class MonitorCollector(Collector):
+    """Rolling accuracy, coverage, drift, consumer lag and model roles, read at scrape time."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        m = self.monitor
+        now = _now()
+        accuracy = GaugeMetricFamily(
+            "stream_app_model_metric",
+            f"Rolling accuracy metric per model version over the last "
+            f"{m.settings.accuracy_window_s:.0f} s of ground truth.",
+            labels=["model_version", "role", "metric"],
+        )
+        coverage = GaugeMetricFamily(
+            "stream_app_label_coverage_ratio",
+            "Labels received over predictions made, same rolling window.",
+            labels=["model_version", "role"],
+        )
+        for (version, role), values in m.rolling.snapshot(now).items():
+            for name, value in values.items():
+                if name in ("labels", "predictions", "label_coverage"):
+                    continue
+                if math.isfinite(value):
+                    accuracy.add_metric([version, role, name], value)
+            if math.isfinite(values["label_coverage"]):
+                coverage.add_metric([version, role], values["label_coverage"])
+        yield accuracy
+        yield coverage
+        psi = GaugeMetricFamily(
+            "stream_app_feature_drift_psi",
+            "PSI of served values against the model's training data, sliding window.",
+            labels=["model_version", "feature"],
+        )
+        ks = GaugeMetricFamily(
+            "stream_app_feature_drift_ks",
+            "Binned KS statistic of served values against the training data.",
+            labels=["model_version", "feature"],
+        )
+        alarm = GaugeMetricFamily(
+            "stream_app_drift_alarm",
+            "1 where PSI or KS is past its threshold (settings.monitoring).",
+            labels=["model_version", "feature"],
+        )
+        report = m.drift_report(now)
+        alarmed = {(a["model_version"], a["feature"]) for a in m.alarms(report)}
+        for version, features in report.items():
+            for name, stats in features.items():
+                if math.isfinite(stats["psi"]):
+                    psi.add_metric([version, name], stats["psi"])
+                    ks.add_metric([version, name], stats["ks"])
+                    alarm.add_metric([version, name], float((version, name) in alarmed))
+        yield psi
+        yield ks
+        yield alarm
+        lag = GaugeMetricFamily(
+            "stream_app_consumer_lag_messages",
+            "Messages not yet consumed, per topic and consumer group.",
+            labels=["topic", "group"],
+        )
+        for (topic, group), messages in m.lags.items():
+            lag.add_metric([topic, group], messages)
+        yield lag
+        info = GaugeMetricFamily(
+            "stream_app_model_info", "1 for the model version in each role.",
+            labels=["role", "model_version"],
+        )  # fmt: skip
+        for role, version in m.roles.items():
+            info.add_metric([role, version], 1.0)
+        yield info
