@@ -145,3 +145,4 @@ class FeatureService:
             m.dead_letters.labels(r.message.topic, r.error.code).inc()
         if refused:
             m.events_out.labels(self.settings.kafka.topics.dead_letter).inc(len(refused))
+            self.monitor.count(self.settings.kafka.topics.dead_letter, len(refused))

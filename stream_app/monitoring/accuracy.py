@@ -112,6 +112,8 @@ class AccuracyService:
             self.monitor.dead_letter(orjson.loads(record[2]))
         for r in refused:
             self.metrics.dead_letters.labels(r.message.topic, r.error.code).inc()
+        if refused:
+            self.monitor.count(self.settings.kafka.topics.dead_letter, len(refused), now)
         await asyncio.gather(
             self.publisher.publish(records + dead),
             self._io("label_wait", lambda: self.labels.wait(unmatched))

@@ -235,3 +235,4 @@ class ScoringService:
             metrics.dead_letters.labels(r.message.topic, r.error.code).inc()
         if refused:
             metrics.events_out.labels(topics.dead_letter).inc(len(refused))
+            self.monitor.count(topics.dead_letter, len(refused))
