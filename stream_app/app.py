@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 
-from stream_app.agents import batch_consumer, scoring
+from stream_app.agents import batch_consumer, orchestrator, scoring
+from stream_app.agents.attach import attach
 from stream_app.monitoring.web import register_dashboard, register_pages
 from stream_app.settings import KafkaSettings, Settings
 
@@ -91,6 +92,8 @@ def create_app(
             )
         elif deps.scoring is not None:
             scoring.register(app, settings, deps.scoring)
+        if deps.watcher is not None:
+            attach(app, "ModelWatcher", deps.watcher.start, deps.watcher.stop)
         if deps.features is not None:
             batch_consumer.register(
                 app,
@@ -123,5 +126,7 @@ def create_app(
             async def retry_waiting_labels() -> None:
                 await accuracy.retry_waiting()
 
+        if deps.orchestrator is not None:
+            orchestrator.register(app, deps.orchestrator, settings.lifecycle.check_interval_s)
         register_dashboard(app, deps.monitor)
     return app

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from cassandra.auth import PlainTextAuthProvider
@@ -49,3 +51,13 @@ def open_cluster(settings: CassandraSettings, connect_timeout_s: float = 10.0) -
         # After an outage, try again soon: the worker is paused until Cassandra is back.
         reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=10.0),
     )
+
+
+@contextmanager
+def connected(settings: CassandraSettings) -> Iterator[Any]:
+    """A session for one command; the cluster is shut down afterwards."""
+    cluster = open_cluster(settings)
+    try:
+        yield cluster.connect()
+    finally:
+        cluster.shutdown()

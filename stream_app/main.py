@@ -12,8 +12,12 @@ from stream_app.commands import (
     bench,
     bootstrap,
     config,
+    evaluate,
     features,
     init,
+    models,
+    promote,
+    rollback,
     services,
     simulate,
     status,
@@ -26,7 +30,8 @@ from stream_app.settings import Settings, load_settings
 
 Command = Callable[[argparse.Namespace, Settings], int]
 COMMANDS = (
-    services, init, bootstrap, worker, simulate, features, train, tail, status, bench, config,
+    services, init, bootstrap, worker, simulate, features, train, evaluate, promote, rollback,
+    models, tail, status, bench, config,
 )  # fmt: skip
 
 

@@ -46,6 +46,12 @@ class TopicNames(BaseModel):
     model_updates: str = Field(
         "model-updates", description="Compacted topic announcing model roles (key = role)."
     )
+    predictions_shadow: str = Field(
+        "predictions-shadow", description="Shadow models' predictions (never the champion's)."
+    )
+    model_decisions: str = Field(
+        "model-decisions", description="Lifecycle decisions (retrain, evaluate, promote) and why."
+    )
 
     def all(self) -> list[str]:
         """Every topic name, in design order."""
@@ -266,6 +272,51 @@ class TrainingSettings(BaseModel):
     seed: int = Field(42, description="Seed of LightGBM (training is reproducible).")
 
 
+class LifecycleSettings(BaseModel):
+    """Evaluation policy, A/B split and the orchestrator (retrain, evaluate, promote)."""
+
+    model_config = _SECTION
+
+    primary_metric: str | None = Field(
+        None, description="Metric decisions are made on (default: mae, or log_loss for binary)."
+    )
+    min_improvement: float = Field(
+        0.02, ge=0, description="Least relative improvement of the primary metric to promote."
+    )
+    min_samples: int = Field(500, ge=1, description="Least labelled holdout rows to decide on.")
+    significance: float = Field(
+        0.05, gt=0, lt=1, description="Paired bootstrap p-value below which a gain is real."
+    )
+    bootstrap_rounds: int = Field(1000, ge=100, description="Resamples of the paired bootstrap.")
+    orchestrator: bool = Field(True, description="Run the orchestrator (on the leader only).")
+    check_interval_s: float = Field(30.0, gt=0, description="Seconds between two checks.")
+    degradation_factor: float = Field(
+        1.5, gt=1, description="Retrain when the rolling primary metric is this many times "
+        "worse than the champion's validation figure.",
+    )  # fmt: skip
+    min_labels: int = Field(
+        300, ge=1, description="Least labels in the rolling window to judge the champion."
+    )
+    degradation_for_s: float = Field(
+        300, ge=0, description="Retrain only when degradation (or drift) lasted this long."
+    )
+    retrain_on_drift: bool = Field(True, description="A drift alarm also starts retraining.")
+    schedule_s: float | None = Field(
+        None, gt=0, description="Retrain when the champion is older than this (None: never)."
+    )
+    retrain_window_s: float = Field(
+        6 * 3600, gt=0, description="Retraining reads the served data of the last N seconds."
+    )
+    retrain_cooldown_s: float = Field(
+        600, ge=0, description="Least seconds between two retrainings."
+    )
+    retrain_timeout_s: float = Field(1800, gt=0, description="Longest a retraining may take.")
+    auto_retrain: bool = Field(True, description="Start retraining by itself on a trigger.")
+    auto_promote: bool = Field(
+        True, description="Promote a challenger the policy approves (off: it stays challenger)."
+    )
+
+
 class Settings(BaseSettings):
     """All of stream-app's configuration."""
 
@@ -289,6 +340,7 @@ class Settings(BaseSettings):
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
+    lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -18,8 +18,11 @@ from stream_app.features.cache import FeatureCache
 from stream_app.features.pane_store import PaneStore
 from stream_app.features.service import FeatureService
 from stream_app.features.store import CassandraFeatureStore
+from stream_app.models.orchestrator import Orchestrator
 from stream_app.models.registry import ModelRegistry
+from stream_app.models.watcher import ModelWatcher
 from stream_app.monitoring.accuracy import AccuracyService
+from stream_app.monitoring.accuracy_feed import AccuracyFeed
 from stream_app.monitoring.metrics import WorkerMetrics
 from stream_app.monitoring.state import Monitor, MonitorCollector
 from stream_app.publishing import KafkaPublisher
@@ -44,6 +47,8 @@ class Dependencies:
     metrics: WorkerMetrics
     monitor: Monitor
     registry: ModelRegistry
+    watcher: ModelWatcher | None = None
+    orchestrator: Orchestrator | None = None
 
     def close(self) -> None:
         undelivered = self.publisher.close()
@@ -58,8 +63,13 @@ def check_topics(settings: Settings) -> None:
 
     topics = settings.kafka.topics
     needed = [topics.dead_letter]
+    if settings.lifecycle.orchestrator:
+        needed += [topics.accuracy_events, topics.model_decisions]
     if "scoring" in settings.worker.agents:
-        needed += [topics.client_events, topics.predictions]
+        needed += [
+            topics.client_events, topics.predictions, topics.predictions_shadow,
+            topics.model_updates,
+        ]  # fmt: skip
     if "features" in settings.worker.agents:
         needed += [topics.sensor_readings]
     if "accuracy" in settings.worker.agents:
@@ -107,9 +117,9 @@ def build_dependencies(settings: Settings, registry: CollectorRegistry = REGISTR
             read_timeout_s=settings.scoring.feature_read_timeout_s,
         )
         scoring = None
+        watcher = None
         if "scoring" in settings.worker.agents:
-            champion_version = models.get(models.champion().version)
-            champion = models.load_scorer(champion_version.version)
+            models.champion()  # refuse to start without one, saying how to get one
         publisher = KafkaPublisher(settings.kafka, client_id=f"{settings.worker.app_id}-outputs")
         if "scoring" in settings.worker.agents:
             store = CassandraFeatureStore(
@@ -121,15 +131,11 @@ def build_dependencies(settings: Settings, registry: CollectorRegistry = REGISTR
                 features=FeatureCache(store.read_entities, settings.scoring.feature_cache_ms),
                 predictions=PredictionStore(session, keyspace, use_case.name),
                 publisher=publisher,
-                champion=None,  # type: ignore[arg-type]  # set just below
                 metrics=metrics,
                 monitor=monitor,
             )
-            scoring.champion = scoring.model_for(champion, "champion")
-            monitor.set_model(
-                "champion", champion.version, champion.feature_names,
-                champion_version.distributions,
-            )  # fmt: skip
+            watcher = ModelWatcher(settings, models, scoring, monitor, metrics)
+            watcher.load()  # the registry's roles now; model-updates keeps them current
         features = None
         if "features" in settings.worker.agents:
             panes.source_topic_id = topic_id(settings, settings.kafka.topics.sensor_readings)
@@ -151,12 +157,20 @@ def build_dependencies(settings: Settings, registry: CollectorRegistry = REGISTR
                 monitor=monitor,
                 metrics=metrics,
             )
+        orchestrator = None
+        if settings.lifecycle.orchestrator:
+            orchestrator = Orchestrator(
+                settings, use_case, models, monitor, metrics, AccuracyFeed(settings, use_case)
+            )
     except BaseException:
         if publisher is not None:
             publisher.close()
         cluster.shutdown()
         raise
-    return Dependencies(cluster, publisher, scoring, features, accuracy, metrics, monitor, models)
+    return Dependencies(
+        cluster, publisher, scoring, features, accuracy, metrics, monitor, models, watcher,
+        orchestrator,
+    )  # fmt: skip
 
 
 def quiet_garbage_collector() -> None:

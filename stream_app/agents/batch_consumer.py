@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from stream_app.agents.attach import attach
 from stream_app.agents.scoring import crash_without_commit
 from stream_app.scoring.batch import InputMessage
 from stream_app.settings import Settings
@@ -272,20 +273,5 @@ class BatchConsumer:
 
 def register(app: Any, consumer: BatchConsumer) -> BatchConsumer:
     """Start ``consumer`` with ``app`` (and stop it with it)."""
-    import mode
-
-    async def on_start(self: Any) -> None:
-        await consumer.start()
-
-    async def on_stop(self: Any) -> None:
-        await consumer.stop()
-
-    # A service class of its own per consumer: mode registers services by qualified name.
-    name = "BatchConsumer_" + "".join(c if c.isalnum() else "_" for c in consumer.topic)
-    service = type(
-        name,
-        (mode.Service,),
-        {"on_start": on_start, "on_stop": on_stop, "__qualname__": name, "__module__": __name__},
-    )
-    app.service(service)
+    attach(app, f"BatchConsumer_{consumer.topic}", consumer.start, consumer.stop)
     return consumer

@@ -105,3 +105,43 @@ def accuracy_payload(
         "label_delay_ms": label_delay_ms,
         "evaluated_at": evaluated_at,
     }
+
+
+DECISION_ACTIONS = (
+    "retrain_started",  # a trigger fired; a training process was started
+    "retrain_failed",  # the training or evaluation process failed (reasons say how)
+    "promoted",  # a version became champion (the policy approved, or a person decided)
+    "kept_challenger",  # the policy approved, but auto-promotion is off
+    "rejected",  # the policy refused the challenger; the champion stays
+    "rolled_back",  # the previous champion was restored
+    "role_assigned",  # a person gave a version the challenger or shadow role, or cleared one
+)
+
+
+def model_decision_payload(
+    *,
+    decision_id: str,
+    use_case: str,
+    action: str,
+    model_version: str | None,
+    champion_version: str | None,
+    reasons: list[str],
+    decided_at: int,
+    decided_by: str,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A lifecycle decision for the model-decisions topic (see its schema)."""
+    if action not in DECISION_ACTIONS:
+        raise ValueError(f"unknown decision action {action!r}")
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "decision_id": decision_id,
+        "use_case": use_case,
+        "action": action,
+        "model_version": model_version,
+        "champion_version": champion_version,
+        "reasons": reasons,
+        "details": details or {},
+        "decided_at": decided_at,
+        "decided_by": decided_by,
+    }

@@ -133,3 +133,22 @@ class WorkerMetrics:
         self.feature_cache_misses = Counter(
             "stream_app_feature_cache_misses_total", "Entity reads sent to Cassandra.", registry=r
         )
+        self.model_switch_seconds = Histogram(
+            "stream_app_model_switch_seconds",
+            "From a role's announcement on model-updates to this worker serving the new set.",
+            ["role"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.model_load_seconds = Histogram(
+            "stream_app_model_load_seconds",
+            "Reading a model version from the registry and loading it (in the background).",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.lifecycle_decisions = Counter(
+            "stream_app_lifecycle_decisions_total",
+            "Decisions of the orchestrator, by action (retrain_started, promoted, rejected...).",
+            ["action"],
+            registry=r,
+        )

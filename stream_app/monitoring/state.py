@@ -23,6 +23,8 @@ from stream_app.settings import MonitoringSettings
 from stream_app.use_cases.spec import UseCase
 
 RECENT_DEAD_LETTERS = 20
+RECENT_SWITCHES = 20
+RECENT_DECISIONS = 20
 LATENCY_SAMPLES = 5_000
 THROUGHPUT_SECONDS = 120
 
@@ -47,6 +49,9 @@ class Monitor:
         }
         self.drift: dict[str, ModelDrift] = {}
         self.roles: dict[str, str] = {}
+        self.traffic: dict[str, float] = {}  # role -> share of live traffic (A/B challenger)
+        self.switches: deque[dict[str, Any]] = deque(maxlen=RECENT_SWITCHES)
+        self.decisions: deque[dict[str, Any]] = deque(maxlen=RECENT_DECISIONS)
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self.dead_letters: deque[dict[str, Any]] = deque(maxlen=RECENT_DEAD_LETTERS)
         self.lags: dict[tuple[str, str], int] = {}
@@ -70,6 +75,19 @@ class Monitor:
                 self.settings.drift_min_entities,
                 self.feature_entities,
             )
+
+    def clear_role(self, role: str) -> None:
+        """No model holds ``role`` any more."""
+        self.roles.pop(role, None)
+        self.traffic.pop(role, None)
+
+    def switched(self, record: dict[str, Any]) -> None:
+        """A model swap this worker made (roles before and after, and how long it took)."""
+        self.switches.append(record)
+
+    def decided(self, decision: dict[str, Any]) -> None:
+        """A lifecycle decision this worker's orchestrator made."""
+        self.decisions.append(decision)
 
     def count(self, topic: str, n: int, at_ms: int | None = None) -> None:
         second = (at_ms or _now()) // 1000
@@ -170,6 +188,9 @@ class Monitor:
             "task": self.use_case.task,
             "at": now,
             "roles": dict(self.roles),
+            "traffic": dict(self.traffic),
+            "switches": list(self.switches),
+            "decisions": list(self.decisions),
             "throughput": self.throughput(now),
             "latency_ms": self.latency_percentiles(),
             "accuracy": accuracy,

@@ -1,11 +1,15 @@
 """The scoring service: one batch of client events in, predictions and dead letters out.
 
 Order of work for a batch: decode and check (invalid -> dead-letter), read the entities'
-features (deduplicated, through the freshness-bounded cache), build vectors in the model's
-column order, score them in one call, then publish to Kafka and store in Cassandra
-concurrently. ``process`` returns only when Kafka and Cassandra acknowledged everything, so
-the agent acknowledges offsets after that. Outages pause here with back-off; nothing accepted
-is dropped.
+features once (deduplicated, through the freshness-bounded cache), then per model of the
+batch's ``ModelSet`` (champion, an A/B challenger on its share, a shadow on everything):
+build vectors in that model's column order and score them in one call; then publish to Kafka
+and store in Cassandra concurrently. ``process`` returns only when Kafka and Cassandra
+acknowledged everything, so the agent acknowledges offsets after that. Outages pause here with
+back-off; nothing accepted is dropped.
+
+A model swap (``swap``) replaces the whole set; a batch keeps the set it started with, so the
+switch happens at a batch boundary and no event is scored twice or by no model.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from stream_app.contracts import codes
 from stream_app.contracts.decode import ClientEvent
 from stream_app.errors import FeatureLookupError, InvalidEvent, StoreError
 from stream_app.features.cache import FeatureCache
-from stream_app.features.vector import FeatureVectorBuilder, ServedVector
+from stream_app.features.vector import FeatureVectorBuilder, ServedVector, StoredFeatures
 from stream_app.models.scorer import Scorer
 from stream_app.monitoring.metrics import WorkerMetrics, observe_many
 from stream_app.monitoring.state import Monitor
@@ -36,6 +40,7 @@ from stream_app.scoring.batch import (
     decode_events,
     prediction_outputs,
 )
+from stream_app.scoring.model_set import ModelSet, ScoringModel, to_challenger
 from stream_app.settings import Settings
 from stream_app.storage.cql import is_outage
 from stream_app.storage.predictions import PredictionRow, PredictionStore
@@ -46,14 +51,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-@dataclass
-class ScoringModel:
-    """A loaded model with the vector builder for its column order."""
-
-    scorer: Scorer
-    builder: FeatureVectorBuilder
-    feature_set: str
-    role: str = "champion"
+Scored = list[tuple[InputMessage, ClientEvent, ServedVector]]
 
 
 @dataclass
@@ -61,7 +59,9 @@ class BatchResult:
     """Counts of one processed batch."""
 
     predictions: int = 0
+    shadow_predictions: int = 0
     dead_letters: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)  # role -> version that scored
 
 
 class ScoringService:
@@ -75,7 +75,7 @@ class ScoringService:
         features: FeatureCache,
         predictions: PredictionStore,
         publisher: KafkaPublisher,
-        champion: ScoringModel,
+        models: ModelSet | None = None,
         metrics: WorkerMetrics,
         monitor: Monitor,
         agent: str = "scoring",
@@ -85,7 +85,7 @@ class ScoringService:
         self.features = features
         self.predictions = predictions
         self.publisher = publisher
-        self.champion = champion
+        self.models: ModelSet = models  # type: ignore[assignment]  # None until `swap`
         self.metrics = metrics
         self.monitor = monitor
         self.agent = agent
@@ -96,64 +96,109 @@ class ScoringService:
         feature_set = self.predictions.register_feature_set(scorer.feature_names)
         return ScoringModel(scorer, builder, feature_set, role)
 
+    def swap(self, models: ModelSet) -> ModelSet | None:
+        """Serve ``models`` from the next batch on; returns the set it replaces."""
+        previous: ModelSet | None = self.models
+        self.models = models
+        return previous
+
     async def process(self, messages: Sequence[InputMessage]) -> BatchResult:
         """Score one batch; returns once every output is acknowledged."""
         started = time.perf_counter()
-        model = self.champion  # a model swap takes effect at a batch boundary
+        models = self.models  # the whole batch is scored by the set current at its start
         topics = self.settings.kafka.topics
         self.metrics.events_in.labels(topics.client_events).inc(len(messages))
         self.metrics.batch_size.observe(len(messages))
+        entity_keys = models.champion.builder.entity_keys
         accepted, refused = decode_events(
-            messages, model.builder.entity_keys, self.settings.worker.max_message_bytes
+            messages, entity_keys, self.settings.worker.max_message_bytes
         )
-        scored, missing_refused = await self._vectors(accepted, model)
-        refused += missing_refused
+        stored = await self._read_features(accepted, entity_keys)
+        now = _now_ms()
+        groups: list[tuple[ScoringModel, list[tuple[InputMessage, ClientEvent]]]]
+        if models.splits_traffic and models.challenger is not None:
+            split_key = self.use_case.entities.split_key
+            chosen = to_challenger(
+                [event.entities[split_key] for _, event in accepted], models.challenger_fraction
+            )
+            groups = [
+                (models.champion, [a for a, c in zip(accepted, chosen, strict=True) if not c]),
+                (models.challenger, [a for a, c in zip(accepted, chosen, strict=True) if c]),
+            ]
+        else:
+            groups = [(models.champion, accepted)]
         records: list[Record] = []
         rows: list[PredictionRow] = []
-        if scored:
-            matrix = np.array([served.values for _, _, served in scored], dtype=np.float64)
-            predict_started = time.perf_counter()
-            predicted = model.scorer.predict(matrix)
-            values = predicted.tolist()
-            self.metrics.predict_seconds.observe(time.perf_counter() - predict_started)
-            records, rows = prediction_outputs(
-                scored,
-                values,
-                use_case=self.use_case.name,
-                model_version=model.scorer.version,
-                role=model.role,
-                feature_set=model.feature_set,
-                predictions_topic=topics.predictions,
-                scored_at=_now_ms(),
-            )
-        if rows:
-            latencies = [row.latency_ms or 0.0 for row in rows]
-            event_times = np.fromiter((row.event_time for row in rows), np.int64, len(rows))
-            entity_ids = {
-                key: [event.entities[key] for _, event, _ in scored]
-                for key in model.builder.entity_keys
-            }
-            self.monitor.scored(
-                model.scorer.version, model.role, matrix, predicted, latencies,
-                rows[0].scored_at, event_times, entity_ids,
-            )  # fmt: skip
+        live: Scored = []
+        result = BatchResult()
+        for model, items in groups:
+            scored, missing_refused = self._vectors(items, model, stored, now, refuse=True)
+            refused += missing_refused
+            model_records, model_rows = self._score(model, scored, topics.predictions)
+            records += model_records
+            rows += model_rows
+            live += scored
+            if model_rows:
+                result.versions[model.role] = model.version
+        shadow_rows: list[PredictionRow] = []
+        if models.shadow is not None and live:
+            shadow = models.shadow
+            items = [(message, event) for message, event, _ in live]
+            scored, _ = self._vectors(items, shadow, stored, now, refuse=False)
+            shadow_records, shadow_rows = self._score(shadow, scored, topics.predictions_shadow)
+            records += shadow_records
+            if shadow_rows:
+                result.versions[shadow.role] = shadow.version
         dead = dead_letter_records(refused, topics.dead_letter, self.agent, _now_ms())
         for record in dead:
             self.monitor.dead_letter(orjson.loads(record[2]))
         records += dead
-        await asyncio.gather(self._publish(records), self._store(rows))
-        self._observe(scored, rows, refused, model, started)
-        result = BatchResult(predictions=len(rows))
+        await asyncio.gather(self._publish(records), self._store(rows + shadow_rows))
+        self._observe(live, rows, shadow_rows, refused, started)
+        result.predictions = len(rows)
+        result.shadow_predictions = len(shadow_rows)
         for r in refused:
             result.dead_letters[r.error.code] = result.dead_letters.get(r.error.code, 0) + 1
         return result
 
-    async def _vectors(
-        self, accepted: list[tuple[InputMessage, ClientEvent]], model: ScoringModel
-    ) -> tuple[list[tuple[InputMessage, ClientEvent, ServedVector]], list[Refused]]:
-        keys = [
-            (key, event.entities[key]) for _, event in accepted for key in model.builder.entity_keys
-        ]
+    def _score(
+        self, model: ScoringModel, scored: Scored, topic: str
+    ) -> tuple[list[Record], list[PredictionRow]]:
+        """One LightGBM call for ``scored``, its outputs, and the monitor fed."""
+        if not scored:
+            return [], []
+        matrix = np.array([served.values for _, _, served in scored], dtype=np.float64)
+        predict_started = time.perf_counter()
+        predicted = model.scorer.predict(matrix)
+        self.metrics.predict_seconds.observe(time.perf_counter() - predict_started)
+        records, rows = prediction_outputs(
+            scored,
+            predicted.tolist(),
+            use_case=self.use_case.name,
+            model_version=model.version,
+            role=model.role,
+            feature_set=model.feature_set,
+            predictions_topic=topic,
+            scored_at=_now_ms(),
+        )
+        latencies = [row.latency_ms or 0.0 for row in rows]
+        event_times = np.fromiter((row.event_time for row in rows), np.int64, len(rows))
+        entity_ids = {
+            key: [event.entities[key] for _, event, _ in scored]
+            for key in model.builder.entity_keys
+        }
+        self.monitor.scored(
+            model.version, model.role, matrix, predicted, latencies, rows[0].scored_at,
+            event_times, entity_ids,
+        )  # fmt: skip
+        self.metrics.predictions.labels(model.role, model.version).inc(len(rows))
+        return records, rows
+
+    async def _read_features(
+        self, accepted: list[tuple[InputMessage, ClientEvent]], entity_keys: Sequence[str]
+    ) -> StoredFeatures:
+        """The stored features of every entity of the batch (each read once)."""
+        keys = [(key, event.entities[key]) for _, event in accepted for key in entity_keys]
         read_started = time.perf_counter()
         stored = await retry_forever(
             lambda: self.features.get_many(keys),
@@ -164,14 +209,25 @@ class ScoringService:
             lambda exc, attempt: self.metrics.retries.labels("feature_read").inc(),
         )
         self.metrics.feature_read_seconds.observe(time.perf_counter() - read_started)
-        now = _now_ms()
-        policy = self.use_case.missing_features.policy
-        scored: list[tuple[InputMessage, ClientEvent, ServedVector]] = []
+        return stored
+
+    def _vectors(
+        self,
+        accepted: list[tuple[InputMessage, ClientEvent]],
+        model: ScoringModel,
+        stored: StoredFeatures,
+        now: int,
+        refuse: bool,
+    ) -> tuple[Scored, list[Refused]]:
+        """Vectors in ``model``'s column order; with ``refuse`` (live models), events missing
+        features go to the dead-letter topic when the use case's policy says so."""
+        refusing = refuse and self.use_case.missing_features.policy == "dead_letter"
+        scored: Scored = []
         refused: list[Refused] = []
         build = model.builder.build
         for message, event in accepted:
             served = build(event.fields, event.entities, stored, now)
-            if served.missing and policy == "dead_letter":
+            if served.missing and refusing:
                 error = InvalidEvent(
                     codes.MISSING_FEATURES,
                     f"features {served.missing} are missing or older than "
@@ -213,22 +269,24 @@ class ScoringService:
 
     def _observe(
         self,
-        scored: list[tuple[InputMessage, ClientEvent, ServedVector]],
+        live: Scored,
         rows: list[PredictionRow],
+        shadow_rows: list[PredictionRow],
         refused: list[Refused],
-        model: ScoringModel,
         started: float,
     ) -> None:
         metrics, topics = self.metrics, self.settings.kafka.topics
         metrics.scoring_seconds.observe(time.perf_counter() - started)
-        self.monitor.count(topics.client_events, len(scored) + len(refused))
+        self.monitor.count(topics.client_events, len(live) + len(refused))
         if rows:
             self.monitor.count(topics.predictions, len(rows))
             metrics.events_out.labels(topics.predictions).inc(len(rows))
-            metrics.predictions.labels(model.role, model.scorer.version).inc(len(rows))
-        observe_many(metrics.feature_age_seconds, [s.age_ms / 1000 for _, _, s in scored])
+        if shadow_rows:
+            self.monitor.count(topics.predictions_shadow, len(shadow_rows))
+            metrics.events_out.labels(topics.predictions_shadow).inc(len(shadow_rows))
+        observe_many(metrics.feature_age_seconds, [s.age_ms / 1000 for _, _, s in live])
         observe_many(metrics.end_to_end_seconds, [(r.latency_ms or 0.0) / 1000 for r in rows])
-        missing = Counter(feature for _, _, served in scored for feature in served.missing)
+        missing = Counter(feature for _, _, served in live for feature in served.missing)
         for feature, count in missing.items():
             metrics.missing_features.labels(feature).inc(count)
         for r in refused:

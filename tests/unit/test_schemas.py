@@ -15,7 +15,13 @@ from stream_app.contracts.decode import (
     decode_ground_truth,
     decode_sensor_reading,
 )
-from stream_app.contracts.outputs import model_update_payload, prediction_id, prediction_payload
+from stream_app.contracts.outputs import (
+    DECISION_ACTIONS,
+    model_decision_payload,
+    model_update_payload,
+    prediction_id,
+    prediction_payload,
+)
 from stream_app.errors import InvalidEvent
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -27,6 +33,7 @@ NAMES = [
     "accuracy_event",
     "dead_letter",
     "model_update",
+    "model_decision",
 ]
 DECODERS = {
     "client_event": decode_client_event,
@@ -105,6 +112,30 @@ def test_model_update_payload_conforms() -> None:
         traffic_fraction=0.1,
     )
     validator("model_update").validate(payload)
+
+
+@pytest.mark.parametrize("action", DECISION_ACTIONS)
+def test_model_decision_payload_conforms(action: str) -> None:
+    payload = model_decision_payload(
+        decision_id="d-1",
+        use_case="delivery_eta",
+        action=action,
+        model_version=None if action == "retrain_started" else "v2",
+        champion_version="v1",
+        reasons=["rolling mae 9.1 > 1.5 x validation mae 1.7"],
+        decided_at=1795783200000,
+        decided_by="orchestrator@host:1",
+        details={"trigger": "degradation"},
+    )
+    validator("model_decision").validate(orjson.loads(orjson.dumps(payload)))
+
+
+def test_model_decision_refuses_an_unknown_action() -> None:
+    with pytest.raises(ValueError, match="unknown decision action"):
+        model_decision_payload(
+            decision_id="d", use_case="u", action="guess", model_version=None,
+            champion_version=None, reasons=["x"], decided_at=0, decided_by="cli",
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize("key", [b"ord-1", None])

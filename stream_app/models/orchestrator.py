@@ -1,0 +1,302 @@
+"""The orchestrator: monitor -> retrain -> evaluate -> promote, inside the worker.
+
+Every ``lifecycle.check_interval_s`` the leader worker (one per deployment: Faust's leader
+partition decides) looks at the champion:
+
+- degradation: its rolling primary metric over the whole deployment (``AccuracyFeed``), with
+  at least ``min_labels`` labels, worse than its validation figure by ``degradation_factor``;
+- drift: a drift alarm on the champion's served features or predictions (``retrain_on_drift``);
+- schedule: the champion is older than ``schedule_s``.
+
+A degradation or drift must last ``degradation_for_s`` (a blip does not retrain, and the
+retraining window then holds data of the new regime). Then, at most once per
+``retrain_cooldown_s``, it trains a challenger on the last ``retrain_window_s`` of served
+data in a separate process (`stream-app train`: the agents are never blocked), evaluates it
+in another (`stream-app evaluate --json`), and promotes it when the policy approves and
+``auto_promote`` is on; otherwise it stays challenger. Every step is a decision event on
+``model-decisions`` with its reasons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from stream_app.models.evaluation import primary_metric
+from stream_app.models.lifecycle import (
+    Lifecycle,
+    actor,
+    decision,
+    new_decision_id,
+    publish_decision,
+)
+from stream_app.models.metrics import HIGHER_IS_BETTER
+from stream_app.models.registry import ModelRegistry, ModelVersion
+from stream_app.monitoring.accuracy_feed import AccuracyFeed
+from stream_app.monitoring.metrics import WorkerMetrics
+from stream_app.monitoring.state import Monitor
+from stream_app.settings import LifecycleSettings, Settings
+from stream_app.use_cases.spec import UseCase
+
+log = logging.getLogger(__name__)
+EVALUATE_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Why retraining should start."""
+
+    kind: str  # degradation, drift or schedule
+    reasons: list[str]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def is_degraded(metric: str, rolling: float, reference: float, factor: float) -> bool:
+    """Worse than ``reference`` by ``factor``: the metric itself when lower is better, the
+    error rate (1 - value) when higher is better."""
+    if HIGHER_IS_BETTER[metric]:
+        return (1 - rolling) > (1 - reference) * factor
+    return rolling > reference * factor
+
+
+@dataclass
+class Watch:
+    """What the orchestrator remembers between checks about one champion."""
+
+    champion: str
+    troubled_since_ms: int | None = None
+
+
+def assess(
+    *,
+    watch: Watch,
+    metric: str,
+    reference: float | None,
+    rolling: dict[str, float] | None,
+    drift_alarms: list[dict[str, Any]],
+    champion_created_ms: int,
+    now_ms: int,
+    settings: LifecycleSettings,
+) -> Trigger | None:
+    """The trigger to retrain on now, if any (updates ``watch.troubled_since_ms``)."""
+    reasons: list[str] = []
+    details: dict[str, Any] = {}
+    kind = ""
+    labels = int(rolling["labels"]) if rolling else 0
+    value = rolling.get(metric, math.nan) if rolling else math.nan
+    if (
+        reference is not None
+        and labels >= settings.min_labels
+        and math.isfinite(value)
+        and is_degraded(metric, value, reference, settings.degradation_factor)
+    ):
+        kind = "degradation"
+        reasons.append(
+            f"rolling {metric} {value:.4g} over {labels} labels is worse than "
+            f"{settings.degradation_factor:g} x the validation {metric} {reference:.4g}"
+        )
+        details.update(metric=metric, rolling=value, labels=labels, reference=reference,
+                       factor=settings.degradation_factor)  # fmt: skip
+    if drift_alarms and settings.retrain_on_drift:
+        kind = kind or "drift"
+        names = ", ".join(
+            f"{a['feature']} (psi {a['psi']:.3g}, ks {a['ks']:.3g})" for a in drift_alarms
+        )
+        reasons.append(f"drift alarms on {names}")
+        details["drift"] = [
+            {k: a[k] for k in ("feature", "psi", "ks", "values")} for a in drift_alarms
+        ]
+    if kind:
+        if watch.troubled_since_ms is None:
+            watch.troubled_since_ms = now_ms
+        lasted_s = (now_ms - watch.troubled_since_ms) / 1000
+        if lasted_s >= settings.degradation_for_s:
+            reasons.append(f"for {lasted_s:.0f} s (>= {settings.degradation_for_s:g} s)")
+            details["lasted_s"] = lasted_s
+            return Trigger(kind, reasons, details)
+        return None
+    watch.troubled_since_ms = None
+    age_s = (now_ms - champion_created_ms) / 1000
+    if settings.schedule_s is not None and age_s >= settings.schedule_s:
+        return Trigger(
+            "schedule",
+            [f"the champion is {age_s:.0f} s old (schedule: every {settings.schedule_s:g} s)"],
+            {"age_s": age_s},
+        )
+    return None
+
+
+async def run_stream_app(args: list[str], timeout_s: float) -> tuple[int, str, str]:
+    """Run `stream-app ARGS` in a separate process (same settings: environment and folder)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "stream_app.main", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout_s)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return -9, "", f"stream-app {args[0]} took longer than {timeout_s:g} s and was stopped"
+    except asyncio.CancelledError:  # the worker is stopping: do not leave the process behind
+        process.kill()
+        raise
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+def _tail(text: str, lines: int = 3) -> str:
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:] if line.strip())
+
+
+class Orchestrator:
+    """Runs on the leader worker; ``check`` is called by a timer."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        use_case: UseCase,
+        registry: ModelRegistry,
+        monitor: Monitor,
+        metrics: WorkerMetrics,
+        feed: AccuracyFeed,
+    ) -> None:
+        self.settings = settings
+        self.policy = settings.lifecycle
+        self.use_case = use_case
+        self.registry = registry
+        self.monitor = monitor
+        self.metrics = metrics
+        self.feed = feed
+        self.lifecycle = Lifecycle(registry, settings.kafka, actor("orchestrator"))
+        self.metric = primary_metric(use_case, settings.lifecycle)
+        self.watch: Watch | None = None
+        self.retraining: asyncio.Task[None] | None = None
+        self.last_retrain_ms: int | None = None
+        self._models: dict[str, ModelVersion] = {}
+
+    async def _call(self, function: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+
+    def _model(self, version: str) -> ModelVersion:
+        if version not in self._models:
+            self._models[version] = self.registry.get(version)
+        return self._models[version]
+
+    async def stand_down(self) -> None:
+        """This worker is not the leader (any more), or it stops: stop following
+        accuracy-events and stop a retraining in progress."""
+        if self.retraining is not None and not self.retraining.done():
+            self.retraining.cancel()
+            await asyncio.wait({self.retraining}, timeout=10)
+        if self.feed.running:
+            await self.feed.stop()
+        self.watch = None
+
+    async def check(self) -> Trigger | None:
+        """One look at the champion; starts a retraining when a trigger fires."""
+        if not self.feed.running:
+            await self.feed.start()  # one window back: judged on full data from now on
+            return None
+        if self.retraining is not None and not self.retraining.done():
+            return None
+        champion = (await self._call(self.registry.champion)).version
+        model: ModelVersion = await self._call(self._model, champion)
+        if self.watch is None or self.watch.champion != champion:
+            self.watch = Watch(champion)
+        validation = model.metrics.get("validation", {})
+        reference = validation.get(self.metric)
+        now = int(time.time() * 1000)
+        alarms = [
+            a for a in self.monitor.alarms(self.monitor.drift_report(now))
+            if a["model_version"] == champion
+        ]  # fmt: skip
+        trigger = assess(
+            watch=self.watch,
+            metric=self.metric,
+            reference=reference,
+            rolling=self.feed.snapshot(now).get((champion, "champion")),
+            drift_alarms=alarms,
+            champion_created_ms=model.created_at,
+            now_ms=now,
+            settings=self.policy,
+        )
+        if trigger is None or not self.policy.auto_retrain:
+            return trigger
+        if self.last_retrain_ms is None:  # after a restart or a new leader: from the registry
+            versions = await self._call(self.registry.versions)
+            self.last_retrain_ms = max((v.created_at for v in versions), default=0)
+        if now - self.last_retrain_ms < self.policy.retrain_cooldown_s * 1000:
+            return trigger
+        self.last_retrain_ms = now
+        self.retraining = asyncio.ensure_future(self.retrain(trigger, champion))
+        return trigger
+
+    async def _decide(self, record: dict[str, Any]) -> None:
+        await self._call(publish_decision, self.settings.kafka, record)
+        self._record(record)
+
+    def _record(self, record: dict[str, Any]) -> None:
+        self.monitor.decided(record)
+        self.metrics.lifecycle_decisions.labels(record["action"]).inc()
+        log.info("lifecycle: %s %s: %s", record["action"], record["model_version"] or "",
+                 "; ".join(record["reasons"]))  # fmt: skip
+
+    async def retrain(self, trigger: Trigger, champion: str) -> None:
+        """Train, evaluate and (policy permitting) promote; every step is published."""
+        decision_id = new_decision_id()
+        name = self.use_case.name
+        by = self.lifecycle.decided_by
+        now = int(time.time() * 1000)
+        since = now - int(self.policy.retrain_window_s * 1000)
+        details = {"trigger": trigger.kind, **trigger.details, "since": since, "until": now}
+        await self._decide(decision(name, "retrain_started", None, champion, trigger.reasons,
+                                    by, details, f"{decision_id}-1"))  # fmt: skip
+        code, out, err = await run_stream_app(
+            ["train", "--since", str(since), "--until", str(now)], self.policy.retrain_timeout_s
+        )
+        if code != 0:
+            await self._decide(decision(name, "retrain_failed", None, champion,
+                                        [f"training failed (exit {code}): {_tail(err)}"], by,
+                                        details, f"{decision_id}-2"))  # fmt: skip
+            return
+        version = orjson.loads(out.strip().splitlines()[-1])["version"]
+        code, out, err = await run_stream_app(
+            ["evaluate", version, "--against", champion, "--json"], EVALUATE_TIMEOUT_S
+        )
+        if code != 0:
+            await self._decide(decision(name, "retrain_failed", version, champion,
+                                        [f"evaluation failed (exit {code}): {_tail(err)}"], by,
+                                        details, f"{decision_id}-2"))  # fmt: skip
+            return
+        evaluation = orjson.loads(out.strip().splitlines()[-1])
+        verdict = evaluation["decision"]
+        figures = {
+            "trigger": trigger.kind, "metric": evaluation["metric"],
+            "holdout_rows": evaluation["holdout_rows"], "metrics": evaluation["metrics"],
+            "latency": evaluation["latency"], "p_value": verdict["p_value"],
+            "improvement": verdict["improvement"],
+        }  # fmt: skip
+        if verdict["promote"] and self.policy.auto_promote:
+            record = decision(name, "promoted", version, champion, verdict["reasons"], by,
+                              figures, f"{decision_id}-2")  # fmt: skip
+            await self._call(
+                lambda: self.lifecycle.promote(
+                    version, f"orchestrator: {trigger.kind}", decision_id=record["decision_id"],
+                    details=figures, reasons=verdict["reasons"],
+                )
+            )  # fmt: skip
+            self._record(record)
+            return
+        action = "kept_challenger" if verdict["promote"] else "rejected"
+        reasons = list(verdict["reasons"])
+        if verdict["promote"]:
+            reasons.append("auto_promote is off: it stays challenger for `stream-app promote`")
+        await self._decide(decision(name, action, version, champion, reasons, by, figures,
+                                    f"{decision_id}-2"))  # fmt: skip

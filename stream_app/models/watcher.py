@@ -1,0 +1,205 @@
+"""Hot swap: every scoring worker follows the model roles without a restart.
+
+The watcher reads the compacted ``model-updates`` topic from its start (its own consumer
+group per process, nothing committed: every worker sees every announcement). An announcement
+for this use case makes it read the roles from the registry (the source of truth; the topic
+says *that* something changed), load any new version in a background thread, and hand the
+scoring service a whole new ``ModelSet``. Batches already running finish with the set they
+started with; the next batch uses the new one, so no event is dropped or scored twice.
+
+The switch is measured from the announcement to the swap and recorded on
+``stream_app_model_switch_seconds``, in the worker's log and on its dashboard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer
+
+from stream_app.models.registry import ModelRegistry, ModelVersion, RoleAssignment
+from stream_app.models.scorer import LightGBMScorer
+from stream_app.monitoring.metrics import WorkerMetrics
+from stream_app.monitoring.state import Monitor
+from stream_app.scoring.model_set import ModelSet, ScoringModel
+from stream_app.scoring.service import ScoringService
+from stream_app.settings import Settings
+
+log = logging.getLogger(__name__)
+POLL_S = 0.5
+LOADED_VERSIONS_KEPT = 6
+
+
+def role_state(roles: dict[str, RoleAssignment]) -> dict[str, tuple[str, float]]:
+    """What a model set is built from: version and traffic share per role."""
+    return {r: (a.version, a.traffic_fraction or 0.0) for r, a in roles.items()}
+
+
+class ModelWatcher:
+    """Keeps one scoring service's models equal to the registry's roles."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ModelRegistry,
+        service: ScoringService,
+        monitor: Monitor,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.service = service
+        self.monitor = monitor
+        self.metrics = metrics
+        self.use_case = registry.use_case
+        self.state: dict[str, tuple[str, float]] = {}
+        self._scorers: dict[str, tuple[LightGBMScorer, ModelVersion]] = {}
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-watcher")
+        self._consumer: Any = None
+        self._runner: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._lock = asyncio.Lock()
+
+    # -- building model sets (blocking: run on the watcher's thread) ------------------------
+
+    def _scorer(self, version: str) -> tuple[LightGBMScorer, ModelVersion]:
+        if version not in self._scorers:
+            started = time.perf_counter()
+            model = self.registry.get(version)
+            scorer = LightGBMScorer(model.version, model.feature_names,
+                                    self.registry.artifact(version))  # fmt: skip
+            self.metrics.model_load_seconds.observe(time.perf_counter() - started)
+            self._scorers[version] = (scorer, model)
+        return self._scorers[version]
+
+    def build(self, roles: dict[str, RoleAssignment]) -> ModelSet:
+        """Load every version the roles name (cached) and wrap them for scoring."""
+        if "champion" not in roles:
+            self.registry.champion()  # raises ModelNotFound saying what to do
+        models: dict[str, ScoringModel] = {}
+        for role, assignment in roles.items():
+            scorer, _ = self._scorer(assignment.version)
+            models[role] = self.service.model_for(scorer, role)
+        challenger = roles.get("challenger")
+        return ModelSet(
+            champion=models["champion"],
+            challenger=models.get("challenger"),
+            challenger_fraction=(challenger.traffic_fraction or 0.0) if challenger else 0.0,
+            shadow=models.get("shadow"),
+        )
+
+    def load(self) -> ModelSet:
+        """The registry's current roles as a model set, served at once (worker start-up)."""
+        roles = self.registry.roles()
+        models = self.build(roles)
+        self._apply(models, roles)
+        return models
+
+    def _apply(self, models: ModelSet, roles: dict[str, RoleAssignment]) -> ModelSet | None:
+        previous = self.service.swap(models)
+        self.state = role_state(roles)
+        for role in ("champion", "challenger", "shadow"):
+            assignment = roles.get(role)
+            if assignment is None:
+                self.monitor.clear_role(role)
+                continue
+            scorer, model = self._scorer(assignment.version)
+            self.monitor.set_model(role, model.version, scorer.feature_names, model.distributions)
+            if role == "challenger":
+                self.monitor.traffic[role] = assignment.traffic_fraction or 0.0
+        held = set(models.roles().values())
+        for version in [v for v in self._scorers if v not in held][:-LOADED_VERSIONS_KEPT]:
+            del self._scorers[version]  # keep a few recent ones for a quick rollback
+        return previous
+
+    # -- following model-updates ----------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._consumer = Consumer(
+            {
+                **self.settings.kafka.client_config(),
+                "group.id": f"{self.settings.worker.app_id}-models-{uuid.uuid4().hex[:12]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 50,  # an idle topic: answer fetches soon
+                "log_level": 4,
+            }
+        )
+        topic = self.settings.kafka.topics.model_updates
+        await loop.run_in_executor(self._thread, lambda: self._consumer.subscribe([topic]))
+        self._runner = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._runner is not None:
+            await asyncio.wait({self._runner}, timeout=10)
+        if self._consumer is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._consumer.close)
+        self._thread.shutdown(wait=True)
+
+    def _poll(self) -> list[dict[str, Any]]:
+        prefix = f"{self.use_case}:".encode()
+        announcements = []
+        # the first record ends the wait at once; the rest of what arrived comes without one
+        messages = self._consumer.consume(1, POLL_S)
+        if messages:
+            messages += self._consumer.consume(100, 0)
+        for message in messages:
+            if message.error() is not None or not (message.key() or b"").startswith(prefix):
+                continue
+            try:
+                announcements.append(orjson.loads(message.value()))
+            except orjson.JSONDecodeError:
+                log.warning("unreadable model-updates record at offset %s", message.offset())
+        return announcements
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            try:
+                announcements = await loop.run_in_executor(self._thread, self._poll)
+                if announcements:
+                    announced = max(int(a.get("announced_at", 0)) for a in announcements)
+                    await self.refresh(announced)
+            except Exception:  # a registry outage: keep serving the current set, try again
+                log.exception("following model-updates failed; serving the current models")
+                await asyncio.sleep(2.0)
+
+    async def refresh(self, announced_at_ms: int | None = None) -> bool:
+        """Re-read the roles; swap when they changed. Returns whether it swapped."""
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            roles = await loop.run_in_executor(self._thread, self.registry.roles)
+            if role_state(roles) == self.state:
+                return False
+            before = dict(self.state)
+            started = time.perf_counter()
+            models = await loop.run_in_executor(self._thread, self.build, roles)
+            load_s = time.perf_counter() - started
+            self._apply(models, roles)
+        now = time.time()
+        switch_s = now - announced_at_ms / 1000 if announced_at_ms else load_s
+        roles_seen = set(before) | set(self.state)
+        changed = sorted(r for r in roles_seen if before.get(r) != self.state.get(r))
+        for role in changed:
+            self.metrics.model_switch_seconds.labels(role).observe(max(switch_s, 0.0))
+        record = {
+            "at": int(now * 1000),
+            "roles_before": {r: v for r, (v, _) in before.items()},
+            "roles_after": models.roles(),
+            "traffic_fraction": models.challenger_fraction,
+            "changed": changed,
+            "switch_s": round(switch_s, 3),
+            "load_s": round(load_s, 3),
+        }
+        self.monitor.switched(record)
+        log.info("serving models %s (switch %.3f s after the announcement, loading %.3f s)",
+                 models.roles(), switch_s, load_s)  # fmt: skip
+        return True
