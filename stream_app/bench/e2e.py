@@ -137,16 +137,27 @@ def delete_topics(settings: Settings) -> None:
 
 def prepare_model(session: Any, settings: Settings, use_case: UseCase, seed: int) -> str:
     """A champion trained on one simulated day (in memory), registered in the bench keyspace."""
-    import lightgbm as lgb
-
     registry = ModelRegistry(session, settings.cassandra.keyspace, use_case.name)
     existing = registry.roles().get("champion")
     if existing is not None:
         return existing.version
+    version = register_simulated_model(session, settings, use_case, seed)
+    registry.assign("champion", version, "bench e2e")
+    return version
+
+
+def register_simulated_model(
+    session: Any, settings: Settings, use_case: UseCase, seed: int, rounds: int = 200
+) -> str:
+    """A version trained on one simulated day of world ``seed`` (in memory), registered
+    without a role."""
+    import lightgbm as lgb
+
+    registry = ModelRegistry(session, settings.cassandra.keyspace, use_case.name)
     world = World(use_case, seed)
     x, y = labelled_frame(world, int(time.time() * 1000) - 86_400_000, 1, 20_000)
     params = lightgbm_params(use_case, settings.training)
-    booster = lgb.train(params, lgb.Dataset(x, y), num_boost_round=200)
+    booster = lgb.train(params, lgb.Dataset(x, y), num_boost_round=rounds)
     now = int(time.time() * 1000)
     model = ModelVersion(
         use_case=use_case.name,
@@ -156,10 +167,9 @@ def prepare_model(session: Any, settings: Settings, use_case: UseCase, seed: int
         task=use_case.task,
         spec_hash=spec_hash(use_case),
         params=params,
-        training_window={"source": "bench e2e: one simulated day in memory"},
+        training_window={"source": f"one simulated day of world {seed}, in memory"},
     )
     registry.register(model, booster.model_to_string())
-    registry.assign("champion", model.version, "bench e2e")
     return model.version
 
 

@@ -9,50 +9,21 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
-import pytest
 
-from stream_app.bench.e2e import preload_features, prepare_model
-from stream_app.cassandra_session import open_cluster
-from stream_app.scoring.batch import InputMessage
-from stream_app.settings import CassandraSettings, Settings
-from stream_app.simulation.payloads import client_event_records
-from stream_app.simulation.world import World
-from stream_app.use_cases.spec import load_use_case
+from stream_app.settings import CassandraSettings
 from stream_app.worker import build_dependencies
 from tests.conftest import Deployment, consume_all
+from tests.integration.scoring_helpers import client_messages, ready_world
 from tests.proxy import CuttableProxy
 
 SHIPPED = Path(__file__).resolve().parents[2] / "use_cases"
 
 
-def _ready(settings: Settings, seed: int = 7) -> World:
-    """A champion and preloaded features for every simulated entity."""
-    use_case = load_use_case(settings.use_case)
-    cluster = open_cluster(settings.cassandra)
-    try:
-        session = cluster.connect()
-        world = World(use_case, seed)
-        prepare_model(session, settings, use_case, seed)
-        preload_features(session, settings, world)
-    finally:
-        cluster.shutdown()
-    return world
-
-
-def _messages(world: World, count: int, prefix: str, settings: Settings) -> list[InputMessage]:
-    now = int(time.time() * 1000)
-    events = world.client_events(np.full(count, now, dtype=np.int64))
-    records = client_event_records(world, events, [f"{prefix}-{i}" for i in range(count)])
-    topic = settings.kafka.topics.client_events
-    return [InputMessage(topic, 0, i, k, v, now) for i, (k, v) in enumerate(records)]
-
-
 def test_an_outage_pauses_scoring_and_it_resumes_by_itself(
     deployment: Deployment, prometheus_registry: Any
 ) -> None:
-    world = _ready(deployment.settings)
+    world = ready_world(deployment.settings)
     with CuttableProxy(deployment.settings.cassandra.port) as proxy:
         settings = deployment.settings.model_copy(
             update={
@@ -66,10 +37,10 @@ def test_an_outage_pauses_scoring_and_it_resumes_by_itself(
 
             async def scenario() -> tuple[bool, float]:
                 service = deps.scoring
-                await service.process(_messages(world, 50, "before", settings))
+                await service.process(client_messages(world, 50, "before", settings))
                 proxy.cut()
                 task = asyncio.ensure_future(
-                    service.process(_messages(world, 200, "during", settings))
+                    service.process(client_messages(world, 200, "during", settings))
                 )
                 await asyncio.sleep(4)
                 paused = not task.done()
@@ -107,12 +78,12 @@ def test_the_dead_letter_policy_refuses_events_with_missing_features(
     path = tmp_path / "delivery_eta.toml"
     path.write_text(text)
     settings = deployment.settings.model_copy(update={"use_case": str(path)})
-    world = _ready(settings)
+    world = ready_world(settings)
     deps = build_dependencies(settings, prometheus_registry)
     try:
-        known = _messages(world, 40, "known", settings)
+        known = client_messages(world, 40, "known", settings)
         unknown = []
-        for message in _messages(world, 10, "unknown", settings):
+        for message in client_messages(world, 10, "unknown", settings):
             payload = orjson.loads(message.value or b"")
             payload["entities"]["courier_id"] = "courier-never-seen"
             unknown.append(message._replace(value=orjson.dumps(payload)))
@@ -125,10 +96,3 @@ def test_the_dead_letter_policy_refuses_events_with_missing_features(
     record = orjson.loads(dead[0].value())
     assert record["error_code"] == "missing_features"
     assert "courier_speed_mean_10m" in record["error_message"]
-
-
-@pytest.fixture
-def prometheus_registry() -> Any:
-    from prometheus_client import CollectorRegistry
-
-    return CollectorRegistry()

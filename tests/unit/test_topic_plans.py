@@ -4,7 +4,7 @@ from stream_app.provisioning.topics import topic_plans
 from stream_app.settings import KafkaSettings
 
 
-def test_the_seven_topics_of_the_design() -> None:
+def test_the_topics_of_the_design_and_of_the_model_lifecycle() -> None:
     plans = topic_plans(KafkaSettings())
     assert [p.name for p in plans] == [
         "client-events",
@@ -14,6 +14,8 @@ def test_the_seven_topics_of_the_design() -> None:
         "accuracy-events",
         "dead-letter",
         "model-updates",
+        "predictions-shadow",
+        "model-decisions",
     ]
     assert all(p.partitions == 6 for p in plans)
 

@@ -1,0 +1,215 @@
+"""The model lifecycle in-process against the real Kafka and Cassandra: role changes through
+the registry and both topics, the watcher's hot swap while batches are running, A/B traffic by
+entity, and shadow scoring on its own topic."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+import orjson
+import pytest
+
+from stream_app.bench.e2e import register_simulated_model
+from stream_app.cassandra_session import connected
+from stream_app.errors import ModelNotFound, StreamAppError
+from stream_app.models.lifecycle import Lifecycle, actor
+from stream_app.models.registry import ModelRegistry
+from stream_app.scoring.model_set import to_challenger
+from stream_app.storage.predictions import PredictionStore
+from stream_app.use_cases.spec import load_use_case
+from stream_app.worker import Dependencies, build_dependencies
+from tests.conftest import Deployment, consume_all
+from tests.integration.scoring_helpers import client_messages, ready_world
+
+
+def _versions(deployment: Deployment, count: int) -> tuple[str, list[str]]:
+    """The champion and ``count`` more registered versions (different worlds)."""
+    settings = deployment.settings
+    use_case = load_use_case(settings.use_case)
+    with connected(settings.cassandra) as session:
+        registry = ModelRegistry(session, settings.cassandra.keyspace, use_case.name)
+        champion = registry.champion().version
+        others = [
+            register_simulated_model(session, settings, use_case, seed=100 + i, rounds=60)
+            for i in range(count)
+        ]
+    return champion, others
+
+
+def _lifecycle(deps: Dependencies, deployment: Deployment) -> Lifecycle:
+    return Lifecycle(deps.registry, deployment.settings.kafka, actor("cli"))
+
+
+async def _until(condition: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def test_roles_go_through_the_registry_and_both_topics_and_roll_back(
+    deployment: Deployment, prometheus_registry: Any
+) -> None:
+    ready_world(deployment.settings)
+    first, (second, third) = _versions(deployment, 2)
+    deps = build_dependencies(deployment.settings, prometheus_registry)
+    try:
+        lifecycle = _lifecycle(deps, deployment)
+        with pytest.raises(ModelNotFound, match="no previous champion"):
+            lifecycle.rollback("nothing to go back to")
+        lifecycle.assign("challenger", second, "trial", traffic=0.25)
+        with pytest.raises(StreamAppError, match="only the challenger"):
+            lifecycle.assign("shadow", third, "trial", traffic=0.5)
+        with pytest.raises(StreamAppError, match="is the champion"):
+            lifecycle.assign("shadow", first, "trial")
+        changes = lifecycle.promote(second, "better")
+        # the challenger role is cleared before the version takes the champion's
+        assert [(c.role, c.version, c.previous) for c in changes] == [
+            ("challenger", None, second),
+            ("champion", second, first),
+        ]
+        assert deps.registry.get(first).status == "retired"
+        assert deps.registry.get(second).status == "champion"
+        assert lifecycle.previous_champion() == first
+        lifecycle.promote(third, "even better")
+        restored = lifecycle.rollback("third misbehaves")
+        assert (restored.version, restored.previous) == (second, third)
+        assert deps.registry.champion().version == second
+    finally:
+        deps.close()
+    topics = deployment.settings.kafka.topics
+    settings = deployment.settings
+    updates = [orjson.loads(m.value()) for m in consume_all(settings, topics.model_updates, 5)]
+    assert [(u["role"], u["model_version"]) for u in updates] == [
+        ("challenger", second), ("challenger", None), ("champion", second),
+        ("champion", third), ("champion", second),
+    ]  # fmt: skip
+    assert updates[0]["traffic_fraction"] == 0.25
+    records = consume_all(settings, topics.model_decisions, 4)
+    decisions = [orjson.loads(m.value()) for m in records]
+    actions = [d["action"] for d in decisions]
+    assert actions == ["role_assigned", "promoted", "promoted", "rolled_back"]
+    assert decisions[-1]["reasons"] == ["third misbehaves"]
+    assert decisions[-1]["champion_version"] == third
+    assert all(d["decided_by"].startswith("cli@") for d in decisions)
+
+
+def test_a_swap_while_batches_run_scores_every_event_exactly_once(
+    deployment: Deployment, prometheus_registry: Any
+) -> None:
+    settings = deployment.settings
+    world = ready_world(settings)
+    old, (new,) = _versions(deployment, 1)
+    batches = [client_messages(world, 100, f"b{i}", settings) for i in range(40)]
+    deps = build_dependencies(settings, prometheus_registry)
+    try:
+        service, watcher = deps.scoring, deps.watcher
+        assert service is not None
+        assert watcher is not None
+        lifecycle = _lifecycle(deps, deployment)
+
+        async def scenario() -> list[dict[str, str]]:
+            await watcher.start()
+            try:
+                in_flight: list[asyncio.Task[Any]] = []
+                results = []
+                for index, batch in enumerate(batches):
+                    if index == 10:  # the announcement races with the batches in flight
+                        loop = asyncio.get_running_loop()
+                        loop.run_in_executor(None, lifecycle.promote, new, "swap under load")
+                    in_flight.append(asyncio.ensure_future(service.process(batch)))
+                    if len(in_flight) >= 6:
+                        results.append(await in_flight.pop(0))
+                    await asyncio.sleep(0.05)
+                results += await asyncio.gather(*in_flight)
+                return [r.versions for r in results]
+            finally:
+                await watcher.stop()
+
+        versions = asyncio.run(scenario())
+    finally:
+        deps.close()
+    used = [v["champion"] for v in versions]
+    assert set(used) == {old, new}, "the swap did not happen during the run"
+    switched_at = used.index(new)
+    assert used[:switched_at] == [old] * switched_at
+    assert used[switched_at:] == [new] * (len(used) - switched_at)  # no batch went back
+    predictions = consume_all(settings, settings.kafka.topics.predictions, 4000)
+    counts = Counter(m.key() for m in predictions)
+    assert len(counts) == 4000
+    assert set(counts.values()) == {1}  # every event exactly once
+    by_version = Counter(orjson.loads(m.value())["model_version"] for m in predictions)
+    assert by_version[old] == switched_at * 100
+    assert by_version[new] == (40 - switched_at) * 100
+    switch = prometheus_registry.get_sample_value(
+        "stream_app_model_switch_seconds_count", {"role": "champion"}
+    )
+    assert switch == 1
+
+
+def test_a_b_traffic_by_entity_and_shadow_scoring_on_its_own_topic(
+    deployment: Deployment, prometheus_registry: Any
+) -> None:
+    settings = deployment.settings
+    world = ready_world(settings)
+    champion, (challenger, shadow) = _versions(deployment, 2)
+    messages = client_messages(world, 600, "ab", settings)
+    deps = build_dependencies(settings, prometheus_registry)
+    try:
+        service, watcher = deps.scoring, deps.watcher
+        assert service is not None
+        assert watcher is not None
+        lifecycle = _lifecycle(deps, deployment)
+
+        async def scenario() -> Any:
+            await watcher.start()
+            try:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(
+                    None, lambda: lifecycle.assign("challenger", challenger, "A/B", 0.4)
+                )
+                await loop.run_in_executor(None, lambda: lifecycle.assign("shadow", shadow, "s"))
+                await _until(lambda: service.models.shadow is not None, 30, "the shadow")
+                return await service.process(messages)
+            finally:
+                await watcher.stop()
+
+        result = asyncio.run(scenario())
+        assert result.predictions == 600
+        assert result.shadow_predictions == 600
+        predictions = PredictionStore(
+            deps.registry.session, settings.cassandra.keyspace, deps.registry.use_case
+        )
+        stored = predictions.for_event("ab-0")
+    finally:
+        deps.close()
+    topics = settings.kafka.topics
+    records = consume_all(settings, topics.predictions, 600)
+    live = {m.key(): orjson.loads(m.value()) for m in records}
+    assert len(live) == 600
+    couriers = {
+        f"ab-{i}".encode(): orjson.loads(m.value or b"")["entities"]["courier_id"]
+        for i, m in enumerate(messages)
+    }
+    ids = sorted(couriers)
+    expected = to_challenger([couriers[k] for k in ids], 0.4)
+    for event_id, to_the_challenger in zip(ids, expected, strict=True):
+        p = live[event_id]
+        assert (p["role"], p["model_version"]) == (
+            ("challenger", challenger) if to_the_challenger else ("champion", champion)
+        )
+    share = sum(expected) / len(expected)
+    assert 0.2 < share < 0.6  # by courier, so not exactly 40% of events
+    by_courier: dict[str, set[str]] = {}
+    for event_id, p in live.items():
+        by_courier.setdefault(couriers[event_id], set()).add(p["role"])
+    assert all(len(roles) == 1 for roles in by_courier.values())  # an entity stays on one side
+    shadowed = consume_all(settings, topics.predictions_shadow, 600)
+    assert Counter(m.key() for m in shadowed) == Counter({k: 1 for k in live})
+    payloads = [orjson.loads(m.value()) for m in shadowed]
+    assert {(p["role"], p["model_version"]) for p in payloads} == {("shadow", shadow)}
+    assert {row.role for row in stored} == {live[b"ab-0"]["role"], "shadow"}  # both stored
