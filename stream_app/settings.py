@@ -307,8 +307,17 @@ class LifecycleSettings(BaseModel):
     retrain_window_s: float = Field(
         6 * 3600, gt=0, description="Retraining reads the served data of the last N seconds."
     )
+    label_maturity_quantile: float = Field(
+        0.9, gt=0, lt=1, description="Retraining leaves out the newest events: those younger "
+        "than this quantile of the observed label delays (their labels are mostly missing, "
+        "and the ones present are biased to quick outcomes).",
+    )  # fmt: skip
+    retrain_from_change: bool = Field(
+        True, description="After a degradation, train only on the data since the change point "
+        "of the champion's error (when one shows), not on the old regime before it.",
+    )  # fmt: skip
     retrain_cooldown_s: float = Field(
-        600, ge=0, description="Least seconds between two retrainings."
+        600, ge=0, description="Least seconds between two retrainings the orchestrator starts."
     )
     retrain_timeout_s: float = Field(1800, gt=0, description="Longest a retraining may take.")
     auto_retrain: bool = Field(True, description="Start retraining by itself on a trigger.")

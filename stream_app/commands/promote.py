@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="make a version the champion (or the challenger / shadow); every worker swaps",
         description="Writes the role to the registry, announces it on model-updates (every "
         "worker loads the version in the background and switches at a batch boundary) and "
-        "records the decision on model-decisions. --role challenger --traffic 0.1 sends 10%% "
+        "records the decision on model-decisions. --role challenger --traffic 0.1 sends 10% "
         "of live traffic (a stable hash of the use case's split key) to it; --role shadow "
         "scores every event again, published on the shadow topic only.",
     )

@@ -19,6 +19,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument("--use-case", help="use case name or .toml path (default: settings)")
     parser.add_argument("--since", help="start of the window (default: training.window_days ago)")
     parser.add_argument("--until", help="end of the window (default: now)")
+    parser.add_argument(
+        "--trigger", default="manual", choices=["manual", "degradation", "drift", "schedule"],
+        help="why it is trained (recorded; the orchestrator passes its trigger)",
+    )  # fmt: skip
     parser.set_defaults(run=run)
 
 
@@ -38,7 +42,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     until = parse_time_ms(args.until, now) if args.until else now + 1
     cluster = open_cluster(settings.cassandra)
     try:
-        outcome = train_and_register(cluster.connect(), settings, use_case, since, until)
+        outcome = train_and_register(
+            cluster.connect(), settings, use_case, since, until, trigger=args.trigger
+        )
     finally:
         cluster.shutdown()
     model = outcome.model

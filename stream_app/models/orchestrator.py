@@ -8,13 +8,14 @@ partition decides) looks at the champion:
 - drift: a drift alarm on the champion's served features or predictions (``retrain_on_drift``);
 - schedule: the champion is older than ``schedule_s``.
 
-A degradation or drift must last ``degradation_for_s`` (a blip does not retrain, and the
-retraining window then holds data of the new regime). Then, at most once per
-``retrain_cooldown_s``, it trains a challenger on the last ``retrain_window_s`` of served
-data in a separate process (`stream-app train`: the agents are never blocked), evaluates it
-in another (`stream-app evaluate --json`), and promotes it when the policy approves and
-``auto_promote`` is on; otherwise it stays challenger. Every step is a decision event on
-``model-decisions`` with its reasons.
+A degradation or drift must last ``degradation_for_s`` (a blip does not retrain). Then, at
+most once per ``retrain_cooldown_s``, it trains a challenger on served data of the last
+``retrain_window_s`` (leaving out the newest events, whose labels are immature, and after a
+degradation starting at the change point of the champion's error: ``retrain_window``) in a
+separate process (`stream-app train`: the agents are never blocked), evaluates it in another
+(`stream-app evaluate --json`), and promotes it when the policy approves and ``auto_promote``
+is on; otherwise it stays challenger. Every step is a decision event on ``model-decisions``
+with its reasons.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from stream_app.models.lifecycle import (
 )
 from stream_app.models.metrics import HIGHER_IS_BETTER
 from stream_app.models.registry import ModelRegistry, ModelVersion
+from stream_app.models.retrain_window import RetrainWindow, retrain_window
 from stream_app.monitoring.accuracy_feed import AccuracyFeed
 from stream_app.monitoring.metrics import WorkerMetrics
 from stream_app.monitoring.state import Monitor
@@ -231,11 +233,25 @@ class Orchestrator:
             return trigger
         if self.last_retrain_ms is None:  # after a restart or a new leader: from the registry
             versions = await self._call(self.registry.versions)
-            self.last_retrain_ms = max((v.created_at for v in versions), default=0)
+            self.last_retrain_ms = max(
+                (v.created_at for v in versions
+                 if v.training_window.get("trigger", "manual") != "manual"),
+                default=0,
+            )  # fmt: skip
         if now - self.last_retrain_ms < self.policy.retrain_cooldown_s * 1000:
             return trigger
+        window = retrain_window(
+            self.feed.timeline(champion, now), now, int(self.policy.retrain_window_s * 1000),
+            from_change=self.policy.retrain_from_change and trigger.kind == "degradation",
+            maturity_quantile=self.policy.label_maturity_quantile,
+        )  # fmt: skip
+        if window.change_ms is not None and window.labels < self.settings.training.min_rows:
+            log.info("lifecycle: %s; waiting for %d mature labels since the change point "
+                     "(%d so far)", trigger.kind, self.settings.training.min_rows,
+                     window.labels)  # fmt: skip
+            return trigger
         self.last_retrain_ms = now
-        self.retraining = asyncio.ensure_future(self.retrain(trigger, champion))
+        self.retraining = asyncio.ensure_future(self.retrain(trigger, champion, window))
         return trigger
 
     async def _decide(self, record: dict[str, Any]) -> None:
@@ -248,18 +264,22 @@ class Orchestrator:
         log.info("lifecycle: %s %s: %s", record["action"], record["model_version"] or "",
                  "; ".join(record["reasons"]))  # fmt: skip
 
-    async def retrain(self, trigger: Trigger, champion: str) -> None:
-        """Train, evaluate and (policy permitting) promote; every step is published."""
+    async def retrain(self, trigger: Trigger, champion: str, window: RetrainWindow) -> None:
+        """Train on ``window``, evaluate and (policy permitting) promote; every step is
+        published."""
         decision_id = new_decision_id()
         name = self.use_case.name
         by = self.lifecycle.decided_by
-        now = int(time.time() * 1000)
-        since = now - int(self.policy.retrain_window_s * 1000)
-        details = {"trigger": trigger.kind, **trigger.details, "since": since, "until": now}
-        await self._decide(decision(name, "retrain_started", None, champion, trigger.reasons,
+        since, until = window.since_ms, window.until_ms
+        details = {"trigger": trigger.kind, **trigger.details, "since": since, "until": until,
+                   "change_point": window.change_ms, "label_maturity_ms": window.maturity_ms,
+                   "window_labels": window.labels}  # fmt: skip
+        reasons = [*trigger.reasons, "training window: " + ", ".join(window.reasons)]
+        await self._decide(decision(name, "retrain_started", None, champion, reasons,
                                     by, details, f"{decision_id}-1"))  # fmt: skip
         code, out, err = await run_stream_app(
-            ["train", "--since", str(since), "--until", str(now)], self.policy.retrain_timeout_s
+            ["train", "--since", str(since), "--until", str(until), "--trigger", trigger.kind],
+            self.policy.retrain_timeout_s,
         )
         if code != 0:
             await self._decide(decision(name, "retrain_failed", None, champion,

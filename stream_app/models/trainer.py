@@ -35,8 +35,12 @@ def train_and_register(
     since_ms: int,
     until_ms: int,
     progress: TextIO = sys.stderr,
+    trigger: str = "manual",
 ) -> TrainOutcome:
-    """Train on ``[since_ms, until_ms)``, register the version and give it a role."""
+    """Train on ``[since_ms, until_ms)``, register the version and give it a role.
+
+    ``trigger`` records why (``manual``, or the orchestrator's degradation, drift or
+    schedule); the orchestrator's cooldown counts only its own retrainings."""
     keyspace = settings.cassandra.keyspace
     registry = ModelRegistry(session, keyspace, use_case.name)
     predictions = PredictionStore(session, keyspace, use_case.name)
@@ -70,6 +74,7 @@ def train_and_register(
             "validation_rows": result.validation_rows,
             "split_time": result.split_time,
             "sources": data.sources,
+            "trigger": trigger,
         },
         metrics=result.metrics,
         distributions=result.distributions,
@@ -77,6 +82,8 @@ def train_and_register(
     registry.register(model, result.booster.model_to_string())
     role = "challenger" if parent else "champion"
     reason = "first model of the use case" if parent is None else f"trained to replace {parent}"
+    if trigger != "manual":
+        reason += f" (orchestrator: {trigger})"
     registry.assign(role, model.version, reason)
     announce(settings.kafka, use_case.name, role, model.version, reason)
     return TrainOutcome(registry.get(model.version), role)

@@ -3,7 +3,9 @@
 A worker's own monitor only sees the labels of the ground-truth partitions it owns; the
 orchestrator judges the champion on all of them. This feed reads every partition of
 ``accuracy-events`` (assigned, not subscribed: no consumer group, nothing committed),
-starting one window back in time, into a ``RollingAccuracy``.
+starting one window back in time, into a ``RollingAccuracy``; and, for each champion, a
+``LossTimeline`` of its per-row losses by event time over the retraining window (where the
+orchestrator finds the change point and the label maturity that shape a retraining).
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
+from stream_app.models.evaluation import primary_metric, row_losses
+from stream_app.models.retrain_window import LossTimeline
 from stream_app.monitoring.rolling import RollingAccuracy
 from stream_app.settings import Settings
 from stream_app.use_cases.spec import UseCase
@@ -35,6 +40,9 @@ class AccuracyFeed:
         self.window_ms = int(settings.monitoring.accuracy_window_s * 1000)
         self.rolling = RollingAccuracy(use_case.task, label.tolerance, label.threshold,
                                        self.window_ms)  # fmt: skip
+        self.metric = primary_metric(use_case, settings.lifecycle)
+        self.horizon_ms = max(self.window_ms, int(settings.lifecycle.retrain_window_s * 1000))
+        self.timelines: dict[str, LossTimeline] = {}  # champion version -> its losses
         self._thread: ThreadPoolExecutor | None = None
         self._consumer: Any = None
         self._runner: asyncio.Task[None] | None = None
@@ -57,12 +65,12 @@ class AccuracyFeed:
             }
         )
         partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        since = int(time.time() * 1000) - self.window_ms
+        since = int(time.time() * 1000) - self.horizon_ms
         wanted = [TopicPartition(topic, p, since) for p in partitions]
         consumer.assign(consumer.offsets_for_times(wanted, timeout=30))
         self._consumer = consumer
 
-    def _poll(self) -> list[tuple[str, str, float, float, int]]:
+    def _poll(self) -> list[tuple[str, str, float, float, int, int]]:
         """On the feed's thread: the next accuracy events of this use case."""
         found = []
         name = self.use_case.name
@@ -73,7 +81,8 @@ class AccuracyFeed:
                 event = orjson.loads(message.value())
                 if event.get("use_case") == name:
                     found.append((event["model_version"], event["role"], event["predicted"],
-                                  event["actual"], event["evaluated_at"]))  # fmt: skip
+                                  event["actual"], event["evaluated_at"],
+                                  event["label_delay_ms"]))  # fmt: skip
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 continue  # not an accuracy event of the schema: nothing to judge by
         return found
@@ -84,6 +93,7 @@ class AccuracyFeed:
         self._stopping = False
         self.rolling = RollingAccuracy(self.rolling.task, self.rolling.tolerance,
                                        self.rolling.threshold, self.window_ms)  # fmt: skip
+        self.timelines = {}
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="accuracy-feed")
         await asyncio.get_running_loop().run_in_executor(self._thread, self._open)
         self._runner = asyncio.ensure_future(self._run())
@@ -99,10 +109,36 @@ class AccuracyFeed:
                 log.exception("reading accuracy-events failed; trying again")
                 await asyncio.sleep(2.0)
                 continue
-            add = self.rolling.add  # on the event loop's thread, where snapshots are read
-            for version, role, predicted, actual, at_ms in events:
-                add(version, role, predicted, actual, at_ms)
+            self._add(events)  # on the event loop's thread, where snapshots are read
             self.events += len(events)
+
+    def _add(self, events: list[tuple[str, str, float, float, int, int]]) -> None:
+        add = self.rolling.add
+        rolling_since = int(time.time() * 1000) - self.window_ms
+        champions: dict[str, list[tuple[float, float, int, int]]] = {}
+        for version, role, predicted, actual, at_ms, delay_ms in events:
+            if at_ms >= rolling_since:
+                add(version, role, predicted, actual, at_ms)
+            if role == "champion":
+                champions.setdefault(version, []).append((predicted, actual, at_ms, delay_ms))
+        label = self.use_case.label
+        for version, rows in champions.items():
+            values, actuals, at, delay = (np.array(c) for c in zip(*rows, strict=True))
+            timeline = self.timelines.get(version)
+            if timeline is None:
+                timeline = self.timelines[version] = LossTimeline(self.horizon_ms)
+            losses = row_losses(self.metric, values, actuals, label.tolerance, label.threshold)
+            for event_ms, loss, delay_ms in zip((at - delay).tolist(), losses.tolist(),
+                                                delay.tolist(), strict=True):  # fmt: skip
+                timeline.add(event_ms, loss, delay_ms)
+
+    def timeline(self, version: str, now_ms: int | None = None) -> LossTimeline | None:
+        """The champion ``version``'s losses by event time (event time = evaluated at minus
+        the label delay), pruned to the retraining window."""
+        timeline = self.timelines.get(version)
+        if timeline is not None:
+            timeline.prune(now_ms or int(time.time() * 1000))
+        return timeline
 
     async def stop(self) -> None:
         self._stopping = True
