@@ -23,6 +23,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--trigger", default="manual", choices=["manual", "degradation", "drift", "schedule"],
         help="why it is trained (recorded; the orchestrator passes its trigger)",
     )  # fmt: skip
+    parser.add_argument(
+        "--regime-since", type=int, metavar="MS",
+        help="epoch ms where the current regime began (a change point; recorded, so later "
+        "retrainings do not reach back before it)",
+    )  # fmt: skip
     parser.set_defaults(run=run)
 
 
@@ -43,7 +48,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     cluster = open_cluster(settings.cassandra)
     try:
         outcome = train_and_register(
-            cluster.connect(), settings, use_case, since, until, trigger=args.trigger
+            cluster.connect(),
+            settings,
+            use_case,
+            since,
+            until,
+            trigger=args.trigger,
+            regime_since=args.regime_since,
         )
     finally:
         cluster.shutdown()

@@ -244,6 +244,7 @@ class Orchestrator:
             self.feed.timeline(champion, now), now, int(self.policy.retrain_window_s * 1000),
             from_change=self.policy.retrain_from_change and trigger.kind == "degradation",
             maturity_quantile=self.policy.label_maturity_quantile,
+            regime_since_ms=model.training_window.get("regime_since"),
         )  # fmt: skip
         if window.change_ms is not None and window.labels < self.settings.training.min_rows:
             log.info("lifecycle: %s; waiting for %d mature labels since the change point "
@@ -277,10 +278,11 @@ class Orchestrator:
         reasons = [*trigger.reasons, "training window: " + ", ".join(window.reasons)]
         await self._decide(decision(name, "retrain_started", None, champion, reasons,
                                     by, details, f"{decision_id}-1"))  # fmt: skip
-        code, out, err = await run_stream_app(
-            ["train", "--since", str(since), "--until", str(until), "--trigger", trigger.kind],
-            self.policy.retrain_timeout_s,
-        )
+        arguments = ["train", "--since", str(since), "--until", str(until),
+                     "--trigger", trigger.kind]  # fmt: skip
+        if window.regime_since_ms is not None:
+            arguments += ["--regime-since", str(window.regime_since_ms)]
+        code, out, err = await run_stream_app(arguments, self.policy.retrain_timeout_s)
         if code != 0:
             await self._decide(decision(name, "retrain_failed", None, champion,
                                         [f"training failed (exit {code}): {_tail(err)}"], by,

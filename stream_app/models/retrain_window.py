@@ -129,6 +129,7 @@ class RetrainWindow:
     change_ms: int | None = None
     maturity_ms: int = 0
     reasons: list[str] = field(default_factory=list)
+    regime_since_ms: int | None = None  # where the current regime began, if known
 
 
 def retrain_window(
@@ -138,11 +139,19 @@ def retrain_window(
     *,
     from_change: bool,
     maturity_quantile: float,
+    regime_since_ms: int | None = None,
 ) -> RetrainWindow:
-    """The window a retraining at ``now_ms`` should learn from (see the module docstring)."""
+    """The window a retraining at ``now_ms`` should learn from (see the module docstring).
+    ``regime_since_ms``: where the current regime began, found by an earlier retraining (the
+    champion's training window records it); the window never reaches back before it."""
     since, until = now_ms - window_ms, now_ms
+    regime = regime_since_ms is not None and regime_since_ms > since
+    if regime and regime_since_ms is not None:
+        since = regime_since_ms
     if timeline is None:
-        return RetrainWindow(since, until, 0, reasons=[f"the last {window_ms / 1000:g} s"])
+        start = "the current regime's start" if regime else f"{window_ms / 1000:g} s ago"
+        return RetrainWindow(since, until, 0, regime_since_ms=since if regime else None,
+                             reasons=[f"from {start}"])  # fmt: skip
     reasons = []
     maturity = timeline.delay_quantile(maturity_quantile) or 0
     if maturity:
@@ -160,6 +169,12 @@ def retrain_window(
             reasons.append(f"from the change point of the champion's error, {ago_s:.3g} s "
                            "ago (the rows before it teach the old regime)")  # fmt: skip
     if change is None:
-        reasons.append(f"from {window_ms / 1000:g} s ago")
+        if regime:
+            ago_s = (now_ms - since) / 1000
+            reasons.append(f"from the start of the current regime, {ago_s:.3g} s ago (the "
+                           "change point an earlier retraining found)")  # fmt: skip
+        else:
+            reasons.append(f"from {window_ms / 1000:g} s ago")
     labels = timeline.labels_between(since, until)
-    return RetrainWindow(since, until, labels, change, maturity, reasons)
+    regime_start = change if change is not None else (since if regime else None)
+    return RetrainWindow(since, until, labels, change, maturity, reasons, regime_start)

@@ -36,11 +36,13 @@ def train_and_register(
     until_ms: int,
     progress: TextIO = sys.stderr,
     trigger: str = "manual",
+    regime_since: int | None = None,
 ) -> TrainOutcome:
     """Train on ``[since_ms, until_ms)``, register the version and give it a role.
 
     ``trigger`` records why (``manual``, or the orchestrator's degradation, drift or
-    schedule); the orchestrator's cooldown counts only its own retrainings."""
+    schedule); the orchestrator's cooldown counts only its own retrainings. ``regime_since``
+    records where the current regime began (a change point) for later retrainings."""
     keyspace = settings.cassandra.keyspace
     registry = ModelRegistry(session, keyspace, use_case.name)
     predictions = PredictionStore(session, keyspace, use_case.name)
@@ -75,6 +77,7 @@ def train_and_register(
             "split_time": result.split_time,
             "sources": data.sources,
             "trigger": trigger,
+            "regime_since": regime_since,
         },
         metrics=result.metrics,
         distributions=result.distributions,

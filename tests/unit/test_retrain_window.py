@@ -85,3 +85,25 @@ def test_the_timeline_keeps_its_horizon_in_bounded_buckets() -> None:
     assert min(starts) >= NOW - 6 * 3600 * 1000 - 2 * timeline.bucket_ms
     timeline.add(NOW, float("nan"), 5)  # a loss that cannot be computed is not counted
     assert sum(timeline.series()[1]) == sum(counts)
+
+
+def test_a_later_retraining_stays_in_the_regime_an_earlier_one_found() -> None:
+    steady = drifting_timeline(change_at_s=1000)  # the new champion's error: no step
+    regime = NOW - 40_000
+    window = retrain_window(
+        steady, NOW, WINDOW, from_change=True, maturity_quantile=0.9, regime_since_ms=regime
+    )
+    assert window.since_ms == regime
+    assert window.regime_since_ms == regime  # recorded again with the next model
+    assert any("current regime" in r for r in window.reasons)
+    older = retrain_window(
+        steady, NOW, WINDOW, from_change=True, maturity_quantile=0.9,
+        regime_since_ms=NOW - 2 * WINDOW,
+    )  # fmt: skip
+    assert older.since_ms == NOW - WINDOW  # a regime older than the window changes nothing
+    assert older.regime_since_ms is None
+    found = retrain_window(
+        drifting_timeline(change_at_s=25), NOW, WINDOW, from_change=True,
+        maturity_quantile=0.9, regime_since_ms=regime,
+    )  # fmt: skip
+    assert found.change_ms == found.regime_since_ms == NOW - 35_000  # a newer change wins
