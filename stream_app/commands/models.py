@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "models",
         help="model versions, their roles, metrics and lineage",
         description="Every registered version (oldest first) with its role, status, parent, "
-        "training window and validation metrics, then the latest role changes.",
+        "training window, validation metrics and latest evaluation, then the latest role changes.",
     )
     parser.add_argument("--use-case", help="use case name or .toml path (default: settings)")
     parser.add_argument("--history", type=int, default=10, help="role changes to show")
@@ -29,6 +29,7 @@ def listing(registry: Any, history: int) -> dict[str, Any]:
     held: dict[str, list[str]] = {}
     for role, assignment in roles.items():
         held.setdefault(assignment.version, []).append(role)
+    evaluations = registry.evaluations()
     versions = []
     for model in registry.versions():
         window = model.training_window
@@ -47,6 +48,7 @@ def listing(registry: Any, history: int) -> dict[str, Any]:
                     if k in window
                 },
                 "validation": model.metrics.get("validation", {}),
+                "evaluations": [_evaluation_summary(e) for e in evaluations.get(model.version, [])],
             }
         )
     return {
@@ -62,6 +64,22 @@ def listing(registry: Any, history: int) -> dict[str, Any]:
         },
         "versions": versions,
         "history": registry.role_history(limit=history),
+    }
+
+
+def _evaluation_summary(evaluation: dict[str, Any]) -> dict[str, Any]:
+    metric = evaluation["metric"]
+    metrics = evaluation.get("metrics") or {}
+    decision = evaluation["decision"]
+    return {
+        "at": evaluation["at"],
+        "against": evaluation["against"],
+        "metric": metric,
+        "against_value": metrics.get("champion", {}).get(metric),
+        "value": metrics.get("challenger", {}).get(metric),
+        "holdout_rows": evaluation["holdout_rows"],
+        "p_value": decision["p_value"],
+        "promote": decision["promote"],
     }
 
 
@@ -88,6 +106,17 @@ def render(data: dict[str, Any]) -> str:
         lines.append(f"      trained on {rows if rows is not None else '-'} rows {span}")
         if metrics:
             lines.append(f"      validation {metrics}")
+        for e in v["evaluations"][:1]:  # the latest
+            figures = (
+                f"{e['metric']} {e['against_value']:.4g} -> {e['value']:.4g} on "
+                f"{e['holdout_rows']} rows, p = {e['p_value']:.3f}"
+                if e["value"] is not None
+                else "no labelled rows"
+            )
+            verdict = "promote" if e["promote"] else "keep the champion"
+            lines.append(
+                f"      evaluated {format_ms(e['at'])} against {e['against']}: {figures}: {verdict}"
+            )
     lines.append("role changes (newest first):")
     for change in data["history"]:
         lines.append(

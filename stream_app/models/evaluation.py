@@ -159,7 +159,8 @@ def evaluate(
     against: str | None = None,
     until_ms: int | None = None,
 ) -> Evaluation:
-    """Score the holdout with both versions and apply the policy.
+    """Score the holdout with both versions, apply the policy, and record the evaluation in
+    the registry with the version judged.
 
     The holdout starts at the later of the two versions' training splits, so neither model
     learnt from a row of it (each one's validation rows only chose its number of rounds).
@@ -187,10 +188,12 @@ def evaluate(
     metric = primary_metric(use_case, settings.lifecycle)
     actual = holdout.labels
     if not len(actual):
-        return Evaluation(
+        empty = Evaluation(
             challenger_version, champion_version, metric, since, 0, {}, {},
             Decision(False, ["no labelled rows since the models' training splits"], 0.0, 1.0),
         )  # fmt: skip
+        registry.record_evaluation(empty.as_dict())
+        return empty
     metrics, latency, losses = {}, {}, {}
     label = use_case.label
     for role, scorer in scorers.items():
@@ -211,7 +214,7 @@ def evaluate(
         metric, metrics["champion"][metric], metrics["challenger"][metric], len(actual),
         p_value, settings.lifecycle,
     )  # fmt: skip
-    return Evaluation(
+    result = Evaluation(
         challenger=challenger_version,
         champion=champion_version,
         metric=metric,
@@ -221,3 +224,5 @@ def evaluate(
         latency=latency,
         decision=decision,
     )
+    registry.record_evaluation(result.as_dict())
+    return result

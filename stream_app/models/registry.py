@@ -95,6 +95,14 @@ class ModelRegistry:
         self._clear = session.prepare(
             f"DELETE FROM {ks}.model_roles WHERE use_case = ? AND role = ?"
         )
+        self._evaluation_insert = session.prepare(
+            f"INSERT INTO {ks}.model_evaluations (use_case, version, evaluated_at, against, "
+            "evaluation) VALUES (?, ?, ?, ?, ?)"
+        )
+        self._evaluations = session.prepare(
+            f"SELECT version, toUnixTimestamp(evaluated_at) AS at_ms, against, evaluation "
+            f"FROM {ks}.model_evaluations WHERE use_case = ?"
+        )
         self._history_insert = session.prepare(
             f"INSERT INTO {ks}.model_role_history (use_case, assigned_at, role, version, "
             "previous, reason) VALUES (?, ?, ?, ?, ?, ?)"
@@ -151,6 +159,24 @@ class ModelRegistry:
         if row is None:
             raise ModelNotFound(f"no model version {version!r} for use case {self.use_case}")
         return bytes(row.artifact).decode()
+
+    def record_evaluation(self, evaluation: dict[str, Any], at_ms: int | None = None) -> None:
+        """Keep an evaluation (``Evaluation.as_dict()``) with the version it judged."""
+        at = at_ms if at_ms is not None else int(time.time() * 1000)
+        self.session.execute(
+            self._evaluation_insert,
+            (self.use_case, evaluation["challenger"], at, evaluation["champion"],
+             json.dumps(evaluation)),
+        )  # fmt: skip
+
+    def evaluations(self) -> dict[str, list[dict[str, Any]]]:
+        """Every recorded evaluation by the version judged, newest first."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        for row in self.session.execute(self._evaluations, (self.use_case,)):
+            found.setdefault(row.version, []).append(
+                {"at": row.at_ms, "against": row.against, **json.loads(row.evaluation)}
+            )
+        return found
 
     def load_scorer(self, version: str) -> LightGBMScorer:
         """The version, loaded and ready to score."""
