@@ -25,6 +25,7 @@ from stream_app.monitoring.accuracy import AccuracyService
 from stream_app.monitoring.accuracy_feed import AccuracyFeed
 from stream_app.monitoring.metrics import WorkerMetrics
 from stream_app.monitoring.state import Monitor, MonitorCollector
+from stream_app.provisioning.keyspace import pending_migrations
 from stream_app.publishing import KafkaPublisher
 from stream_app.scoring.service import ScoringService
 from stream_app.settings import Settings
@@ -84,6 +85,16 @@ def check_topics(settings: Settings) -> None:
         raise ConfigurationError(f"topics {missing} do not exist: run `stream-app init` first")
 
 
+def check_schema(session: Any, keyspace: str) -> None:
+    """Refuse to start on a keyspace that lacks schema versions this code needs."""
+    pending = pending_migrations(session, keyspace)
+    if pending:
+        names = ", ".join(f"V{m.version:03d} {m.name}" for m in pending)
+        raise ConfigurationError(
+            f"keyspace {keyspace} lacks schema versions {names}: run `stream-app init` first"
+        )
+
+
 def topic_id(settings: Settings, topic: str) -> str:
     """Kafka's id of a topic (a recreated topic gets a new one)."""
     from confluent_kafka import TopicCollection
@@ -105,6 +116,7 @@ def build_dependencies(settings: Settings, registry: CollectorRegistry = REGISTR
     publisher: KafkaPublisher | None = None
     try:
         session = cluster.connect()
+        check_schema(session, keyspace)
         metrics = WorkerMetrics(registry)
         monitor = Monitor(use_case, settings.monitoring)
         registry.register(MonitorCollector(monitor))

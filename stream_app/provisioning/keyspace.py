@@ -88,6 +88,20 @@ def ensure_keyspace(settings: CassandraSettings, folder: Path | None = None) -> 
         cluster.shutdown()
 
 
+def pending_migrations(session: Any, keyspace: str, folder: Path | None = None) -> list[Migration]:
+    """The migrations not applied to ``keyspace`` (all of them when it does not exist)."""
+    migrations = load_migrations(folder)
+    tables = session.execute(
+        "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s", (keyspace,)
+    )
+    if "schema_migrations" not in {row.table_name for row in tables}:
+        return migrations
+    applied = {
+        row.version for row in session.execute(f"SELECT version FROM {keyspace}.schema_migrations")
+    }
+    return [m for m in migrations if m.version not in applied]
+
+
 def _migrate(
     session: Any, settings: CassandraSettings, migrations: list[Migration]
 ) -> KeyspaceOutcome:

@@ -175,6 +175,17 @@ def test_the_worker_refuses_to_start_without_its_topics(deployment: Deployment) 
     assert "['no-such-topic'] do not exist: run `stream-app init` first" in result.stderr
 
 
+def test_the_worker_refuses_a_keyspace_without_the_newest_schema(
+    deployment: Deployment, cassandra_session: Any
+) -> None:
+    keyspace = deployment.settings.cassandra.keyspace
+    cassandra_session.execute(f"DELETE FROM {keyspace}.schema_migrations WHERE version = 7")
+    result = run_cli("worker", env=deployment.env, timeout=120)
+    assert result.returncode == 1
+    assert f"keyspace {keyspace} lacks schema versions V007 model_evaluations" in result.stderr
+    assert "run `stream-app init` first" in result.stderr
+
+
 def test_bootstrap_trains_a_champion_once_and_tail_shows_predictions(
     deployment: Deployment, stream_app: Run, tmp_path: Path
 ) -> None:
