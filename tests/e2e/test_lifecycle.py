@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from tests.conftest import Deployment, consume_all, free_port
-from tests.e2e.conftest import CLI, Run
+from tests.e2e.conftest import CLI, Run, wait_for
 
 LIFECYCLE = {
     "STREAM_APP_LIFECYCLE__CHECK_INTERVAL_S": "2",
@@ -41,20 +41,6 @@ def dashboard(port: int) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboard/data", timeout=5) as page:
         data: dict[str, Any] = json.loads(page.read())
         return data
-
-
-def wait_for(condition: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = condition()
-            if last:
-                return last
-        except OSError as exc:  # a worker still starting
-            last = exc
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; last: {last}")
 
 
 def decisions(deployment: Deployment, at_least: int) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from stream_app.simulation.payloads import client_event_records
 from stream_app.simulation.world import World
 from stream_app.use_cases.spec import load_use_case
 from tests.conftest import Deployment, consume_all
-from tests.e2e.conftest import CLI, Run
+from tests.e2e.conftest import CLI, Run, wait_for
 
 SHIPPED = Path(__file__).resolve().parents[2] / "use_cases"
 WIDE_WINDOWS = {
@@ -46,20 +46,6 @@ def metrics_text(deployment: Deployment) -> str:
     with urllib.request.urlopen(url, timeout=5) as response:
         body: bytes = response.read()
         return body.decode()
-
-
-def wait_for(condition: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = condition()
-            if last:
-                return
-        except OSError as exc:  # the worker is still starting
-            last = exc
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; last: {last}")
 
 
 @pytest.fixture
