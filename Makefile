@@ -46,7 +46,7 @@ run: bootstrap ## all set-up (services, topics, keyspace, a model), then the wor
 	$(APP) worker
 
 .PHONY: demo
-demo: bootstrap ## `run` plus the simulator, so predictions and accuracy flow; Ctrl-C stops both
+demo: bootstrap ## `run` plus the simulator (its world drifts at 120 s: watch the orchestrator retrain and promote); Ctrl-C stops both
 	bash scripts/demo.sh
 
 .PHONY: bench
