@@ -13,6 +13,7 @@ import urllib.request
 from typing import Any
 
 from stream_app.settings import Settings
+from stream_app.timeparse import format_ms
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,6 +41,16 @@ def render(data: dict[str, Any]) -> str:
     lines = [f"use case {data['use_case']} ({data['task']})"]
     roles = ", ".join(f"{role} {version}" for role, version in sorted(data["roles"].items()))
     lines.append(f"models: {roles or 'none'}")
+    for switch in data.get("switches", [])[-3:]:
+        lines.append(
+            f"  swapped {format_ms(switch['at'])}: {', '.join(switch['changed']) or 'roles'} in "
+            f"{switch['switch_s'] * 1000:.0f} ms (loading {switch['load_s'] * 1000:.0f} ms)"
+        )
+    for decision in data.get("decisions", [])[-3:]:
+        lines.append(
+            f"  orchestrator {format_ms(decision['decided_at'])}: {decision['action']} "
+            f"{decision['model_version'] or ''}: {'; '.join(decision['reasons'])[:160]}"
+        )
     rates = ", ".join(f"{t} {r:,.0f}/s" for t, r in sorted(data["throughput"].items()))
     lines.append(f"throughput (last 10 s): {rates or 'idle'}")
     latency = data["latency_ms"]
