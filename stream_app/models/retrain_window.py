@@ -145,15 +145,11 @@ def retrain_window(
     ``regime_since_ms``: where the current regime began, found by an earlier retraining (the
     champion's training window records it); the window never reaches back before it."""
     since, until = now_ms - window_ms, now_ms
-    regime = regime_since_ms is not None and regime_since_ms > since
-    if regime and regime_since_ms is not None:
-        since = regime_since_ms
-    if timeline is None:
-        start = "the current regime's start" if regime else f"{window_ms / 1000:g} s ago"
-        return RetrainWindow(since, until, 0, regime_since_ms=since if regime else None,
-                             reasons=[f"from {start}"])  # fmt: skip
+    regime = regime_since_ms if regime_since_ms is not None and regime_since_ms > since else None
+    if regime is not None:
+        since = regime
     reasons = []
-    maturity = timeline.delay_quantile(maturity_quantile) or 0
+    maturity = (timeline.delay_quantile(maturity_quantile) or 0) if timeline is not None else 0
     if maturity:
         until = now_ms - maturity
         reasons.append(
@@ -161,20 +157,17 @@ def retrain_window(
             "within that, newer events are left out (their labels are missing or biased)"
         )
     change = None
-    if from_change:
+    if from_change and timeline is not None:
         change = change_point(timeline.series(until).since(since), MIN_SIDE_LABELS)
-        if change is not None:
-            since = change
-            ago_s = (now_ms - change) / 1000
-            reasons.append(f"from the change point of the champion's error, {ago_s:.3g} s "
-                           "ago (the rows before it teach the old regime)")  # fmt: skip
-    if change is None:
-        if regime:
-            ago_s = (now_ms - since) / 1000
-            reasons.append(f"from the start of the current regime, {ago_s:.3g} s ago (the "
-                           "change point an earlier retraining found)")  # fmt: skip
-        else:
-            reasons.append(f"from {window_ms / 1000:g} s ago")
-    labels = timeline.labels_between(since, until)
-    regime_start = change if change is not None else (since if regime else None)
-    return RetrainWindow(since, until, labels, change, maturity, reasons, regime_start)
+    ago_s = (now_ms - (change or since)) / 1000
+    if change is not None:
+        since = regime = change
+        reasons.append(f"from the change point of the champion's error, {ago_s:.3g} s ago "
+                       "(the rows before it teach the old regime)")  # fmt: skip
+    elif regime is not None:
+        reasons.append(f"from the start of the current regime, {ago_s:.3g} s ago (the change "
+                       "point an earlier retraining found)")  # fmt: skip
+    else:
+        reasons.append(f"from {window_ms / 1000:g} s ago")
+    labels = timeline.labels_between(since, until) if timeline is not None else 0
+    return RetrainWindow(since, until, labels, change, maturity, reasons, regime)
