@@ -35,8 +35,9 @@ from stream_app.cassandra_session import open_cluster
 from stream_app.features.pane_store import PaneStore
 from stream_app.features.panes import PaneAggregator, aggregate_groups
 from stream_app.features.store import CassandraFeatureStore, FeatureRow
-from stream_app.models.registry import ModelRegistry, ModelVersion, new_version
-from stream_app.models.training import lightgbm_params, spec_hash
+from stream_app.models.registry import ModelRegistry
+from stream_app.models.trainer import describe_version
+from stream_app.models.training import lightgbm_params
 from stream_app.provisioning.keyspace import ensure_keyspace
 from stream_app.settings import (
     CassandraSettings,
@@ -158,17 +159,10 @@ def register_simulated_model(
     x, y = labelled_frame(world, int(time.time() * 1000) - 86_400_000, 1, 20_000)
     params = lightgbm_params(use_case, settings.training)
     booster = lgb.train(params, lgb.Dataset(x, y), num_boost_round=rounds)
-    now = int(time.time() * 1000)
-    model = ModelVersion(
-        use_case=use_case.name,
-        version=new_version(use_case.name, now),
-        created_at=now,
-        feature_names=use_case.feature_names,
-        task=use_case.task,
-        spec_hash=spec_hash(use_case),
-        params=params,
+    model = describe_version(
+        use_case, params,
         training_window={"source": f"one simulated day of world {seed}, in memory"},
-    )
+    )  # fmt: skip
     registry.register(model, booster.model_to_string())
     return model.version
 

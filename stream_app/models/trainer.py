@@ -28,6 +28,22 @@ class TrainOutcome:
     role: str
 
 
+def describe_version(use_case: UseCase, params: dict[str, Any], **fields: Any) -> ModelVersion:
+    """A new version of ``use_case``'s model, named and stamped now; ``fields`` are the rest
+    of ``ModelVersion`` (parent, training window, metrics, distributions)."""
+    now = int(time.time() * 1000)
+    return ModelVersion(
+        use_case=use_case.name,
+        version=new_version(use_case.name, now),
+        created_at=now,
+        feature_names=use_case.feature_names,
+        task=use_case.task,
+        spec_hash=spec_hash(use_case),
+        params=params,
+        **fields,
+    )
+
+
 def train_and_register(
     session: Any,
     settings: Settings,
@@ -57,16 +73,10 @@ def train_and_register(
         parent: str | None = registry.champion().version
     except ModelNotFound:
         parent = None
-    now = int(time.time() * 1000)
-    model = ModelVersion(
-        use_case=use_case.name,
-        version=new_version(use_case.name, now),
-        created_at=now,
-        feature_names=use_case.feature_names,
-        task=use_case.task,
-        spec_hash=spec_hash(use_case),
+    model = describe_version(
+        use_case,
+        lightgbm_params(use_case, settings.training),
         parent_version=parent,
-        params=lightgbm_params(use_case, settings.training),
         training_window={
             "since": since_ms,
             "until": until_ms,
