@@ -76,9 +76,10 @@ class RunningAggregate:
             return self.maximum
         if function == "last":
             return self.last
-        if function == "std":
+        if function == "std":  # from sums: bounded by half the range (see aggregate_rows)
             mean = self.total / self.count
-            return math.sqrt(max(self.total_sq / self.count - mean * mean, 0.0))
+            variance = self.total_sq / self.count - mean * mean
+            return min(math.sqrt(max(variance, 0.0)), (self.maximum - self.minimum) / 2)
         raise ValueError(f"unknown aggregate function {function!r}")
 
 
@@ -107,10 +108,14 @@ def aggregate_rows(values: Any, counts: Any, function: str) -> Any:
         elif function == "last":
             result = values[np.arange(rows), np.maximum(counts - 1, 0)]
         elif function == "std":
+            # E[x^2] - E[x]^2 cancels: identical readings of 86.04 gave 1.7e-6, not 0. A
+            # population std never exceeds half the range, which removes that noise.
             mean = total / n
-            result = np.sqrt(
-                np.maximum(np.where(mask, values**2, 0.0).sum(axis=1) / n - mean**2, 0.0)
-            )
+            variance = np.where(mask, values**2, 0.0).sum(axis=1) / n - mean**2
+            spread = np.where(mask, values, -np.inf).max(axis=1) - np.where(
+                mask, values, np.inf
+            ).min(axis=1)
+            result = np.minimum(np.sqrt(np.maximum(variance, 0.0)), spread / 2)
         else:
             raise ValueError(f"unknown aggregate function {function!r}")
     return np.where(counts > 0, result, np.nan)
