@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from stream_app.contracts.decode import decode_sensor_reading
 from stream_app.features.pane_store import PaneStore
@@ -45,6 +45,13 @@ def produce_readings(deployment: Deployment, count: int) -> None:
     assert producer.flush(60) == 0
 
 
+COORDINATOR_MOVING = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
+
+
 def consumed_all(deployment: Deployment) -> bool:
     """Whether the feature agent's group committed every partition to its end."""
     settings = deployment.settings
@@ -53,7 +60,13 @@ def consumed_all(deployment: Deployment) -> bool:
     try:
         topic = settings.kafka.topics.sensor_readings
         partitions = [TopicPartition(topic, p) for p in range(settings.kafka.partitions)]
-        committed = consumer.committed(partitions, timeout=10)
+        try:
+            committed = consumer.committed(partitions, timeout=10)
+        except KafkaException as exc:  # the group coordinator moving or loading: not yet
+            error = exc.args[0]
+            if error.retriable() or error.code() in COORDINATOR_MOVING:
+                return False
+            raise
         for tp in committed:
             _, high = consumer.get_watermark_offsets(tp, timeout=10)
             if tp.offset < high:
