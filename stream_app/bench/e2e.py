@@ -82,6 +82,8 @@ def bench_settings(settings: Settings, run_id: str, scenario: str) -> Settings:
         ground_truth=f"{prefix}-ground-truth",
         accuracy_events=f"{prefix}-accuracy",
         model_updates=f"{prefix}-model-updates",
+        predictions_shadow=f"{prefix}-out-shadow",
+        model_decisions=f"{prefix}-model-decisions",
     )
     return settings.model_copy(
         update={
@@ -121,8 +123,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 def create_topics(settings: Settings) -> None:
     admin = AdminClient(settings.kafka.client_config())
-    topics = settings.kafka.topics
-    names = [topics.client_events, topics.predictions, topics.dead_letter]
+    names = settings.kafka.topics.all()  # every topic the worker checks for
     for future in admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names]).values():
         future.result(timeout=30)
 
