@@ -6,6 +6,8 @@ import time
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+from cassandra.concurrent import execute_concurrent
+
 from stream_app.storage.cql import write_all
 
 
@@ -38,10 +40,18 @@ class GroundTruthStore:
         return write_all(self.session, self._write, params)
 
     def read(self, event_ids: list[str]) -> dict[str, LabelRow]:
-        """The labels of these events that exist (blocking; batches of 100 ids)."""
+        """The labels of these events that exist (blocking; queries of 100 ids, 32 at once)."""
         found: dict[str, LabelRow] = {}
-        for start in range(0, len(event_ids), 100):
-            chunk = event_ids[start : start + 100]
-            for row in self.session.execute(self._read, (self.use_case, chunk)):
+        results = execute_concurrent(
+            self.session,
+            [
+                (self._read, (self.use_case, event_ids[start : start + 100]))
+                for start in range(0, len(event_ids), 100)
+            ],
+            concurrency=32,
+            raise_on_first_error=True,
+        )
+        for result in results:
+            for row in result.result_or_exc:
                 found[row.event_id] = LabelRow(row.event_id, row.label, row.label_ms)
         return found

@@ -91,6 +91,16 @@ class LoggedPrediction(NamedTuple):
     latency_ms: float | None
 
 
+class LoggedChunk(NamedTuple):
+    """One chunk of the log: rows of one scored batch and model, as stored."""
+
+    model_version: str
+    role: str
+    feature_set: str
+    columns: dict[str, list[Any]]  # event_ids, prediction_ids, values, event_times, scored_at...
+    matrix: Vector  # one served vector per row
+
+
 class PredictionStore:
     """Reads and writes the prediction tables of one use case; owns its statements."""
 
@@ -216,25 +226,38 @@ class PredictionStore:
         )
         return [chunk for result in results for chunk in result.result_or_exc]
 
-    def scan(self, start_ms: int, end_ms: int) -> Iterator[LoggedPrediction]:
-        """Every logged prediction scored in ``[start_ms, end_ms)``, oldest first, one per event
-        and model version. A chunk starts in the bucket of its first row, so the bucket before
-        ``start_ms`` is read too."""
-        seen: set[tuple[str, str]] = set()
+    def chunks(self, start_ms: int, end_ms: int) -> Iterator[LoggedChunk]:
+        """The logged chunks holding predictions scored in ``[start_ms, end_ms)``, bucket by
+        bucket (a chunk starts in the bucket of its first row, so the bucket before
+        ``start_ms`` is read too). A chunk may also hold rows outside the range."""
         bucket = bucket_of(start_ms) - BUCKET_MS
         while bucket < end_ms:
-            rows = [
-                row
-                for chunk in self._chunks(bucket)
-                for row in _unpack_chunk(chunk)
-                if start_ms <= row.scored_ms < end_ms
-            ]
-            rows.sort(key=lambda r: r.scored_ms)
-            for row in rows:
-                if (row.event_id, row.model_version) not in seen:
-                    seen.add((row.event_id, row.model_version))
-                    yield row
+            for chunk in self._chunks(bucket):
+                columns = orjson.loads(chunk.columns)
+                count = len(columns["event_ids"])
+                yield LoggedChunk(
+                    chunk.model_version,
+                    chunk.role,
+                    chunk.feature_set,
+                    columns,
+                    np.frombuffer(chunk.features, dtype="<f8").reshape(count, -1),
+                )
             bucket += BUCKET_MS
+
+    def scan(self, start_ms: int, end_ms: int) -> Iterator[LoggedPrediction]:
+        """Every logged prediction scored in ``[start_ms, end_ms)``, oldest first within each
+        bucket of the log, one per event and model version."""
+        seen: set[tuple[str, str]] = set()
+        bucket: int | None = None
+        rows: list[LoggedPrediction] = []
+        for chunk in self.chunks(start_ms, end_ms):
+            chunk_bucket = bucket_of(min(chunk.columns["scored_at"], default=start_ms))
+            if bucket is not None and chunk_bucket != bucket:
+                yield from _first_per_event(rows, seen)
+                rows = []
+            bucket = chunk_bucket
+            rows += [r for r in _unpack_chunk(chunk) if start_ms <= r.scored_ms < end_ms]
+        yield from _first_per_event(rows, seen)
 
     def served(self, event_id: str, scored_at_ms: int) -> list[LoggedPrediction]:
         """The logged rows (with vectors) of one event scored at ``scored_at_ms``."""
@@ -245,19 +268,27 @@ class PredictionStore:
         return list(self.session.execute(self._for_event, (self.use_case, event_id)))
 
 
-def _unpack_chunk(chunk: Any) -> Iterable[LoggedPrediction]:
-    columns = orjson.loads(chunk.columns)
-    count = len(columns["event_ids"])
-    matrix = np.frombuffer(chunk.features, dtype="<f8").reshape(count, -1)
-    for i in range(count):
+def _first_per_event(
+    rows: list[LoggedPrediction], seen: set[tuple[str, str]]
+) -> Iterator[LoggedPrediction]:
+    rows.sort(key=lambda r: r.scored_ms)
+    for row in rows:
+        if (row.event_id, row.model_version) not in seen:
+            seen.add((row.event_id, row.model_version))
+            yield row
+
+
+def _unpack_chunk(chunk: LoggedChunk) -> Iterable[LoggedPrediction]:
+    columns = chunk.columns
+    for i, event_id in enumerate(columns["event_ids"]):
         yield LoggedPrediction(
-            event_id=columns["event_ids"][i],
+            event_id=event_id,
             model_version=chunk.model_version,
             prediction_id=columns["prediction_ids"][i],
             role=chunk.role,
             value=columns["values"][i],
             feature_set=chunk.feature_set,
-            features=matrix[i],
+            features=chunk.matrix[i],
             missing_features=columns["missing_features"][i],
             feature_age_ms=columns["feature_age_ms"][i],
             event_ms=columns["event_times"][i],
