@@ -178,10 +178,10 @@ class ModelRegistry:
             )
         return found
 
-    def load_scorer(self, version: str) -> LightGBMScorer:
-        """The version, loaded and ready to score."""
+    def load_scorer(self, version: str, threads: int = 1) -> LightGBMScorer:
+        """The version, loaded and ready to score (on ``threads`` threads)."""
         model = self.get(version)
-        return LightGBMScorer(model.version, model.feature_names, self.artifact(version))
+        return LightGBMScorer(model.version, model.feature_names, self.artifact(version), threads)
 
     def roles(self) -> dict[str, RoleAssignment]:
         rows = self.session.execute(self._roles, (self.use_case,))

@@ -25,11 +25,15 @@ class Scorer(Protocol):
 
 
 class LightGBMScorer:
-    """A LightGBM booster scored on one thread (OpenMP threading costs more than it saves
-    on micro-batches, and the worker's event loop shares the core)."""
+    """A LightGBM booster scored on ``threads`` threads: one by default (OpenMP threading
+    costs more than it saves on micro-batches, and the worker's event loop shares the core);
+    a replay's large batches use every core."""
 
-    def __init__(self, version: str, feature_names: list[str], model_text: str) -> None:
+    def __init__(
+        self, version: str, feature_names: list[str], model_text: str, threads: int = 1
+    ) -> None:
         self._version = version
+        self._threads = threads
         self._feature_names = list(feature_names)
         self._booster = lgb.Booster(model_str=model_text)
         if self._booster.num_feature() != len(self._feature_names):
@@ -47,5 +51,7 @@ class LightGBMScorer:
         return self._feature_names
 
     def predict(self, matrix: Matrix) -> Matrix:
-        result = np.asarray(self._booster.predict(matrix, num_threads=1), dtype=np.float64)
+        result = np.asarray(
+            self._booster.predict(matrix, num_threads=self._threads), dtype=np.float64
+        )
         return result
