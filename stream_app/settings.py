@@ -326,6 +326,33 @@ class LifecycleSettings(BaseModel):
     )
 
 
+class ReplaySettings(BaseModel):
+    """`stream-app replay`: backtests of a topic's time range, and dead-letter reprocessing."""
+
+    model_config = _SECTION
+
+    batch_size: int = Field(20_000, ge=1, description="Most records scored together.")
+    log_slack_s: float = Field(
+        900,
+        ge=0,
+        description="How long after the end of the range production may have scored its "
+        "events: the prediction log is read this far on for their served vectors.",
+    )
+    lookup_concurrency: int = Field(
+        16, ge=1, description="Point-in-time feature lookups in flight (events with no served "
+        "vector).",
+    )  # fmt: skip
+    expected_rate: float = Field(
+        100_000, gt=0, description="Events per second assumed by `--dry-run`'s time estimate."
+    )
+    report_buckets: int = Field(
+        60, ge=2, description="Most time buckets in the report's charts over the range."
+    )
+    out_dir: Path = Field(
+        Path("replays"), description="Where reports go: <out_dir>/<run id>/report.{json,html}."
+    )
+
+
 class Settings(BaseSettings):
     """All of stream-app's configuration."""
 
@@ -350,6 +377,7 @@ class Settings(BaseSettings):
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
 
     @classmethod
     def settings_customise_sources(

@@ -23,11 +23,18 @@ END = -1  # offsets-for-times: no message at or after the time asked
 
 @dataclass(frozen=True)
 class PartitionRange:
-    """Offsets ``[start, end)`` of one partition."""
+    """Offsets ``[start, end)`` of one partition; ``low`` is its first retained offset."""
 
     partition: int
     start: int
     end: int
+    low: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        """Whether retention may have removed records of the range (it starts at the first
+        record still kept, and older ones were deleted)."""
+        return self.low > 0 and self.start <= self.low
 
     @property
     def count(self) -> int:
@@ -45,6 +52,10 @@ class ReplayPlan:
     def count(self) -> int:
         """Messages in the range (records, including any that will not decode)."""
         return sum(p.count for p in self.partitions)
+
+    @property
+    def truncated(self) -> bool:
+        return any(p.truncated for p in self.partitions)
 
     def estimate_s(self, rate_per_s: float) -> float:
         return self.count / rate_per_s if rate_per_s > 0 else float("inf")
@@ -70,7 +81,7 @@ def partition_range(partition: int, start: int, end: int, low: int, high: int) -
     or after the time) and its watermarks ``[low, high)``."""
     first = high if start == END else max(start, low)
     last = high if end == END else min(max(end, low), high)
-    return PartitionRange(partition, first, max(first, last))
+    return PartitionRange(partition, first, max(first, last), low)
 
 
 def plan_replay(kafka: KafkaSettings, topic: str, from_ms: int, to_ms: int) -> ReplayPlan:

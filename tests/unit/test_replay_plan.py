@@ -34,3 +34,17 @@ def test_the_plan_counts_and_estimates() -> None:
     assert data["messages"] == 100
     assert data["estimate_s"] == 2.0
     assert [p["messages"] for p in data["partitions"]] == [100, 0]
+
+
+@pytest.mark.parametrize(
+    ("start", "low", "truncated"),
+    [
+        (0, 0, False),  # nothing ever deleted
+        (3, 3, True),  # the range starts at the first record kept, older ones deleted
+        (10, 3, False),  # the range starts after what retention removed
+    ],
+)
+def test_a_plan_knows_when_retention_cut_into_it(start: int, low: int, truncated: bool) -> None:
+    found = partition_range(0, start, 20, low, 40)
+    assert found.truncated is truncated
+    assert ReplayPlan("ground-truth", 1, 2, [PartitionRange(1, 0, 5), found]).truncated is truncated

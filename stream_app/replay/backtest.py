@@ -1,0 +1,543 @@
+"""A backtest: score a time range of a client-events topic with one or two model versions.
+
+Side effects are limited to what the engineer asked for: the topic is read by an assigned
+consumer that commits nothing (``reader``), Cassandra is only read, and the only possible
+write is the run's own ``replay.<run id>.predictions`` topic with ``publish``, deleted again
+if the run is interrupted. Production topics, consumer groups and tables are never written.
+
+Per batch: records parse; an event production scored takes the vector logged for it (what
+production's models saw; ``served``); any other record is decoded like the worker decodes it
+(invalid ones are counted by code) and gets a point-in-time vector: its entities' features
+as they were at its event time. Every version scores the batch's matrix in one call. After
+the range, labels are joined from the ground-truth table and the report is built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from stream_app.contracts import codes
+from stream_app.contracts.decode import ClientEvent, decode_ground_truth
+from stream_app.contracts.outputs import prediction_payload
+from stream_app.errors import ConfigurationError, InvalidEvent
+from stream_app.features.pane_store import PaneStore
+from stream_app.features.store import CassandraFeatureStore
+from stream_app.features.vector import FeatureVectorBuilder, ServedVector
+from stream_app.models.evaluation import primary_metric
+from stream_app.models.metrics import HIGHER_IS_BETTER, task_metrics
+from stream_app.models.registry import ModelRegistry, ModelVersion
+from stream_app.models.scorer import LightGBMScorer
+from stream_app.publishing import KafkaPublisher, Record
+from stream_app.replay import report as build
+from stream_app.replay.plan import ReplayPlan, plan_replay
+from stream_app.replay.reader import RangeReader, read_range, replay_group
+from stream_app.replay.served import ServedIndex, load_served
+from stream_app.scoring.batch import InputMessage, decode_events
+from stream_app.settings import Settings
+from stream_app.storage.ground_truth import GroundTruthStore
+from stream_app.storage.predictions import PredictionStore
+from stream_app.use_cases.spec import UseCase, parse_duration_ms
+
+Array = np.ndarray[Any, Any]
+LOG_LEAD_MS = 60_000  # the log is read from a minute before the range (clock skew)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def output_topic(run_id: str) -> str:
+    """The only topic a replay may write: its own."""
+    return f"replay.{run_id}.predictions"
+
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    """What to replay and with which versions (the first is ``--model``)."""
+
+    plan: ReplayPlan
+    versions: list[str]
+    run_id: str
+    publish: bool = False
+
+
+@dataclass
+class _Model:
+    meta: ModelVersion
+    scorer: LightGBMScorer
+    columns: list[int]  # its features' positions in the replay's feature order
+
+
+class _Collector:
+    """Everything scored so far, in event order."""
+
+    def __init__(self, versions: Sequence[str], entity_keys: Sequence[str]) -> None:
+        self.event_ids: list[str] = []
+        self.event_times: list[int] = []
+        self.vectors: list[Array] = []
+        self.predictions: dict[str, list[Array]] = {v: [] for v in versions}
+        self.entities: dict[str, list[str]] = {k: [] for k in entity_keys}
+        self.sources: Counter[str] = Counter()
+        self.invalid: Counter[str] = Counter()
+        self.messages = 0
+
+
+@dataclass
+class _Batch:
+    """A batch read and given its vectors, waiting for its predictions."""
+
+    messages: int
+    ids: list[str]
+    times: list[int]
+    served_as: list[tuple[list[str], int]]  # with --publish: defaulted features and their age
+    matrix: Array
+
+
+class Backtest:
+    """One replay run over a plan (``run`` it once)."""
+
+    def __init__(
+        self, settings: Settings, session: Any, use_case: UseCase, request: ReplayRequest
+    ) -> None:
+        self.settings = settings
+        self.use_case = use_case
+        self.request = request
+        keyspace = settings.cassandra.keyspace
+        registry = ModelRegistry(session, keyspace, use_case.name)
+        metas = [registry.get(v) for v in request.versions]
+        self.names = list(dict.fromkeys(n for m in metas for n in m.feature_names))
+        self.models = [
+            _Model(
+                m,
+                registry.load_scorer(m.version, os.cpu_count() or 1),
+                [self.names.index(n) for n in m.feature_names],
+            )
+            for m in metas
+        ]
+        self.builder = FeatureVectorBuilder(use_case, self.names)
+        self.predictions = PredictionStore(session, keyspace, use_case.name)
+        self.labels = GroundTruthStore(session, keyspace, use_case.name)
+        panes = PaneStore(
+            session, keyspace, use_case.name, int(settings.features.retention_days * 86_400),
+            read_timeout_s=settings.scoring.feature_read_timeout_s * 10,
+        )  # fmt: skip
+        self.features = CassandraFeatureStore(
+            session, keyspace, use_case, panes, settings.scoring.feature_read_timeout_s * 10
+        )
+        self.drift_keys = sorted(
+            {f.entity for f in use_case.features.values() if hasattr(f, "entity")}
+        )
+        self.served: ServedIndex | None = None
+        self.label_sources: dict[str, int] = {}
+        self.phases: dict[str, float] = {}
+
+    def run(self, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Replay the plan; returns the report. Interrupted (Ctrl-C), it deletes its output
+        topic, if it made one, before the interruption propagates.
+
+        Work overlaps: the consumer starts fetching the range and a thread reads the labels'
+        topic range while the served vectors load from Cassandra; during scoring, the models
+        score one batch while the next is read and prepared."""
+        started = time.perf_counter()
+        plan, settings = self.request.plan, self.settings
+        group = replay_group(self.request.run_id)
+        reader = RangeReader(settings.kafka, plan, group, settings.replay.batch_size)
+        stop = threading.Event()
+        loop = asyncio.new_event_loop()
+        publisher: KafkaPublisher | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="replay-labels") as labels_pool:
+            labels = labels_pool.submit(self._read_labels, stop)
+            try:
+                self.served = load_served(
+                    self.predictions.chunks(
+                        plan.from_ms - LOG_LEAD_MS,
+                        plan.to_ms + int(settings.replay.log_slack_s * 1000),
+                    ),
+                    self.predictions.feature_names,
+                    self.request.versions,
+                )
+                self.phases["served_vectors"] = time.perf_counter() - started
+                publisher = self._open_output() if self.request.publish else None
+                collected = self._score_range(loop, reader, publisher, progress)
+            except BaseException:
+                stop.set()
+                if publisher is not None:
+                    publisher.close(5)
+                if self.request.publish:
+                    self._delete_output()
+                raise
+            finally:
+                reader.close()
+                loop.close()
+            if publisher is not None:
+                publisher.close()
+            waited = time.perf_counter()
+            in_topic, truncated = labels.result()
+            self.phases["labels_wait"] = time.perf_counter() - waited
+        report = self._report(collected, self._join_labels(collected.event_ids, in_topic,
+                                                           truncated))  # fmt: skip
+        report["timing"] = {
+            "seconds": round(time.perf_counter() - started, 3),
+            "events_per_s": round(collected.messages / max(time.perf_counter() - started, 1e-9)),
+            "phases": {k: round(v, 3) for k, v in self.phases.items()},
+        }
+        return report
+
+    # -- reading and scoring ----------------------------------------------------------------
+
+    def _score_range(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        reader: RangeReader,
+        publisher: KafkaPublisher | None,
+        progress: Callable[[int], None] | None,
+    ) -> _Collector:
+        """Read and prepare batch N+1 while the models score batch N on another thread
+        (LightGBM releases the GIL), then collect N's predictions in order."""
+        started = time.perf_counter()
+        collected = _Collector(self.request.versions, self.drift_keys)
+        pending: tuple[_Batch, Future[list[Array]]] | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="replay-score") as pool:
+            for batch in reader.batches():
+                prepared = self._prepare(loop, batch, collected)
+                if pending is not None:
+                    self._finish(loop, *pending, collected, publisher, progress)
+                pending = (prepared, pool.submit(self._predict, prepared.matrix))
+            if pending is not None:
+                self._finish(loop, *pending, collected, publisher, progress)
+        self.phases["read_and_score"] = time.perf_counter() - started
+        return collected
+
+    def _predict(self, matrix: Array) -> list[Array]:
+        if not len(matrix):
+            return [np.empty(0) for _ in self.models]
+        return [model.scorer.predict(matrix[:, model.columns]) for model in self.models]
+
+    def _finish(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: _Batch,
+        predicted: Future[list[Array]],
+        out: _Collector,
+        publisher: KafkaPublisher | None,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        records: list[Record] = []
+        for model, values in zip(self.models, predicted.result(), strict=True):
+            out.predictions[model.meta.version].append(values)
+            if publisher is not None:
+                version = model.meta.version
+                records += self._records(version, batch.ids, batch.times, batch.served_as, values)
+        if records and publisher is not None:
+            loop.run_until_complete(publisher.publish(records))
+        out.messages += batch.messages
+        if progress is not None:
+            progress(out.messages)
+
+    def _prepare(
+        self, loop: asyncio.AbstractEventLoop, batch: list[InputMessage], out: _Collector
+    ) -> _Batch:
+        """The batch's vectors: served ones where logged, point-in-time ones otherwise."""
+        assert self.served is not None
+        where = self.served.where
+        logged: list[tuple[str, dict[str, Any]]] = []
+        others: list[InputMessage] = []
+        for message in batch:
+            try:
+                obj = orjson.loads(message.value)  # type: ignore[arg-type]
+                event_id = obj["event_id"]
+            except (orjson.JSONDecodeError, TypeError, KeyError):
+                others.append(message)
+                continue
+            if isinstance(event_id, str) and event_id in where:
+                logged.append((event_id, obj))
+            else:
+                others.append(message)
+        ids = [event_id for event_id, _ in logged]
+        rows = self.served.vectors(ids, self.names)
+        if not rows.found.all():
+            missing = {event_id for event_id, ok in zip(ids, rows.found, strict=True) if not ok}
+            others += [m for m in batch if _event_id(m) in missing]
+            logged = [item for item, ok in zip(logged, rows.found, strict=True) if ok]
+            ids = [event_id for event_id, _ in logged]
+        times = [self.served.event_times[e] for e in ids]
+        entities = [obj.get("entities") or {} for _, obj in logged]
+        served_as = [self.served.served_as(e) for e in ids] if self.request.publish else []
+        matrices = [rows.matrix]
+        out.sources["served"] += len(ids)
+        if others:
+            events, vectors = self._point_in_time(loop, others, out)
+            if events:
+                ids += [e.event_id for e in events]
+                times += [e.event_time for e in events]
+                entities += [e.entities for e in events]
+                if self.request.publish:
+                    served_as += [(v.missing, v.age_ms) for v in vectors]
+                matrices.append(np.array([v.values for v in vectors], dtype=np.float64))
+                out.sources["point_in_time"] += len(events)
+        matrix = np.vstack(matrices)
+        out.event_ids += ids
+        out.event_times += times
+        out.vectors.append(matrix[:, self.models[0].columns])
+        for key, values in out.entities.items():
+            values += [str(e.get(key, "")) for e in entities]
+        return _Batch(len(batch), ids, times, served_as, matrix)
+
+    def _point_in_time(
+        self, loop: asyncio.AbstractEventLoop, messages: list[InputMessage], out: _Collector
+    ) -> tuple[list[ClientEvent], list[ServedVector]]:
+        """Decode like the worker; vectors from the features as they were at event time."""
+        accepted, refused = decode_events(
+            messages, self.builder.entity_keys, self.settings.worker.max_message_bytes
+        )
+        for r in refused:
+            out.invalid[r.error.code] += 1
+        events = [event for _, event in accepted]
+        vectors = loop.run_until_complete(self._lookups(events))
+        if self.use_case.missing_features.policy == "dead_letter":
+            kept = [(e, v) for e, v in zip(events, vectors, strict=True) if not v.missing]
+            out.invalid[codes.MISSING_FEATURES] += len(events) - len(kept)
+            events, vectors = [e for e, _ in kept], [v for _, v in kept]
+        return events, vectors
+
+    async def _lookups(self, events: list[ClientEvent]) -> list[ServedVector]:
+        by_time: dict[int, list[int]] = {}
+        for i, event in enumerate(events):
+            by_time.setdefault(event.event_time, []).append(i)
+        gate = asyncio.Semaphore(self.settings.replay.lookup_concurrency)
+        vectors: list[ServedVector | None] = [None] * len(events)
+        keys = self.builder.entity_keys
+
+        async def lookup(at_ms: int, indexes: list[int]) -> None:
+            wanted = [(k, events[i].entities[k]) for i in indexes for k in keys]
+            async with gate:
+                stored = await self.features.as_of(wanted, at_ms)
+            for i in indexes:
+                vectors[i] = self.builder.build(events[i].fields, events[i].entities, stored, at_ms)
+
+        await asyncio.gather(*(lookup(t, idx) for t, idx in by_time.items()))
+        return [v for v in vectors if v is not None]
+
+    # -- output topic -----------------------------------------------------------------------
+
+    def _open_output(self) -> KafkaPublisher:
+        topic = output_topic(self.request.run_id)
+        if topic in self.settings.kafka.topics.all():
+            raise ConfigurationError(f"{topic} is a production topic: a replay never writes one")
+        admin = AdminClient(self.settings.kafka.client_config())
+        partitions = max(len(self.request.plan.partitions), 1)
+        new = NewTopic(topic, partitions, self.settings.kafka.replication_factor)
+        admin.create_topics([new])[topic].result(timeout=30)
+        return KafkaPublisher(self.settings.kafka, client_id=f"replay-{self.request.run_id}")
+
+    def _delete_output(self) -> None:
+        topic = output_topic(self.request.run_id)
+        admin = AdminClient(self.settings.kafka.client_config())
+        admin.delete_topics([topic])[topic].result(timeout=30)
+
+    def _records(
+        self,
+        version: str,
+        ids: list[str],
+        times: list[int],
+        served_as: list[tuple[list[str], int]],
+        predicted: Array,
+    ) -> list[Record]:
+        topic, now = output_topic(self.request.run_id), int(time.time() * 1000)
+        return [
+            (
+                topic,
+                event_id.encode(),
+                orjson.dumps(
+                    prediction_payload(
+                        event_id=event_id,
+                        use_case=self.use_case.name,
+                        model_version=version,
+                        role="replay",
+                        value=value,
+                        missing_features=missing,
+                        feature_age_ms=age,
+                        event_time=event_time,
+                        scored_at=now,
+                        latency_ms=0.0,
+                    )
+                ),
+            )
+            for event_id, event_time, (missing, age), value in zip(
+                ids, times, served_as, predicted.tolist(), strict=True
+            )
+        ]
+
+    # -- the report -------------------------------------------------------------------------
+
+    def _read_labels(self, stop: threading.Event) -> tuple[dict[str, float], bool]:
+        """Every valid label on the ground-truth topic from a minute before the range to the
+        use case's ``max_delay`` after it, and whether retention cut into that range."""
+        started = time.perf_counter()
+        plan, topic = self.request.plan, self.settings.kafka.topics.ground_truth
+        until = min(plan.to_ms + parse_duration_ms(self.use_case.label.max_delay), _now_ms() + 1)
+        labels_plan = plan_replay(self.settings.kafka, topic, plan.from_ms - LOG_LEAD_MS, until)
+        max_bytes = self.settings.worker.max_message_bytes
+        found: dict[str, float] = {}
+        batches = read_range(
+            self.settings.kafka, labels_plan, replay_group(self.request.run_id),
+            self.settings.replay.batch_size,
+        )  # fmt: skip
+        with closing(batches):
+            for batch in batches:
+                if stop.is_set():
+                    break
+                for message in batch:
+                    try:
+                        truth = decode_ground_truth(message.value, max_bytes)
+                    except InvalidEvent:
+                        continue
+                    found[truth.event_id] = truth.label
+        self.phases["labels_from_topic"] = time.perf_counter() - started
+        return found, labels_plan.truncated
+
+    def _join_labels(
+        self, event_ids: list[str], in_topic: dict[str, float], truncated: bool
+    ) -> dict[str, float]:
+        """The events' labels from the topic; only when retention cut into the topic's range
+        are events still without one looked up in the ground-truth table."""
+        found = {e: in_topic[e] for e in event_ids if e in in_topic}
+        from_topic = len(found)
+        if truncated:
+            started = time.perf_counter()
+            rest = [e for e in event_ids if e not in found]
+            found.update({e: row.label for e, row in self.labels.read(rest).items()})
+            self.phases["labels_from_table"] = time.perf_counter() - started
+        self.label_sources = {"topic": from_topic, "table": len(found) - from_topic}
+        return found
+
+    def _report(self, collected: _Collector, found: dict[str, float]) -> dict[str, Any]:
+        started = time.perf_counter()
+        use_case, settings, plan = self.use_case, self.settings, self.request.plan
+        ids = collected.event_ids
+        predictions = {
+            v: np.concatenate(parts) if parts else np.empty(0)
+            for v, parts in collected.predictions.items()
+        }
+        width = len(self.models[0].columns)
+        scored = build.Scored(
+            event_ids=ids,
+            event_times=np.asarray(collected.event_times, dtype=np.int64),
+            predictions=predictions,
+            labels=np.array([found.get(e, np.nan) for e in ids], dtype=np.float64),
+            vectors=np.vstack(collected.vectors) if collected.vectors else np.empty((0, width)),
+            entities=collected.entities,
+        )
+        labelled = np.isfinite(scored.labels)
+        actual = scored.labels[labelled]
+        metric = primary_metric(use_case, settings.lifecycle)
+        label = use_case.label
+        metrics = {
+            v: {k: build.finite(x) for k, x in task_metrics(
+                use_case.task, p[labelled], actual, label.tolerance, label.threshold).items()}
+            if len(actual) else {}
+            for v, p in predictions.items()
+        }  # fmt: skip
+        assert self.served is not None
+        versions = [
+            {
+                "version": v,
+                "metrics": metrics[v],
+                "labelled": int(labelled.sum()),
+                "production": build.production_agreement(
+                    ids, predictions[v], self.served.production[v]
+                ),
+            }
+            for v in predictions
+        ]
+        best = build.winner(
+            use_case, metric, metrics,  # type: ignore[arg-type]
+            {v: p[labelled] for v, p in predictions.items()}, actual,
+            settings.lifecycle.bootstrap_rounds, settings.training.seed,
+            settings.lifecycle.significance,
+        )  # fmt: skip
+        size = build.bucket_ms(plan.from_ms, plan.to_ms, settings.replay.report_buckets)
+        buckets = max(-(-(plan.to_ms - plan.from_ms) // size), 1)
+        first = self.models[0]
+        if len(self.models) > 1:
+            second = self.models[1].meta.version
+            x_name, x, y_name, y = (
+                first.meta.version,
+                predictions[first.meta.version],
+                second,
+                predictions[second],
+            )
+        else:
+            production = self.served.production[first.meta.version]
+            x_name, y_name, y = "production", first.meta.version, predictions[first.meta.version]
+            x = np.array([production.get(e, np.nan) for e in ids], dtype=np.float64)
+            if not np.isfinite(x).any():
+                x_name, x = "label", scored.labels
+        report: dict[str, Any] = {
+            "run_id": self.request.run_id,
+            "use_case": use_case.name,
+            "task": use_case.task,
+            "topic": plan.topic,
+            "from": plan.from_ms,
+            "to": plan.to_ms,
+            "created_at": int(time.time() * 1000),
+            "interrupted": False,
+            "primary_metric": metric,
+            "higher_is_better": sorted(m for m, up in HIGHER_IS_BETTER.items() if up),
+            "plan": plan.as_dict(),
+            "events": {
+                "messages": collected.messages,
+                "scored": len(ids),
+                "labelled": int(labelled.sum()),
+                "labels_from": self.label_sources,
+                "invalid": dict(collected.invalid),
+            },
+            "features": {
+                "served": collected.sources["served"],
+                "point_in_time": collected.sources["point_in_time"],
+            },
+            "versions": versions,
+            "winner": best,
+            "series": {
+                "error_over_time": build.metric_over_time(
+                    use_case, metric, scored.event_times[labelled],
+                    {v: p[labelled] for v, p in predictions.items()}, actual,
+                    plan.from_ms, size, buckets,
+                ),
+                "error_distribution": build.error_distribution(
+                    use_case.task, {v: p[labelled] for v, p in predictions.items()}, actual
+                ),
+                "versus": build.versus(x_name, x, y_name, y, settings.training.seed),
+                "drift": {
+                    "threshold": settings.monitoring.psi_threshold,
+                    **build.drift_over_time(
+                        use_case, first.meta.feature_names, first.meta.distributions, scored,
+                        predictions[first.meta.version], plan.from_ms, size, buckets,
+                        settings.monitoring.drift_min_entities,
+                    ),
+                },
+            },
+        }  # fmt: skip
+        self.phases["report"] = time.perf_counter() - started
+        return report
+
+
+def _event_id(message: InputMessage) -> str | None:
+    try:
+        value = orjson.loads(message.value)  # type: ignore[arg-type]
+        return value.get("event_id") if isinstance(value, dict) else None
+    except (orjson.JSONDecodeError, TypeError):
+        return None
