@@ -17,6 +17,7 @@ from stream_app.commands import (
     init,
     models,
     promote,
+    replay,
     rollback,
     services,
     simulate,
@@ -31,7 +32,7 @@ from stream_app.settings import Settings, load_settings
 Command = Callable[[argparse.Namespace, Settings], int]
 COMMANDS = (
     services, init, bootstrap, worker, simulate, features, train, evaluate, promote, rollback,
-    models, tail, status, bench, config,
+    models, replay, tail, status, bench, config,
 )  # fmt: skip
 
 
