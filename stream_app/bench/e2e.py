@@ -208,9 +208,13 @@ def pregenerate(world: World, count: int, run_id: str) -> list[tuple[bytes, byte
 
 
 def produce(
-    settings: Settings, records: list[tuple[bytes, bytes]], rate: float | None = None
+    settings: Settings,
+    records: list[tuple[bytes, bytes]],
+    rate: float | None = None,
+    topic: str | None = None,
 ) -> dict[bytes, int]:
-    """Produce records (paced at ``rate`` per second if given); returns CreateTime by key."""
+    """Produce records to ``topic`` (default: client events), paced at ``rate`` per second if
+    given; returns CreateTime by key."""
     created: dict[bytes, int] = {}
 
     def delivered(err: Any, message: Any) -> None:
@@ -218,7 +222,7 @@ def produce(
             created[message.key()] = message.timestamp()[1]
 
     producer = Producer({**settings.kafka.client_config(), "linger.ms": 5, "acks": "all"})
-    topic = settings.kafka.topics.client_events
+    topic = topic or settings.kafka.topics.client_events
     started = time.monotonic()
     for sent, (key, value) in enumerate(records):
         if rate is not None and sent % PACE_EVERY == 0:

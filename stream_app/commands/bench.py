@@ -40,7 +40,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     freshness.add_argument("--rate", type=float, default=5_000, help="readings per second")
     freshness.add_argument("--seconds", type=float, default=30)
     freshness.add_argument("--use-case", help="use case name or .toml path (default: settings)")
-    for bench in (decode, simulation, e2e, features, freshness):
+    replay = benches.add_parser(
+        "replay", help="a backtest of a range against a raw consume of the same range"
+    )
+    replay.add_argument("--events", type=int, default=200_000, help="events in the range")
+    replay.add_argument("--rounds", type=int, default=2, help="runs of each (best is kept)")
+    replay.add_argument("--use-case", help="use case name or .toml path (default: settings)")
+    for bench in (decode, simulation, e2e, features, freshness, replay):
         bench.add_argument("--json", type=Path, help="also write the JSON to this file")
     parser.set_defaults(run=run)
 
@@ -74,6 +80,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         result = e2e_bench.run(
             settings, use_case, args.events, args.naive_events, args.half_load_seconds
         )
+    elif args.bench == "replay":
+        from stream_app.bench import replay as replay_bench
+
+        use_case = load_use_case(args.use_case or settings.use_case)
+        result = replay_bench.run(settings, use_case, args.events, args.rounds)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
