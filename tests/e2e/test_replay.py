@@ -139,8 +139,9 @@ def test_replay_reproduces_production_compares_versions_and_touches_nothing(
     before = production_state(deployment, kafka_admin)
     topics_before = set(kafka_admin.list_topics(timeout=10).topics)
     out = tmp_path / "replays"
-    replayed = stream_app("replay", "--from", str(started), "--to", str(ended), "--model",
-                          "champion", "--out", str(out), "--publish", "--json", env=env)  # fmt: skip
+    window = ["--from", str(started), "--to", str(ended)]
+    replayed = stream_app("replay", *window, "--model", "champion", "--out", str(out),
+                          "--publish", "--json", env=env)  # fmt: skip
     assert replayed.returncode == 0, replayed.stderr
     report = json.loads(replayed.stdout)
     assert report["events"]["messages"] == simulated["client_events"]
@@ -216,8 +217,8 @@ def test_replay_reproduces_production_compares_versions_and_touches_nothing(
     assert unserved.returncode == 0, unserved.stderr
     late_report = json.loads(unserved.stdout)
     assert late_report["features"] == {"served": 0, "point_in_time": late_events}
-    payloads = [orjson.loads(m.value()) for m in
-                consume_all(settings, output_topic(late_report["run_id"]), late_events, 30)]  # fmt: skip
+    published = consume_all(settings, output_topic(late_report["run_id"]), late_events, 30)
+    payloads = [orjson.loads(m.value()) for m in published]
     assert len(payloads) == late_events
     # the courier's streamed speed existed at those times (panes of the live run)
     with_speed = [p for p in payloads if "courier_speed_mean_10m" not in p["missing_features"]]
