@@ -116,8 +116,8 @@ def winner(
         "improvement": improvement,
         "p_value": p_value,
         "reasons": [
-            f"{metric} {values[best]:.4g} against {values[other]:.4g} ({other}): "
-            f"{improvement:.1%} {direction} is better",
+            f"{metric} {values[best]:.4g} against {values[other]:.4g} for {other}: "
+            f"{improvement:.1%} {direction} ({direction} is better)",
             f"on the same {len(actual):,} labelled events",
             sure,
         ],
