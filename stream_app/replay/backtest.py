@@ -19,11 +19,11 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -95,6 +95,14 @@ class _Collector:
         self.messages = 0
 
 
+class _Parsed(NamedTuple):
+    """A batch as read, with each record's event id and JSON object (None if it has none)."""
+
+    messages: list[InputMessage]
+    ids: list[str | None]
+    objects: list[Any]
+
+
 @dataclass
 class _Batch:
     """A batch read and given its vectors, waiting for its predictions."""
@@ -158,20 +166,14 @@ class Backtest:
         stop = threading.Event()
         loop = asyncio.new_event_loop()
         publisher: KafkaPublisher | None = None
-        with ThreadPoolExecutor(1, thread_name_prefix="replay-labels") as labels_pool:
-            labels = labels_pool.submit(self._read_labels, stop)
+        with ThreadPoolExecutor(1, thread_name_prefix="replay-labels") as pool:
+            labels = pool.submit(self._read_labels, stop)
             try:
-                self.served = load_served(
-                    self.predictions.chunks(
-                        plan.from_ms - LOG_LEAD_MS,
-                        plan.to_ms + int(settings.replay.log_slack_s * 1000),
-                    ),
-                    self.predictions.feature_names,
-                    self.request.versions,
-                )
+                self.served = self._load_served()
                 self.phases["served_vectors"] = time.perf_counter() - started
                 publisher = self._open_output() if self.request.publish else None
-                collected = self._score_range(loop, reader, publisher, progress)
+                batches = (self._parse(batch) for batch in reader.batches())
+                collected = self._score_range(loop, batches, publisher, progress)
             except BaseException:
                 stop.set()
                 if publisher is not None:
@@ -198,10 +200,18 @@ class Backtest:
 
     # -- reading and scoring ----------------------------------------------------------------
 
+    def _load_served(self) -> ServedIndex:
+        plan, slack_ms = self.request.plan, int(self.settings.replay.log_slack_s * 1000)
+        start, end = plan.from_ms - LOG_LEAD_MS, plan.to_ms + slack_ms
+        return load_served(
+            self.predictions.chunks(start, end, started_in_range=True),
+            self.predictions.feature_names, self.request.versions, start, end,
+        )  # fmt: skip
+
     def _score_range(
         self,
         loop: asyncio.AbstractEventLoop,
-        reader: RangeReader,
+        batches: Iterable[_Parsed],
         publisher: KafkaPublisher | None,
         progress: Callable[[int], None] | None,
     ) -> _Collector:
@@ -211,7 +221,7 @@ class Backtest:
         collected = _Collector(self.request.versions, self.drift_keys)
         pending: tuple[_Batch, Future[list[Array]]] | None = None
         with ThreadPoolExecutor(1, thread_name_prefix="replay-score") as pool:
-            for batch in reader.batches():
+            for batch in batches:
                 prepared = self._prepare(loop, batch, collected)
                 if pending is not None:
                     self._finish(loop, *pending, collected, publisher, progress)
@@ -247,22 +257,31 @@ class Backtest:
         if progress is not None:
             progress(out.messages)
 
-    def _prepare(
-        self, loop: asyncio.AbstractEventLoop, batch: list[InputMessage], out: _Collector
-    ) -> _Batch:
-        """The batch's vectors: served ones where logged, point-in-time ones otherwise."""
-        assert self.served is not None
-        where = self.served.where
-        logged: list[tuple[str, dict[str, Any]]] = []
-        others: list[InputMessage] = []
+    @staticmethod
+    def _parse(batch: list[InputMessage]) -> _Parsed:
+        """Each record's event id and JSON object, where it has them (no served vectors
+        needed yet: this runs while they load)."""
+        ids: list[str | None] = []
+        objects: list[Any] = []
         for message in batch:
             try:
                 obj = orjson.loads(message.value)  # type: ignore[arg-type]
                 event_id = obj["event_id"]
             except (orjson.JSONDecodeError, TypeError, KeyError):
-                others.append(message)
-                continue
-            if isinstance(event_id, str) and event_id in where:
+                obj = event_id = None
+            ids.append(event_id if isinstance(event_id, str) else None)
+            objects.append(obj)
+        return _Parsed(batch, ids, objects)
+
+    def _prepare(self, loop: asyncio.AbstractEventLoop, parsed: _Parsed, out: _Collector) -> _Batch:
+        """The batch's vectors: served ones where logged, point-in-time ones otherwise."""
+        assert self.served is not None
+        where = self.served.where
+        batch = parsed.messages
+        logged: list[tuple[str, dict[str, Any]]] = []
+        others: list[InputMessage] = []
+        for message, event_id, obj in zip(batch, parsed.ids, parsed.objects, strict=True):
+            if event_id is not None and event_id in where:
                 logged.append((event_id, obj))
             else:
                 others.append(message)
@@ -270,7 +289,7 @@ class Backtest:
         rows = self.served.vectors(ids, self.names)
         if not rows.found.all():
             missing = {event_id for event_id, ok in zip(ids, rows.found, strict=True) if not ok}
-            others += [m for m in batch if _event_id(m) in missing]
+            others += [m for m, e in zip(batch, parsed.ids, strict=True) if e in missing]
             logged = [item for item, ok in zip(logged, rows.found, strict=True) if ok]
             ids = [event_id for event_id, _ in logged]
         times = [self.served.event_times[e] for e in ids]
@@ -533,11 +552,3 @@ class Backtest:
         }  # fmt: skip
         self.phases["report"] = time.perf_counter() - started
         return report
-
-
-def _event_id(message: InputMessage) -> str | None:
-    try:
-        value = orjson.loads(message.value)  # type: ignore[arg-type]
-        return value.get("event_id") if isinstance(value, dict) else None
-    except (orjson.JSONDecodeError, TypeError):
-        return None

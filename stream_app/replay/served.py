@@ -137,10 +137,18 @@ def load_served(
     chunks: Iterable[LoggedChunk],
     feature_names: Callable[[str], list[str]],
     versions: Iterable[str],
+    scored_from: int | None = None,
+    scored_to: int | None = None,
 ) -> ServedIndex:
-    """An index over every chunk given."""
+    """An index over the chunks given, leaving out those whose rows were all scored outside
+    ``[scored_from, scored_to)`` (the log is read in whole buckets)."""
     index = ServedIndex(feature_names, versions)
     for chunk in chunks:
+        scored = chunk.columns["scored_at"]
+        if scored_from is not None and max(scored) < scored_from:
+            continue
+        if scored_to is not None and min(scored) >= scored_to:
+            continue
         index.add(chunk)
     index.finish()
     return index

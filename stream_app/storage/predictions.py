@@ -120,6 +120,11 @@ class PredictionStore:
             "SELECT model_version, role, feature_set, columns, features "
             f"FROM {keyspace}.prediction_log WHERE use_case = ? AND bucket = ? AND shard = ?"
         )
+        self._scan_started = session.prepare(
+            "SELECT model_version, role, feature_set, columns, features "
+            f"FROM {keyspace}.prediction_log WHERE use_case = ? AND bucket = ? AND shard = ? "
+            "AND first_scored_at >= ? AND first_scored_at < ?"
+        )
         self._for_event = session.prepare(
             "SELECT model_version, prediction_id, role, value, "
             "toUnixTimestamp(event_time) AS event_ms, toUnixTimestamp(scored_at) AS scored_ms "
@@ -217,22 +222,30 @@ class PredictionStore:
 
     # -- reading --------------------------------------------------------------------------
 
-    def _chunks(self, bucket: int) -> list[Any]:
+    def _chunks(self, bucket: int, started: tuple[int, int] | None = None) -> list[Any]:
+        statements: list[tuple[Any, tuple[Any, ...]]]
+        if started is None:
+            statements = [(self._scan, (self.use_case, bucket, shard)) for shard in range(SHARDS)]
+        else:
+            statements = [(self._scan_started, (self.use_case, bucket, shard, *started))
+                          for shard in range(SHARDS)]  # fmt: skip
         results = execute_concurrent(
-            self.session,
-            [(self._scan, (self.use_case, bucket, shard)) for shard in range(SHARDS)],
-            concurrency=SHARDS,
-            raise_on_first_error=True,
+            self.session, statements, concurrency=SHARDS, raise_on_first_error=True
         )
         return [chunk for result in results for chunk in result.result_or_exc]
 
-    def chunks(self, start_ms: int, end_ms: int) -> Iterator[LoggedChunk]:
+    def chunks(
+        self, start_ms: int, end_ms: int, started_in_range: bool = False
+    ) -> Iterator[LoggedChunk]:
         """The logged chunks holding predictions scored in ``[start_ms, end_ms)``, bucket by
-        bucket (a chunk starts in the bucket of its first row, so the bucket before
-        ``start_ms`` is read too). A chunk may also hold rows outside the range."""
-        bucket = bucket_of(start_ms) - BUCKET_MS
+        bucket. A chunk starts in the bucket of its first row, so the bucket before
+        ``start_ms`` is read too; with ``started_in_range``, only chunks whose first row was
+        scored in the range are read (every row of a live batch's chunk was scored at once,
+        so for live predictions that is the same set)."""
+        bucket = bucket_of(start_ms) - (0 if started_in_range else BUCKET_MS)
+        started = (start_ms, end_ms) if started_in_range else None
         while bucket < end_ms:
-            for chunk in self._chunks(bucket):
+            for chunk in self._chunks(bucket, started):
                 columns = orjson.loads(chunk.columns)
                 count = len(columns["event_ids"])
                 yield LoggedChunk(

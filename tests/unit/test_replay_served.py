@@ -12,12 +12,20 @@ from stream_app.storage.predictions import HISTORY_VERSION, LoggedChunk
 LAYOUTS = {"ab": ["a", "b"], "bca": ["b", "c", "a"]}
 
 
-def chunk(version: str, role: str, layout: str, ids: list[str], rows: list[list[float]],
-          values: list[float | None] | None = None) -> LoggedChunk:  # fmt: skip
+def chunk(
+    version: str,
+    role: str,
+    layout: str,
+    ids: list[str],
+    rows: list[list[float]],
+    values: list[float | None] | None = None,
+    scored_at: int = 5000,
+) -> LoggedChunk:
     columns: dict[str, list[Any]] = {
         "event_ids": ids,
         "values": values or [float(i) for i in range(len(ids))],
         "event_times": [1000 + i for i in range(len(ids))],
+        "scored_at": [scored_at] * len(ids),
         "missing_features": [["c"] if i == 0 else [] for i in range(len(ids))],
         "feature_age_ms": [7 * i for i in range(len(ids))],
     }
@@ -56,3 +64,18 @@ def test_the_live_vector_wins_over_the_shadow_and_history() -> None:
     assert index.production == {"v1": {"e2": 4.5}, "shadow-v": {"e1": 0.0, "e2": 1.0}}
     assert index.served_as("e2") == (["c"], 0)
     assert len(index) == 2
+
+
+def test_chunks_scored_outside_the_range_are_left_out() -> None:
+    index = load_served(
+        [
+            chunk("v1", "champion", "ab", ["early"], [[1, 1]], scored_at=999),
+            chunk("v1", "champion", "ab", ["inside"], [[2, 2]], scored_at=1000),
+            chunk("v1", "champion", "ab", ["late"], [[3, 3]], scored_at=2000),
+        ],
+        LAYOUTS.__getitem__,
+        ["v1"],
+        scored_from=1000,
+        scored_to=2000,
+    )
+    assert sorted(index.where) == ["inside"]
