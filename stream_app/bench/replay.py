@@ -109,13 +109,17 @@ def run(
         stamps = list(created.values())
         plan = plan_replay(bench.kafka, bench.kafka.topics.client_events, min(stamps),
                            max(stamps) + 1)  # fmt: skip
-        raw_runs, replay_runs, report = [], [], {}
+        raw_runs: list[float] = []
+        replay_runs: list[float] = []
+        best: dict[str, Any] = {}
         for round_number in range(rounds):
             count, seconds = raw_consume(bench.kafka, plan)
             raw_runs.append(count / seconds)
             request = ReplayRequest(plan, [version], f"bench-{run_id}-{round_number}")
             report = Backtest(bench, session, use_case, request).run()
             replay_runs.append(report["events"]["messages"] / report["timing"]["seconds"])
+            if replay_runs[-1] == max(replay_runs):
+                best = report
             progress.write(
                 f"round {round_number + 1}: raw {raw_runs[-1]:,.0f}/s ({count:,} records), "
                 f"replay {replay_runs[-1]:,.0f}/s {report['timing']['phases']}\n"
@@ -123,9 +127,9 @@ def run(
     finally:
         cluster.shutdown()
         delete_topics(bench)
-    production = report["versions"][0]["production"] or {}
+    production = best["versions"][0]["production"] or {}
     raw_eps, replay_eps = max(raw_runs), max(replay_runs)
-    phases = report["timing"]["phases"]
+    phases = best["timing"]["phases"]  # of the best replay
     figures: dict[str, Any] = {
         "benchmark": "replay",
         "events": events,
@@ -135,9 +139,9 @@ def run(
         "replay_vs_raw": round(replay_eps / raw_eps, 3),
         "score_phase_eps": round(events / phases["read_and_score"]),
         "phases_s": phases,
-        "served_vectors": report["features"]["served"],
-        "point_in_time": report["features"]["point_in_time"],
-        "labelled": report["events"]["labelled"],
+        "served_vectors": best["features"]["served"],
+        "point_in_time": best["features"]["point_in_time"],
+        "labelled": best["events"]["labelled"],
         "identical_to_production": production.get("identical", 0),
         "compared_with_production": production.get("compared", 0),
         "runs": {
