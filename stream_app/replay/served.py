@@ -12,6 +12,7 @@ features; the live roles' vector is preferred, then the shadow's, then simulated
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -66,14 +67,18 @@ class ServedIndex:
         self.production: dict[str, dict[str, float]] = {v: {} for v in versions}
 
     def add(self, chunk: LoggedChunk) -> None:
-        """Index one chunk (call ``finish`` once every chunk is added)."""
+        """Index one chunk (call ``finish`` once every chunk is added). Events seen for the
+        first time (nearly all) are indexed in bulk; an event already indexed keeps its
+        entry unless this chunk's role is preferred."""
         columns = chunk.columns
         event_ids: list[str] = columns["event_ids"]
         values = self.production.get(chunk.model_version)
         if values is not None:
-            for event_id, value in zip(event_ids, columns["values"], strict=True):
-                if value is not None:
-                    values.setdefault(event_id, value)
+            known = values.keys() & event_ids
+            values.update(
+                (e, v) for e, v in zip(event_ids, columns["values"], strict=True)
+                if v is not None and e not in known
+            )  # fmt: skip
         rank = (
             _HISTORY
             if chunk.model_version == HISTORY_VERSION
@@ -88,12 +93,20 @@ class ServedIndex:
         number = len(self._columns)
         self._columns.append(columns)
         where, ranks, times = self.where, self._rank, self.event_times
-        for row, (event_id, event_time) in enumerate(
-            zip(event_ids, columns["event_times"], strict=True)
+        count = len(event_ids)
+        places = zip(repeat(chunk.feature_set), range(first, first + count), repeat(number),
+                     range(count))  # fmt: skip
+        if not where.keys() & event_ids:
+            where.update(zip(event_ids, places, strict=True))
+            ranks.update(zip(event_ids, repeat(rank), strict=False))
+            times.update(zip(event_ids, columns["event_times"], strict=True))
+            return
+        for event_id, place, event_time in zip(
+            event_ids, places, columns["event_times"], strict=True
         ):
             if ranks.get(event_id, 3) > rank:
                 ranks[event_id] = rank
-                where[event_id] = (chunk.feature_set, first + row, number, row)
+                where[event_id] = place
                 times[event_id] = event_time
 
     def finish(self) -> None:
