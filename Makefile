@@ -57,6 +57,9 @@ bench: services ## the benchmarks (JSON): decode, simulation, e2e
 	$(APP) bench e2e
 
 .PHONY: browser
+chaos: services ## faults under load (kill -9 x5, rebalance, Cassandra 30 s down, Kafka restart): JSON with lost == 0 per scenario
+	$(BIN)/stream-app bench chaos --json chaos.json
+
 browser: ## Debian's chromium for the dashboard test (installed with apt-get when missing)
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 

@@ -46,7 +46,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     replay.add_argument("--events", type=int, default=200_000, help="events in the range")
     replay.add_argument("--rounds", type=int, default=2, help="runs of each (best is kept)")
     replay.add_argument("--use-case", help="use case name or .toml path (default: settings)")
-    for bench in (decode, simulation, e2e, features, freshness, replay):
+    chaos = benches.add_parser(
+        "chaos",
+        help="faults under load (kill -9, rebalance, Cassandra and Kafka restarts): "
+        "no-loss accounting per scenario",
+    )
+    chaos.add_argument(
+        "--scenario",
+        action="append",
+        choices=["kill", "rebalance", "cassandra", "kafka"],
+        help="one scenario (repeat for several; default: all)",
+    )
+    chaos.add_argument("--rate", type=float, default=300, help="client events per second")
+    chaos.add_argument("--seconds", type=float, default=60, help="seconds of traffic")
+    chaos.add_argument("--use-case", help="use case name or .toml path (default: settings)")
+    for bench in (decode, simulation, e2e, features, freshness, replay, chaos):
         bench.add_argument("--json", type=Path, help="also write the JSON to this file")
     parser.set_defaults(run=run)
 
@@ -85,6 +99,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
         use_case = load_use_case(args.use_case or settings.use_case)
         result = replay_bench.run(settings, use_case, args.events, args.rounds)
+    elif args.bench == "chaos":
+        from stream_app.bench import chaos as chaos_bench
+
+        use_case = load_use_case(args.use_case or settings.use_case)
+        scenarios = args.scenario or list(chaos_bench.SCENARIOS)
+        result = chaos_bench.run(settings, use_case, scenarios, args.rate, args.seconds)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

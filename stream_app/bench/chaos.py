@@ -1,0 +1,315 @@
+"""`stream-app bench chaos` (`make chaos`): faults under load, with no-loss accounting.
+
+Per scenario, on the running local services, in topics of its own (keyspace
+``<keyspace>_bench``): a worker (`stream-app worker`, as deployed), simulated client events
+at a steady rate (2% of them invalid) for ``seconds``, and one kind of fault while they flow:
+
+- ``kill``: the worker killed with SIGKILL five times, restarted each time;
+- ``rebalance``: a second worker joins the consumer groups, then leaves;
+- ``cassandra``: Cassandra stopped for 30 s, then started again;
+- ``kafka``: the broker stopped and started again.
+
+When traffic ends, the harness waits until every sent event has an outcome (or nothing new
+arrives for ``settle_s``), reads the predictions and dead-letter topics and accounts for every
+event the broker acknowledged (``accounting``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import orjson
+from confluent_kafka import Consumer, Producer
+
+from stream_app.bench.accounting import Accounting, Sent, account
+from stream_app.bench.e2e import (
+    bench_settings,
+    create_topics,
+    delete_topics,
+    preload_features,
+    prepare_model,
+    settings_env,
+    stop_process,
+)
+from stream_app.cassandra_session import open_cluster
+from stream_app.provisioning.keyspace import ensure_keyspace
+from stream_app.services import control
+from stream_app.settings import Settings, WorkerSettings
+from stream_app.simulation.corrupt import corrupt
+from stream_app.simulation.payloads import client_event_records
+from stream_app.simulation.world import World
+from stream_app.use_cases.spec import UseCase
+
+SCENARIOS = ("kill", "rebalance", "cassandra", "kafka")
+INVALID_SHARE = 0.02
+QUIET = {"STREAM_APP_LIFECYCLE__ORCHESTRATOR": "false", "STREAM_APP_WORKER__LOG_LEVEL": "info"}
+
+
+class Traffic(threading.Thread):
+    """Client events at ``rate`` per second for ``seconds``; remembers each acknowledged one
+    by (partition, offset)."""
+
+    def __init__(self, settings: Settings, world: World, rate: float, seconds: float) -> None:
+        super().__init__(name="chaos-traffic", daemon=True)
+        self.settings, self.world, self.rate, self.seconds = settings, world, rate, seconds
+        self.sent: dict[tuple[int, int], Sent] = {}
+        self.failed: list[str] = []
+        self.run_id = uuid.uuid4().hex[:6]
+
+    def run(self) -> None:
+        producer = Producer(
+            {
+                **self.settings.kafka.client_config(),
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "log_level": 3,
+            }
+        )
+        topic = self.settings.kafka.topics.client_events
+        rng = np.random.default_rng(11)
+        started, produced, tick = time.monotonic(), 0, 0.1
+        while (elapsed := time.monotonic() - started) < self.seconds:
+            due = int(elapsed * self.rate) + 1 - produced
+            if due > 0:
+                now = int(time.time() * 1000)
+                events = self.world.client_events(np.full(due, now, dtype=np.int64))
+                ids = [f"{self.run_id}-{produced + i}" for i in range(due)]
+                for i, (key, value) in enumerate(client_event_records(self.world, events, ids)):
+                    valid = bool(rng.random() >= INVALID_SHARE)
+                    if not valid:
+                        value = corrupt(value, produced + i)[1]
+                    self._produce(producer, topic, key, value, Sent(ids[i], valid))
+                produced += due
+            producer.poll(0)
+            time.sleep(tick)
+        while producer.flush(5) > 0:
+            pass
+
+    def _produce(
+        self, producer: Producer, topic: str, key: bytes, value: bytes, event: Sent
+    ) -> None:
+        def delivered(err: Any, message: Any) -> None:
+            if err is None:
+                self.sent[(message.partition(), message.offset())] = event
+            else:
+                self.failed.append(str(err))
+
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=delivered)
+                return
+            except BufferError:
+                producer.poll(0.1)
+
+
+class Workers:
+    """The scenario's worker processes, each with its own web port and log."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings, self.log_dir = settings, log_dir
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.ports: dict[str, int] = {}
+        self.starts = 0
+
+    def start(self, name: str, port_offset: int = 0) -> None:
+        port = self.settings.worker.web_port + port_offset
+        worker = WorkerSettings(**{**self.settings.worker.model_dump(), "web_port": port})
+        settings = self.settings.model_copy(update={"worker": worker})
+        self.ports[name] = port
+        self.starts += 1
+        log = (self.log_dir / f"{name}-{self.starts}.log").open("wb")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "stream_app.main", "worker"],
+            env={**os.environ, **settings_env(settings), **QUIET},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_scoring(self, name: str, timeout_s: float = 180) -> None:
+        """Until the worker's dashboard shows it published predictions in the last seconds."""
+        url = f"http://127.0.0.1:{self.ports[name]}/dashboard/data"
+        topic = self.settings.kafka.topics.predictions
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as page:
+                    if orjson.loads(page.read()).get("throughput", {}).get(topic, 0) > 0:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"worker {name} did not start scoring in {timeout_s} s")
+
+    def kill(self, name: str) -> None:
+        process = self.processes.pop(name)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def stop(self, name: str) -> None:
+        stop_process(self.processes.pop(name))
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            self.stop(name)
+
+
+def inject(
+    scenario: str,
+    base: Settings,
+    workers: Workers,
+    progress: TextIO,
+) -> None:
+    """The scenario's faults, from the start of traffic."""
+
+    def say(line: str) -> None:
+        progress.write(f"  {line}\n")
+
+    if scenario == "kill":
+        for round_number in range(5):
+            workers.wait_scoring("worker")
+            time.sleep(1)  # mid-run: scoring, with batches in flight and offsets not yet committed
+            workers.kill("worker")
+            say(f"kill -9 #{round_number + 1}")
+            workers.start("worker")
+    elif scenario == "rebalance":
+        time.sleep(12)
+        workers.start("second", port_offset=1)
+        progress.write("  a second worker joined\n")
+        time.sleep(20)
+        workers.stop("second")
+        progress.write("  the second worker left\n")
+    elif scenario == "cassandra":
+        time.sleep(12)
+        control.down(base, ["cassandra"], log=say)
+        time.sleep(30)
+        control.up(base, ["cassandra"], log=say)
+    elif scenario == "kafka":
+        time.sleep(15)
+        control.down(base, ["kafka"], log=say)
+        control.up(base, ["kafka"], log=say)
+
+
+def read_outcomes(
+    settings: Settings, expected: int, settle_s: float, deadline_s: float
+) -> tuple[list[tuple[str, str]], list[tuple[int, int]], list[int]]:
+    """Predictions (event id, role) and dead letters (source partition, offset) read from the
+    start, until ``expected`` outcomes arrived and nothing new came for a few seconds, or
+    nothing new came for ``settle_s``, or ``deadline_s`` passed."""
+    topics = settings.kafka.topics
+    consumer = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": f"chaos-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "log_level": 3,
+        }
+    )
+    consumer.subscribe([topics.predictions, topics.dead_letter])
+    predictions: list[tuple[str, str]] = []
+    dead: list[tuple[int, int]] = []
+    stamps: list[int] = []
+    outcome_ids: set[Any] = set()
+    began = last_new = time.monotonic()
+    try:
+        while time.monotonic() - began < deadline_s:
+            quiet_for = time.monotonic() - last_new
+            if quiet_for > settle_s or (len(outcome_ids) >= expected and quiet_for > 5):
+                break
+            for message in consumer.consume(5000, 0.5):
+                if message.error() is not None:  # end of a partition, or a broker restarting
+                    continue
+                last_new = time.monotonic()
+                payload = orjson.loads(message.value() or b"{}")
+                if message.topic() == topics.predictions:
+                    predictions.append((payload["event_id"], payload["role"]))
+                    stamps.append(message.timestamp()[1])
+                    outcome_ids.add(payload["event_id"])
+                elif payload.get("source_topic") == topics.client_events:
+                    dead.append((payload["partition"], payload["offset"]))
+                    outcome_ids.add((payload["partition"], payload["offset"]))
+    finally:
+        consumer.close()
+    return predictions, dead, stamps
+
+
+def run_scenario(
+    scenario: str,
+    settings: Settings,
+    world: World,
+    rate: float,
+    seconds: float,
+    settle_s: float,
+    run_id: str,
+    log_dir: Path,
+    progress: TextIO,
+) -> Accounting:
+    bench = bench_settings(settings, run_id, f"chaos-{scenario}")
+    create_topics(bench)
+    workers = Workers(bench, log_dir)
+    try:
+        workers.start("worker")
+        time.sleep(12)  # the worker joins its groups before traffic starts
+        traffic = Traffic(bench, world, rate, seconds)
+        traffic.start()
+        inject(scenario, settings, workers, progress)
+        traffic.join()
+        if traffic.failed:
+            progress.write(f"  {len(traffic.failed)} sends failed: {traffic.failed[:3]}\n")
+        predictions, dead, stamps = read_outcomes(bench, len(traffic.sent), settle_s, 600)
+    finally:
+        workers.stop_all()
+        delete_topics(bench)
+    result = account(traffic.sent, predictions, dead, stamps)
+    progress.write(f"{scenario}: {result.as_dict()}\n")
+    return result
+
+
+def run(
+    settings: Settings,
+    use_case: UseCase,
+    scenarios: list[str],
+    rate: float = 300,
+    seconds: float = 60,
+    settle_s: float = 90,
+    progress: TextIO = sys.stderr,
+) -> dict[str, Any]:
+    run_id = uuid.uuid4().hex[:6]
+    base = bench_settings(settings, run_id, "chaos")
+    ensure_keyspace(base.cassandra)
+    log_dir = settings.services.home.resolve() / "bench" / f"chaos-{run_id}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    cluster = open_cluster(base.cassandra)
+    try:
+        session = cluster.connect()
+        world = World(use_case, 7)
+        version = prepare_model(session, base, use_case, 7)
+        preload_features(session, base, world)
+    finally:
+        cluster.shutdown()
+    progress.write(f"model {version}; worker logs in {log_dir}\n")
+    results = {}
+    for scenario in scenarios:
+        outcome = run_scenario(
+            scenario, settings, world, rate, seconds, settle_s, run_id, log_dir, progress
+        )
+        results[scenario] = outcome.as_dict()
+    return {
+        "benchmark": "chaos",
+        "rate": rate,
+        "seconds": seconds,
+        "scenarios": results,
+        "lost": sum(r["lost"] for r in results.values()),
+        "targets_met": {f"{s}: lost == 0": r["lost"] == 0 for s, r in results.items()},
+    }
