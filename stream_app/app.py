@@ -63,6 +63,9 @@ def create_app(
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
         consumer_auto_offset_reset="earliest",
+        # a killed worker's place in the app's group is freed after this, not Faust's 60 s
+        broker_session_timeout=settings.worker.session_timeout_s,
+        broker_heartbeat_interval=settings.worker.session_timeout_s / 3,
         web_enabled=True,
         web_bind=settings.worker.web_host,
         web_host=settings.worker.web_host,

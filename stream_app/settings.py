@@ -176,6 +176,15 @@ class WorkerSettings(BaseModel):
     max_message_bytes: int = Field(
         64 * 1024, ge=1024, description="Larger input messages go to dead-letter as oversized."
     )
+    session_timeout_s: float = Field(
+        10.0,
+        ge=6,
+        le=300,
+        description="A worker that stops heart-beating (killed, frozen) loses its partitions "
+        "after this long, in the Faust app's group and in the batch consumers' groups: the "
+        "pause a crash causes (Faust's default is 60 s, librdkafka's 45 s). Heartbeats come "
+        "from the clients' own threads every third of it.",
+    )
 
 
 class ScoringSettings(BaseModel):

@@ -46,6 +46,8 @@ def consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
         "fetch.wait.max.ms": 20,
+        "session.timeout.ms": int(settings.worker.session_timeout_s * 1000),
+        "heartbeat.interval.ms": int(settings.worker.session_timeout_s * 1000 / 3),
         "log_level": 4,
     }
 
