@@ -7,7 +7,15 @@ at a steady rate (2% of them invalid) for ``seconds``, and one kind of fault whi
 - ``kill``: the worker killed with SIGKILL five times, restarted each time;
 - ``rebalance``: a second worker joins the consumer groups, then leaves;
 - ``cassandra``: Cassandra stopped for 30 s, then started again;
-- ``kafka``: the broker stopped and started again.
+- ``kafka``: the broker stopped and started again;
+- ``backpressure``: 2,000 events/s, and the worker's Cassandra slowed down (every reply
+  delayed 1 s, through a proxy) for 30 s: scoring slows, work waits in Kafka (the consumer
+  lag grows), and the worker's memory (RSS, sampled every 0.5 s) must stay bounded; reported
+  before, during and after the slow spell;
+- ``hostile``: ~100,000 hostile messages (every dead-letter kind, random bytes, huge numbers,
+  deep nesting, invalid UTF-8, wrong types) among valid events, at 5,500 messages/s.
+
+Every scenario also counts workers that exited by themselves (``crashes``).
 
 When traffic ends, the harness waits until every sent event has an outcome (or nothing new
 arrives for ``settle_s``), reads the predictions and dead-letter topics and accounts for every
@@ -24,6 +32,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,7 +40,7 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, Producer
 
-from stream_app.bench.accounting import Accounting, Sent, account
+from stream_app.bench.accounting import Sent, account
 from stream_app.bench.e2e import (
     bench_settings,
     create_topics,
@@ -41,17 +50,20 @@ from stream_app.bench.e2e import (
     settings_env,
     stop_process,
 )
+from stream_app.bench.slow_proxy import SlowProxy
 from stream_app.cassandra_session import open_cluster
 from stream_app.provisioning.keyspace import ensure_keyspace
 from stream_app.services import control
-from stream_app.settings import Settings, WorkerSettings
-from stream_app.simulation.corrupt import corrupt
+from stream_app.settings import CassandraSettings, Settings, WorkerSettings
+from stream_app.simulation.corrupt import corrupt, hostile
 from stream_app.simulation.payloads import client_event_records
 from stream_app.simulation.world import World
 from stream_app.use_cases.spec import UseCase
 
-SCENARIOS = ("kill", "rebalance", "cassandra", "kafka")
+SCENARIOS = ("kill", "rebalance", "cassandra", "kafka", "hostile", "backpressure")
+SLOW_REPLY_S, SLOW_FROM_S, SLOW_FOR_S, SLOW_RATE = 1.0, 12.0, 30.0, 2_000
 INVALID_SHARE = 0.02
+HOSTILE_RATE, HOSTILE_SECONDS, HOSTILE_SHARE = 5_500, 20, 10 / 11  # ~100,000 hostile messages
 QUIET = {"STREAM_APP_LIFECYCLE__ORCHESTRATOR": "false", "STREAM_APP_WORKER__LOG_LEVEL": "info"}
 
 
@@ -59,9 +71,18 @@ class Traffic(threading.Thread):
     """Client events at ``rate`` per second for ``seconds``; remembers each acknowledged one
     by (partition, offset)."""
 
-    def __init__(self, settings: Settings, world: World, rate: float, seconds: float) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        world: World,
+        rate: float,
+        seconds: float,
+        invalid_share: float = INVALID_SHARE,
+        spoil: Callable[[bytes, int], bytes] = lambda valid, i: corrupt(valid, i)[1],
+    ) -> None:
         super().__init__(name="chaos-traffic", daemon=True)
         self.settings, self.world, self.rate, self.seconds = settings, world, rate, seconds
+        self.invalid_share, self.spoil = invalid_share, spoil
         self.sent: dict[tuple[int, int], Sent] = {}
         self.failed: list[str] = []
         self.run_id = uuid.uuid4().hex[:6]
@@ -86,9 +107,9 @@ class Traffic(threading.Thread):
                 events = self.world.client_events(np.full(due, now, dtype=np.int64))
                 ids = [f"{self.run_id}-{produced + i}" for i in range(due)]
                 for i, (key, value) in enumerate(client_event_records(self.world, events, ids)):
-                    valid = bool(rng.random() >= INVALID_SHARE)
+                    valid = bool(rng.random() >= self.invalid_share)
                     if not valid:
-                        value = corrupt(value, produced + i)[1]
+                        value = self.spoil(value, produced + i)
                     self._produce(producer, topic, key, value, Sent(ids[i], valid))
                 produced += due
             producer.poll(0)
@@ -151,6 +172,17 @@ class Workers:
             time.sleep(0.5)
         raise RuntimeError(f"worker {name} did not start scoring in {timeout_s} s")
 
+    def input_lag(self, name: str) -> int | None:
+        """The worker's consumer lag on the input topic, from its dashboard."""
+        url = f"http://127.0.0.1:{self.ports[name]}/dashboard/data"
+        topic = self.settings.kafka.topics.client_events
+        try:
+            with urllib.request.urlopen(url, timeout=5) as page:
+                lags = orjson.loads(page.read()).get("consumer_lag", [])
+        except OSError:
+            return None
+        return sum(int(x["messages"]) for x in lags if x["topic"] == topic)
+
     def kill(self, name: str) -> None:
         process = self.processes.pop(name)
         process.send_signal(signal.SIGKILL)
@@ -158,6 +190,10 @@ class Workers:
 
     def stop(self, name: str) -> None:
         stop_process(self.processes.pop(name))
+
+    def crashed(self) -> list[str]:
+        """Workers that exited without being told to."""
+        return [name for name, process in self.processes.items() if process.poll() is not None]
 
     def stop_all(self) -> None:
         for name in list(self.processes):
@@ -198,6 +234,57 @@ def inject(
         time.sleep(15)
         control.down(base, ["kafka"], log=say)
         control.up(base, ["kafka"], log=say)
+
+
+class MemorySampler(threading.Thread):
+    """The resident memory (MB) of a process every 0.5 s, with the time of each sample."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(name="chaos-memory", daemon=True)
+        self.pid = pid
+        self.samples: list[tuple[float, float]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        status = Path(f"/proc/{self.pid}/status")
+        while not self.done.wait(0.5):
+            try:
+                line = next(x for x in status.read_text().splitlines() if x.startswith("VmRSS"))
+            except (OSError, StopIteration):
+                return
+            self.samples.append((time.monotonic(), int(line.split()[1]) / 1024))
+
+    def peak(self, start: float, end: float) -> float | None:
+        values = [mb for at, mb in self.samples if start <= at < end]
+        return round(max(values), 1) if values else None
+
+
+def slow_cassandra(workers: Workers, proxy: SlowProxy, progress: TextIO) -> dict[str, Any]:
+    """Replies of the worker's Cassandra delayed for a spell; its memory before, during and
+    after (peak RSS, MB)."""
+    sampler = MemorySampler(workers.processes["worker"].pid)
+    sampler.start()
+    began = time.monotonic()
+    time.sleep(SLOW_FROM_S)
+    proxy.set_delay(SLOW_REPLY_S)
+    progress.write(f"  Cassandra replies delayed {SLOW_REPLY_S} s\n")
+    slow_from = time.monotonic()
+    time.sleep(SLOW_FOR_S)
+    lag = workers.input_lag("worker")
+    proxy.set_delay(0.0)
+    progress.write(f"  Cassandra at full speed again (input lag {lag} events)\n")
+    slow_to = time.monotonic()
+    time.sleep(SLOW_FOR_S * 2)  # catching up on the lag, then idle
+    sampler.done.set()
+    return {
+        "rss_mb_every_5_s": [round(mb) for _, mb in sampler.samples[::10]],
+        "rss_mb_peak_before": sampler.peak(began, slow_from),
+        "rss_mb_peak_slow": sampler.peak(slow_from, slow_to),
+        "rss_mb_peak_after": sampler.peak(slow_to, time.monotonic()),
+        "input_lag_at_end_of_slow_spell": lag,
+        "slow_reply_s": SLOW_REPLY_S,
+        "slow_for_s": SLOW_FOR_S,
+    }
 
 
 def read_outcomes(
@@ -254,25 +341,47 @@ def run_scenario(
     run_id: str,
     log_dir: Path,
     progress: TextIO,
-) -> Accounting:
+) -> dict[str, Any]:
     bench = bench_settings(settings, run_id, f"chaos-{scenario}")
     create_topics(bench)
-    workers = Workers(bench, log_dir)
+    proxy = SlowProxy(settings.cassandra.port) if scenario == "backpressure" else None
+    served = bench
+    if proxy is not None:  # the worker reaches Cassandra through the proxy
+        port = {"port": proxy.port}
+        served = bench.model_copy(
+            update={"cassandra": CassandraSettings(**{**bench.cassandra.model_dump(), **port})}
+        )
+    workers = Workers(served, log_dir)
+    extra: dict[str, Any] = {}
     try:
         workers.start("worker")
         time.sleep(12)  # the worker joins its groups before traffic starts
-        traffic = Traffic(bench, world, rate, seconds)
+        if scenario == "hostile":
+            traffic = Traffic(bench, world, HOSTILE_RATE, HOSTILE_SECONDS, HOSTILE_SHARE, hostile)
+        elif scenario == "backpressure":
+            traffic = Traffic(bench, world, SLOW_RATE, seconds)
+        else:
+            traffic = Traffic(bench, world, rate, seconds)
         traffic.start()
+        if proxy is not None:
+            extra = slow_cassandra(workers, proxy, progress)
         inject(scenario, settings, workers, progress)
         traffic.join()
         if traffic.failed:
             progress.write(f"  {len(traffic.failed)} sends failed: {traffic.failed[:3]}\n")
         predictions, dead, stamps = read_outcomes(bench, len(traffic.sent), settle_s, 600)
+        crashed = workers.crashed()
     finally:
         workers.stop_all()
         delete_topics(bench)
-    result = account(traffic.sent, predictions, dead, stamps)
-    progress.write(f"{scenario}: {result.as_dict()}\n")
+        if proxy is not None:
+            proxy.close()
+    result = {
+        **account(traffic.sent, predictions, dead, stamps).as_dict(),
+        "crashes": len(crashed),
+        **extra,
+    }
+    progress.write(f"{scenario}: {result}\n")
     return result
 
 
@@ -304,12 +413,16 @@ def run(
         outcome = run_scenario(
             scenario, settings, world, rate, seconds, settle_s, run_id, log_dir, progress
         )
-        results[scenario] = outcome.as_dict()
+        results[scenario] = outcome
     return {
         "benchmark": "chaos",
         "rate": rate,
         "seconds": seconds,
         "scenarios": results,
         "lost": sum(r["lost"] for r in results.values()),
-        "targets_met": {f"{s}: lost == 0": r["lost"] == 0 for s, r in results.items()},
+        "crashes": sum(r["crashes"] for r in results.values()),
+        "targets_met": {
+            **{f"{s}: lost == 0": r["lost"] == 0 for s, r in results.items()},
+            **{f"{s}: no worker crashed": r["crashes"] == 0 for s, r in results.items()},
+        },
     }

@@ -54,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     chaos.add_argument(
         "--scenario",
         action="append",
-        choices=["kill", "rebalance", "cassandra", "kafka"],
+        choices=["kill", "rebalance", "cassandra", "kafka", "hostile", "backpressure"],
         help="one scenario (repeat for several; default: all)",
     )
     chaos.add_argument("--rate", type=float, default=300, help="client events per second")

@@ -22,7 +22,7 @@ import orjson
 from cassandra.query import BatchStatement
 
 from stream_app.contracts.decode import SensorReading, decode_sensor_reading
-from stream_app.errors import FeatureLookupError, InvalidEvent, StoreError
+from stream_app.errors import FeatureLookupError, InvalidEvent
 from stream_app.features.pane_store import PaneStore
 from stream_app.features.panes import PaneAggregator, aggregate_groups
 from stream_app.monitoring.metrics import WorkerMetrics
@@ -31,7 +31,7 @@ from stream_app.publishing import KafkaPublisher
 from stream_app.retry import retry_forever
 from stream_app.scoring.batch import InputMessage, Refused, dead_letter_records
 from stream_app.settings import Settings
-from stream_app.storage.cql import is_outage
+from stream_app.storage.cql import worth_retrying
 from stream_app.use_cases.spec import UseCase
 
 
@@ -46,11 +46,7 @@ class FeatureBatchResult:
 
 
 def _retryable(exc: BaseException) -> bool:
-    return (
-        is_outage(exc)
-        or isinstance(exc, StoreError | FeatureLookupError)
-        or "Timeout" in type(exc).__name__
-    )
+    return worth_retrying(exc) or isinstance(exc, FeatureLookupError)
 
 
 class FeatureService:

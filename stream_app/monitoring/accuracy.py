@@ -27,7 +27,7 @@ from stream_app.publishing import KafkaPublisher, Record
 from stream_app.retry import retry_forever
 from stream_app.scoring.batch import InputMessage, Refused, dead_letter_records
 from stream_app.settings import Settings
-from stream_app.storage.cql import is_outage
+from stream_app.storage.cql import worth_retrying
 from stream_app.storage.labels import Label, LabelStore, StoredPrediction
 from stream_app.use_cases.spec import UseCase, parse_duration_ms
 
@@ -49,10 +49,6 @@ class Waiting:
     label: Label
     attempts: int
     next_attempt_ms: int
-
-
-def _retryable(exc: BaseException) -> bool:
-    return is_outage(exc) or "Timeout" in type(exc).__name__
 
 
 class AccuracyService:
@@ -82,7 +78,7 @@ class AccuracyService:
     async def _io(self, action: str, make: object) -> None:
         await retry_forever(
             make,  # type: ignore[arg-type]
-            _retryable,
+            worth_retrying,
             action,
             self.settings.scoring.retry_initial_s,
             self.settings.scoring.retry_max_s,

@@ -25,7 +25,7 @@ import orjson
 
 from stream_app.contracts import codes
 from stream_app.contracts.decode import ClientEvent
-from stream_app.errors import FeatureLookupError, InvalidEvent, StoreError
+from stream_app.errors import FeatureLookupError, InvalidEvent
 from stream_app.features.cache import FeatureCache
 from stream_app.features.vector import FeatureVectorBuilder, ServedVector, StoredFeatures
 from stream_app.models.scorer import Scorer
@@ -42,7 +42,7 @@ from stream_app.scoring.batch import (
 )
 from stream_app.scoring.model_set import ModelSet, ScoringModel, to_challenger
 from stream_app.settings import Settings
-from stream_app.storage.cql import is_outage
+from stream_app.storage.cql import worth_retrying
 from stream_app.storage.predictions import PredictionRow, PredictionStore
 from stream_app.use_cases.spec import UseCase
 
@@ -255,12 +255,9 @@ class ScoringService:
         if not rows:
             return
 
-        def retryable(exc: BaseException) -> bool:
-            return is_outage(exc) or isinstance(exc, StoreError) or "Timeout" in type(exc).__name__
-
         await retry_forever(
             lambda: self.predictions.write_async(rows),
-            retryable,
+            worth_retrying,
             "storing predictions",
             self.settings.scoring.retry_initial_s,
             self.settings.scoring.retry_max_s,

@@ -48,3 +48,58 @@ def corrupt(valid: bytes, index: int) -> tuple[str, bytes]:
     """The ``index``-th corruption (cycling through the codes) of a valid client event."""
     code = list(CORRUPTIONS)[index % len(CORRUPTIONS)]
     return code, CORRUPTIONS[code](valid)
+
+
+def _deep_object(depth: int) -> bytes:
+    return b'{"a":' * depth + b"1" + b"}" * depth
+
+
+def _random_bytes(valid: bytes, index: int) -> bytes:
+    seed = (index * 2654435761) % 2**32
+    return bytes((seed >> (i % 24)) & 0xFF ^ (i * 131) & 0xFF for i in range(64 + index % 200))
+
+
+# Hostile input beyond the dead-letter codes' examples: what a fuzzer or a broken producer
+# sends. Each is refused with some code; none may stop a worker.
+HOSTILE: dict[str, Callable[[bytes, int], bytes]] = {
+    "random_bytes": _random_bytes,
+    "huge_float": lambda valid, i: valid.replace(b'"fields":{', b'"fields":{"h":1e400,', 1),
+    "huge_integer": lambda valid, i: valid.replace(
+        b'"fields":{', b'"fields":{"h":1' + b"0" * 4000 + b",", 1
+    ),
+    "deep_object": lambda valid, i: _deep_object(5000),
+    "deep_array_in_fields": lambda valid, i: valid.replace(
+        b'"fields":{', b'"fields":{"h":' + b"[" * 900 + b"]" * 900 + b",", 1
+    ),
+    "invalid_utf8_in_string": lambda valid, i: valid.replace(
+        b'"event_id":"', b'"event_id":"\xc3\x28', 1
+    ),
+    "nul_bytes": lambda valid, i: b"\x00" * (1 + i % 100),
+    "entity_not_a_string": lambda valid, i: _edit(
+        valid,
+        lambda p: p["entities"].__setitem__("zone_id", [1]),  # type: ignore[index]
+    ),
+    "fields_not_an_object": lambda valid, i: _edit(
+        valid, lambda p: p.__setitem__("fields", [1, 2])
+    ),
+    "event_id_too_long": lambda valid, i: _edit(
+        valid, lambda p: p.__setitem__("event_id", "x" * 5000)
+    ),
+    "time_as_string": lambda valid, i: _edit(
+        valid, lambda p: p.__setitem__("event_time", "yesterday")
+    ),
+    "bare_number": lambda valid, i: b"12345678901234567890",
+    "trailing_garbage": lambda valid, i: valid + b"}}}",
+}
+
+
+def hostile(valid: bytes, index: int) -> bytes:
+    """The ``index``-th hostile message: the dead-letter kinds (one in a hundred oversized, so a
+    run of many stays small) and the ``HOSTILE`` kinds, in turn."""
+    kinds = [k for k in CORRUPTIONS if k != codes.OVERSIZED] + list(HOSTILE)
+    if index % 100 == 99:
+        return CORRUPTIONS[codes.OVERSIZED](valid)
+    kind = kinds[index % len(kinds)]
+    if kind in CORRUPTIONS:
+        return CORRUPTIONS[kind](valid)
+    return HOSTILE[kind](valid, index)

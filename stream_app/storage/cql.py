@@ -73,6 +73,20 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, OSError)
 
 
+def worth_retrying(exc: BaseException) -> bool:
+    """Whether a failed write should be tried again (after a back-off): Cassandra is
+    unreachable, or it (``WriteTimeout``, ``ReadTimeout``) or the driver
+    (``OperationTimedOut``: no reply within the client's timeout, a slow or overloaded node)
+    gave up waiting, or a store of this project reported a failure."""
+    from cassandra import OperationTimedOut, ReadTimeout, WriteTimeout
+
+    from stream_app.errors import StoreError
+
+    return is_outage(exc) or isinstance(
+        exc, OperationTimedOut | ReadTimeout | WriteTimeout | StoreError
+    )
+
+
 def write_all(session: Any, statement: Any, rows: Iterable[Sequence[Any]]) -> int:
     """Execute a prepared write for every row, many in flight; raise on the first failure."""
     results = execute_concurrent_with_args(

@@ -13,7 +13,7 @@ from stream_app.contracts.decode import (
     decode_sensor_reading,
 )
 from stream_app.errors import InvalidEvent
-from stream_app.simulation.corrupt import CORRUPTIONS
+from stream_app.simulation.corrupt import CORRUPTIONS, HOSTILE, hostile
 
 VALID = {
     "schema_version": 1,
@@ -53,6 +53,19 @@ def test_an_integral_float_time_is_accepted() -> None:
 @pytest.mark.parametrize("code", list(CORRUPTIONS))
 def test_each_corruption_has_its_code(code: str) -> None:
     assert refused(CORRUPTIONS[code](encode())).code == code
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE))
+def test_each_hostile_kind_is_refused_with_a_code(kind: str) -> None:
+    for index in range(3):
+        refused(HOSTILE[kind](encode(), index))
+
+
+def test_a_long_hostile_run_is_all_refused() -> None:
+    valid = encode()
+    found = {refused(hostile(valid, index)).code for index in range(2_000)}
+    assert codes.OVERSIZED in found
+    assert len(found) >= 10
 
 
 @pytest.mark.parametrize(

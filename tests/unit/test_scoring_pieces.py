@@ -10,9 +10,12 @@ from typing import Any
 import jsonschema
 import orjson
 import pytest
+from cassandra import OperationTimedOut, ReadTimeout, WriteTimeout
+from cassandra.cluster import NoHostAvailable
 from prometheus_client import CollectorRegistry, Histogram
 
 from stream_app.contracts.decode import decode_client_event
+from stream_app.errors import StoreError
 from stream_app.features.cache import FeatureCache
 from stream_app.features.vector import ServedVector, StoredFeature
 from stream_app.monitoring.metrics import LATENCY_BUCKETS, observe_many
@@ -23,6 +26,7 @@ from stream_app.scoring.batch import (
     decode_events,
     prediction_outputs,
 )
+from stream_app.storage.cql import worth_retrying
 from stream_app.storage.predictions import unpack
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -184,3 +188,22 @@ def test_retry_forever_retries_only_what_is_retryable() -> None:
 
     with pytest.raises(ValueError, match="a bug"):
         run(retry_forever(broken, lambda e: isinstance(e, ConnectionError), "x", 0.001, 0.01))
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (OperationTimedOut("no reply within the client's timeout"), True),  # a slow node
+        (WriteTimeout("replicas too slow", write_type=0), True),
+        (ReadTimeout("replicas too slow"), True),
+        (NoHostAvailable("down", {}), True),
+        (StoreError("a write failed"), True),
+        (ConnectionRefusedError(), True),
+        (ValueError("a bug"), False),
+        (KeyError("a bug"), False),
+    ],
+)
+def test_writes_are_retried_when_cassandra_is_slow_or_down(
+    error: BaseException, retried: bool
+) -> None:
+    assert worth_retrying(error) is retried
