@@ -20,6 +20,24 @@ from stream_app.settings import KafkaSettings
 Record = tuple[str, bytes | None, bytes]  # topic, key, value
 
 
+def produce_when_room(
+    producer: Producer,
+    topic: str,
+    value: bytes | None,
+    key: bytes | None,
+    drain_s: float = 0.05,
+    **options: Any,
+) -> None:
+    """Hand one record to librdkafka (blocking callers); while its local queue is full, serve
+    delivery reports for ``drain_s`` so it drains, and try again."""
+    while True:
+        try:
+            producer.produce(topic, value, key, **options)
+            return
+        except BufferError:
+            producer.poll(drain_s)
+
+
 class PublishError(StreamAppError):
     """Some records were not delivered; ``failed`` holds them to publish again."""
 

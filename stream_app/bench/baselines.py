@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from stream_app.publishing import produce_when_room
 from stream_app.settings import Settings, load_settings
 
 
@@ -141,12 +142,9 @@ def run_raw(settings: Settings) -> None:
     while running[0]:
         for message in consumer.consume(500, timeout=0.2):
             if message.error() is None:
-                while True:
-                    try:
-                        producer.produce(topics.predictions, message.value(), message.key())
-                        break
-                    except BufferError:
-                        producer.poll(0.01)
+                produce_when_room(
+                    producer, topics.predictions, message.value(), message.key(), 0.01
+                )
         producer.poll(0)
     producer.flush(30)
     consumer.close()

@@ -53,6 +53,7 @@ from stream_app.bench.e2e import (
 from stream_app.bench.slow_proxy import SlowProxy
 from stream_app.cassandra_session import open_cluster
 from stream_app.provisioning.keyspace import ensure_keyspace
+from stream_app.publishing import produce_when_room
 from stream_app.services import control
 from stream_app.settings import CassandraSettings, Settings, WorkerSettings
 from stream_app.simulation.corrupt import corrupt, hostile
@@ -126,12 +127,7 @@ class Traffic(threading.Thread):
             else:
                 self.failed.append(str(err))
 
-        while True:
-            try:
-                producer.produce(topic, value, key, on_delivery=delivered)
-                return
-            except BufferError:
-                producer.poll(0.1)
+        produce_when_room(producer, topic, value, key, 0.1, on_delivery=delivered)
 
 
 class Workers:

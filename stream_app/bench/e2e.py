@@ -39,6 +39,7 @@ from stream_app.models.registry import ModelRegistry
 from stream_app.models.trainer import describe_version
 from stream_app.models.training import lightgbm_params
 from stream_app.provisioning.keyspace import ensure_keyspace
+from stream_app.publishing import produce_when_room
 from stream_app.settings import (
     CassandraSettings,
     KafkaSettings,
@@ -232,12 +233,7 @@ def produce(
             if wait > 0:
                 producer.poll(0)
                 time.sleep(wait)
-        while True:
-            try:
-                producer.produce(topic, value, key, on_delivery=delivered)
-                break
-            except BufferError:
-                producer.poll(0.01)
+        produce_when_room(producer, topic, value, key, 0.01, on_delivery=delivered)
         if sent % 1000 == 0:
             producer.poll(0)
     producer.flush(60)

@@ -43,6 +43,7 @@ from stream_app.cassandra_session import open_cluster
 from stream_app.features.pane_store import PaneStore
 from stream_app.features.panes import PaneKey, aggregate_groups
 from stream_app.provisioning.keyspace import ensure_keyspace
+from stream_app.publishing import produce_when_room
 from stream_app.settings import Settings
 from stream_app.simulation.payloads import client_event_records, reading_records
 from stream_app.simulation.world import World
@@ -63,12 +64,7 @@ def _create(settings: Settings) -> None:
 def _produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> None:
     producer = Producer({**settings.kafka.client_config(), "linger.ms": 20})
     for i, (key, value) in enumerate(records):
-        while True:
-            try:
-                producer.produce(topic, value, key)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_when_room(producer, topic, value, key)
         if i % 10_000 == 0:
             producer.poll(0)
     producer.flush(120)

@@ -35,7 +35,7 @@ from stream_app.contracts.decode import (
     decode_sensor_reading,
 )
 from stream_app.errors import ConfigurationError, InvalidEvent, TopicSetupError
-from stream_app.publishing import PublishError, Record
+from stream_app.publishing import PublishError, Record, produce_when_room
 from stream_app.replay.plan import ReplayPlan
 from stream_app.replay.reader import read_range
 from stream_app.settings import Settings, TopicNames
@@ -294,16 +294,11 @@ class Reinjector:
             # The original partition keeps the key's partition as its producer chose it.
             target = partition if partition in self._partitions_of(topic) else None
             options: dict[str, Any] = {} if target is None else {"partition": target}
-            while True:
-                try:
-                    self._producer.produce(
-                        topic, c.value, c.key,
-                        headers=[(REINJECTED_HEADER, c.dead_letter.encode())],
-                        on_delivery=partial(_store_report, reports, index), **options,
-                    )  # fmt: skip
-                    break
-                except BufferError:  # librdkafka's queue is full: let it drain
-                    self._producer.poll(0.05)
+            produce_when_room(
+                self._producer, topic, c.value, c.key,
+                headers=[(REINJECTED_HEADER, c.dead_letter.encode())],
+                on_delivery=partial(_store_report, reports, index), **options,
+            )  # fmt: skip
         self._producer.flush(DELIVERY_TIMEOUT_S)
         delivered: list[tuple[Candidate, int, int]] = []
         errors: list[str] = []

@@ -17,6 +17,7 @@ import numpy as np
 from confluent_kafka import Producer
 
 from stream_app.errors import StreamAppError
+from stream_app.publishing import produce_when_room
 from stream_app.settings import Settings
 from stream_app.simulation.corrupt import corrupt
 from stream_app.simulation.payloads import (
@@ -86,12 +87,7 @@ def producer_config(settings: Settings, failures: list[str]) -> dict[str, Any]:
 
 def _produce(producer: Producer, topic: str, records: list[Record]) -> None:
     for key, value in records:
-        while True:
-            try:
-                producer.produce(topic, value, key)
-                break
-            except BufferError:  # local queue full: let deliveries drain
-                producer.poll(0.05)
+        produce_when_room(producer, topic, value, key)
     producer.poll(0)
 
 
