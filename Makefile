@@ -65,7 +65,7 @@ browser: ## Debian's chromium for the dashboard test (installed with apt-get whe
 
 .PHONY: test
 test: services browser ## all set-up, then every test suite against the real services
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests --durations=15
 
 .PHONY: test-unit
 test-unit: venv ## the unit tests only (no services needed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -37,7 +38,12 @@ def open_cluster(settings: CassandraSettings, connect_timeout_s: float = 10.0) -
         request_timeout=settings.request_timeout_s,
         row_factory=tuple_factory,
     )
+    tls = None
+    if settings.ssl_ca_file is not None:
+        # The node's certificate must chain to this CA and name the address we dial.
+        tls = ssl.create_default_context(cafile=str(settings.ssl_ca_file))
     return Cluster(
+        ssl_context=tls,
         contact_points=settings.contact_points,
         port=settings.port,
         protocol_version=4,
@@ -51,6 +57,22 @@ def open_cluster(settings: CassandraSettings, connect_timeout_s: float = 10.0) -
         # After an outage, try again soon: the worker is paused until Cassandra is back.
         reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=10.0),
     )
+
+
+def connection_failure(exc: BaseException) -> str | None:
+    """What to tell the user when ``exc`` is the driver's failure to connect, else None."""
+    from cassandra import AuthenticationFailed
+    from cassandra.cluster import NoHostAvailable
+
+    if not isinstance(exc, NoHostAvailable):
+        return None
+    reasons = []
+    for host, error in exc.errors.items():
+        if isinstance(error, AuthenticationFailed):
+            reasons.append(f"{host} refused the login: {error}")
+        else:
+            reasons.append(f"{host}: {error}")
+    return "cannot connect to Cassandra: " + ("; ".join(reasons) or str(exc))
 
 
 @contextmanager

@@ -64,6 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        from stream_app.cassandra_session import connection_failure
+
+        message = connection_failure(exc)
+        if message is None:
+            raise
+        print(f"stream-app: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

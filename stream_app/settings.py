@@ -127,6 +127,9 @@ class CassandraSettings(BaseModel):
     replication_factor: int = Field(1, ge=1, description="SimpleStrategy replication for `init`.")
     username: str | None = Field(None, description="User for PasswordAuthenticator.")
     password: SecretStr | None = Field(None, description="Password (secret).")
+    ssl_ca_file: Path | None = Field(
+        None, description="PEM file of the CA that signed the nodes: clients connect over TLS."
+    )
     request_timeout_s: float = Field(10.0, gt=0, description="Per-request timeout, seconds.")
 
     @field_validator("keyspace")

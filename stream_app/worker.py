@@ -60,7 +60,7 @@ class Dependencies:
 
 def check_topics(settings: Settings) -> None:
     """Refuse to start when the topics the worker reads or writes do not exist."""
-    from confluent_kafka.admin import AdminClient
+    from stream_app.kafka_admin import reach
 
     topics = settings.kafka.topics
     needed = [topics.dead_letter]
@@ -75,12 +75,8 @@ def check_topics(settings: Settings) -> None:
         needed += [topics.sensor_readings]
     if "accuracy" in settings.worker.agents:
         needed += [topics.ground_truth, topics.accuracy_events]
-    try:
-        existing = AdminClient(settings.kafka.client_config()).list_topics(timeout=30).topics
-    except Exception as exc:  # librdkafka raises KafkaException with the broker's reason
-        raise ConfigurationError(
-            f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}"
-        ) from exc
+    _, metadata = reach(settings.kafka)
+    existing = metadata.topics
     if missing := [t for t in needed if t not in existing]:
         raise ConfigurationError(f"topics {missing} do not exist: run `stream-app init` first")
 

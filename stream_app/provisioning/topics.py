@@ -12,6 +12,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from stream_app.errors import TopicSetupError
+from stream_app.kafka_admin import reach
 from stream_app.settings import KafkaSettings
 
 ADMIN_TIMEOUT_S = 30.0
@@ -49,12 +50,9 @@ def topic_plans(kafka: KafkaSettings) -> list[TopicPlan]:
 
 def ensure_topics(kafka: KafkaSettings) -> list[TopicOutcome]:
     """Create missing topics; report existing ones, and how they differ from the plan."""
-    admin = AdminClient(kafka.client_config())
     plans = topic_plans(kafka)
-    try:
-        existing = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
-    except KafkaException as exc:
-        raise TopicSetupError(f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc}") from exc
+    admin, metadata = reach(kafka, timeout_s=ADMIN_TIMEOUT_S)
+    existing = metadata.topics
     missing = [plan for plan in plans if plan.name not in existing]
     outcomes = {plan.name: TopicOutcome(plan.name, "created") for plan in missing}
     if missing:

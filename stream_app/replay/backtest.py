@@ -46,7 +46,7 @@ from stream_app.replay.plan import ReplayPlan, plan_replay
 from stream_app.replay.reader import RangeReader, read_range, replay_group
 from stream_app.replay.served import ServedIndex, load_served
 from stream_app.scoring.batch import InputMessage, decode_events
-from stream_app.settings import Settings
+from stream_app.settings import Settings, TopicNames
 from stream_app.storage.ground_truth import GroundTruthStore
 from stream_app.storage.predictions import PredictionStore
 from stream_app.use_cases.spec import UseCase, parse_duration_ms
@@ -62,6 +62,14 @@ def _now_ms() -> int:
 def output_topic(run_id: str) -> str:
     """The only topic a replay may write: its own."""
     return f"replay.{run_id}.predictions"
+
+
+def writable_output_topic(run_id: str, topics: TopicNames) -> str:
+    """The replay's own topic, refused if the settings name it as a production topic."""
+    topic = output_topic(run_id)
+    if topic in topics.all():
+        raise ConfigurationError(f"{topic} is a production topic: a replay never writes one")
+    return topic
 
 
 @dataclass(frozen=True)
@@ -353,9 +361,7 @@ class Backtest:
     # -- output topic -----------------------------------------------------------------------
 
     def _open_output(self) -> KafkaPublisher:
-        topic = output_topic(self.request.run_id)
-        if topic in self.settings.kafka.topics.all():
-            raise ConfigurationError(f"{topic} is a production topic: a replay never writes one")
+        topic = writable_output_topic(self.request.run_id, self.settings.kafka.topics)
         admin = AdminClient(self.settings.kafka.client_config())
         partitions = max(len(self.request.plan.partitions), 1)
         new = NewTopic(topic, partitions, self.settings.kafka.replication_factor)

@@ -1,14 +1,31 @@
-"""A single Apache Cassandra 5.0 node run from the ``cassandra-all`` jar."""
+"""A single Apache Cassandra 5.0 node run from the ``cassandra-all`` jar.
+
+When the settings name a user (``cassandra.username``), the node runs PasswordAuthenticator.
+At its first start the project takes over from Cassandra's default superuser
+(``cassandra``/``cassandra``): it creates its own administrator with a random password kept in
+``<home>/cassandra/admin.password``, then strips the default role of login and superuser.
+At every start the administrator creates the clients' role, or sets its password.
+"""
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
+from typing import Any
 
+from pydantic import SecretStr
+
+from stream_app.errors import ConfigurationError
+from stream_app.services.admin_secret import admin_password
 from stream_app.services.jars import find_jar
 from stream_app.services.process import ServiceSpec
-from stream_app.settings import Settings
+from stream_app.services.tls import TlsFiles, local_server_files
+from stream_app.settings import CassandraSettings, Settings
 
 READY_LINE = "Startup complete"
+ADMIN_ROLE = "stream_app_admin"
+CA_VARIABLE = "STREAM_APP_CASSANDRA__SSL_CA_FILE"
+DEFAULT_SUPERUSER = "cassandra"  # its password is "cassandra" until the project takes over
 
 # From Cassandra's conf/jvm17-server.options: without them the JVM dies at start on Java 17.
 _JAVA17_FLAGS = [
@@ -47,8 +64,41 @@ _JAVA17_FLAGS = [
 ]
 
 
-def _yaml(settings: Settings) -> str:
+def wants_authentication(cassandra: CassandraSettings) -> bool:
+    """Whether the clients log in, so the node must run PasswordAuthenticator."""
+    if cassandra.username is None:
+        return False
+    if cassandra.password is None:
+        raise ConfigurationError(
+            "cassandra.username is set without a password: set STREAM_APP_CASSANDRA__PASSWORD "
+            "(or its file in STREAM_APP_SECRETS_DIR)"
+        )
+    if cassandra.username in (ADMIN_ROLE, DEFAULT_SUPERUSER):
+        raise ConfigurationError(f"{cassandra.username} is the node's own role; pick another")
+    return True
+
+
+def _client_encryption(tls: TlsFiles | None) -> str:
+    if tls is None:
+        return ""
+    return f"""\
+client_encryption_options:
+  enabled: true
+  optional: false
+  ssl_context_factory:
+    class_name: org.apache.cassandra.security.PEMBasedSslContextFactory
+  keystore: {tls.server}
+  require_client_auth: false
+"""
+
+
+def _yaml(settings: Settings, tls: TlsFiles | None = None) -> str:
     storage_port = settings.services.cassandra_storage_port
+    authenticator = (
+        "PasswordAuthenticator"
+        if wants_authentication(settings.cassandra)
+        else "AllowAllAuthenticator"
+    )
     return f"""\
 cluster_name: stream-app
 num_tokens: 1
@@ -67,14 +117,14 @@ native_transport_port: {settings.cassandra.port}
 commitlog_sync: periodic
 commitlog_sync_period: 10000ms
 auto_snapshot: false
-authenticator: AllowAllAuthenticator
+authenticator: {authenticator}
 authorizer: AllowAllAuthorizer
 concurrent_compactors: 1
 # stream-app writes predictions in unlogged batches of a few dozen rows: do not warn on each
 batch_size_warn_threshold: 64KiB
 batch_size_fail_threshold: 640KiB
 unlogged_batch_across_partitions_warn_threshold: 100
-"""
+""" + _client_encryption(tls)
 
 
 _LOGBACK = """\
@@ -112,8 +162,15 @@ def cassandra_spec(settings: Settings, lib_dir: Path, java: Path) -> ServiceSpec
         find_jar(lib_dir, "jamm-")
         for folder in (config_dir, data_dir, log_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        yaml_file.write_text(_yaml(settings))
+        ca_file, tls = settings.cassandra.ssl_ca_file, None
+        if ca_file is not None:
+            tls = local_server_files(settings.services.home, ca_file, CA_VARIABLE)
+        yaml_file.write_text(_yaml(settings, tls))
         logback.write_text(_LOGBACK)
+
+    def provision() -> None:
+        if wants_authentication(settings.cassandra):
+            create_client_role(settings.cassandra, admin_password(root / "admin.password"))
 
     heap = settings.services.cassandra_heap_mb
     command = [
@@ -136,6 +193,8 @@ def cassandra_spec(settings: Settings, lib_dir: Path, java: Path) -> ServiceSpec
         f"-Dlogback.configurationFile={logback}",
         "-Dcassandra-foreground=yes",
         "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+        # With PasswordAuthenticator, the default role is made at once rather than after 10 s.
+        "-Dcassandra.superuser_setup_delay_ms=0",
         "-Dstream-app.service=cassandra",
         "-cp",
         f"{config_dir}:{lib_dir}/*",
@@ -151,7 +210,74 @@ def cassandra_spec(settings: Settings, lib_dir: Path, java: Path) -> ServiceSpec
         ready_line=READY_LINE,
         probe=lambda: probe_cassandra(settings),
         prepare=prepare,
+        provision=provision,
     )
+
+
+def _login(cassandra: CassandraSettings, role: str, password: str) -> tuple[Any, Any] | None:
+    """A (cluster, session) logged in as ``role``, or None if the node refuses the password."""
+    from cassandra import AuthenticationFailed
+    from cassandra.cluster import NoHostAvailable
+
+    from stream_app.cassandra_session import open_cluster
+
+    as_role = cassandra.model_copy(update={"username": role, "password": SecretStr(password)})
+    cluster = open_cluster(as_role, connect_timeout_s=5.0)
+    try:
+        return cluster, cluster.connect()
+    except NoHostAvailable as exc:
+        cluster.shutdown()
+        if any(isinstance(error, AuthenticationFailed) for error in exc.errors.values()):
+            return None
+        raise
+
+
+def _quoted(role: str) -> str:
+    return '"' + role.replace('"', '""') + '"'
+
+
+def create_client_role(cassandra: CassandraSettings, admin: str) -> None:
+    """Create the clients' login role, or set its password, as the project's administrator.
+
+    At the first start only the default superuser exists: it creates the administrator and
+    is then stripped of login and superuser, with a random password nobody keeps.
+    """
+    login = _login(cassandra, ADMIN_ROLE, admin)
+    if login is None:
+        default = _login(cassandra, DEFAULT_SUPERUSER, DEFAULT_SUPERUSER)
+        if default is None:
+            raise ConfigurationError(
+                f"Cassandra refuses {ADMIN_ROLE}'s password and the default superuser: was its "
+                f"data made with another home folder? ({cassandra.contact_points})"
+            )
+        cluster, session = default
+        try:
+            session.execute(
+                f"CREATE ROLE IF NOT EXISTS {ADMIN_ROLE} "
+                "WITH SUPERUSER = true AND LOGIN = true AND PASSWORD = %s",
+                (admin,),
+            )
+        finally:
+            cluster.shutdown()
+        login = _login(cassandra, ADMIN_ROLE, admin)
+        if login is None:
+            raise ConfigurationError(f"Cassandra refused {ADMIN_ROLE} right after creating it")
+        login[1].execute(
+            f"ALTER ROLE {DEFAULT_SUPERUSER} "
+            "WITH SUPERUSER = false AND LOGIN = false AND PASSWORD = %s",
+            (secrets.token_urlsafe(32),),
+        )
+    cluster, session = login
+    if not (cassandra.username and cassandra.password):
+        raise ConfigurationError("the clients' Cassandra role needs a name and a password")
+    role, password = _quoted(cassandra.username), cassandra.password.get_secret_value()
+    try:
+        session.execute(
+            f"CREATE ROLE IF NOT EXISTS {role} WITH LOGIN = true AND PASSWORD = %s", (password,)
+        )
+        session.execute(f"ALTER ROLE {role} WITH LOGIN = true AND PASSWORD = %s", (password,))
+    finally:
+        cluster.shutdown()
 
 
 def probe_cassandra(settings: Settings) -> None:

@@ -1,20 +1,110 @@
-"""A single-node Apache Kafka 4 broker in KRaft mode (broker and controller in one JVM)."""
+"""A single-node Apache Kafka 4 broker in KRaft mode (broker and controller in one JVM).
+
+The broker speaks what the clients' settings ask for: ``PLAINTEXT``, or ``SASL_SSL`` with
+SCRAM. Secured, it serves TLS with the project's own CA (:mod:`stream_app.services.tls`),
+authenticates every client with SCRAM, and talks to its controller over mutual TLS. Its own
+administrator (a SCRAM user written into the storage when it is formatted) creates the
+clients' user at every start, so a changed password takes effect on the next ``up``.
+"""
 
 from __future__ import annotations
 
 import base64
 import subprocess
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
-from stream_app.errors import ServiceError
+from pydantic import SecretStr
+
+from stream_app.errors import ConfigurationError, ServiceError
+from stream_app.services.admin_secret import admin_password
+from stream_app.services.private_files import write_private
 from stream_app.services.process import ServiceSpec
-from stream_app.settings import Settings
+from stream_app.services.tls import TlsFiles, local_server_files
+from stream_app.settings import KafkaSettings, Settings
 
 READY_LINE = "Kafka Server started"
+ADMIN_USER = "stream-app-broker"
+SCRAM_ITERATIONS = 8192
+_SCRAM = {"SCRAM-SHA-256": 1, "SCRAM-SHA-512": 2}  # confluent_kafka.admin.ScramMechanism
 
 
-def _properties(settings: Settings, data_dir: Path) -> str:
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """What a SASL_SSL broker needs: its TLS files, the SCRAM mechanism, its admin's password."""
+
+    tls: TlsFiles
+    mechanism: str
+    admin_password: str
+
+
+def wants_security(kafka: KafkaSettings) -> bool:
+    """Whether the clients' settings ask the local broker for SASL_SSL.
+
+    Only PLAINTEXT and SASL_SSL with SCRAM can be served locally; anything else, or SASL_SSL
+    without the user, password or CA file the clients need, is a configuration error.
+    """
+    if kafka.security_protocol == "PLAINTEXT":
+        return False
+    if kafka.security_protocol != "SASL_SSL":
+        raise ConfigurationError(
+            f"the local broker serves PLAINTEXT or SASL_SSL, not {kafka.security_protocol}"
+        )
+    if kafka.sasl_mechanism not in _SCRAM:
+        raise ConfigurationError(
+            "the local SASL_SSL broker authenticates with SCRAM: set "
+            "STREAM_APP_KAFKA__SASL_MECHANISM to SCRAM-SHA-256 or SCRAM-SHA-512"
+        )
+    missing = [
+        variable
+        for variable, value in (
+            ("STREAM_APP_KAFKA__SASL_USERNAME", kafka.sasl_username),
+            ("STREAM_APP_KAFKA__SASL_PASSWORD", kafka.sasl_password),
+            ("STREAM_APP_KAFKA__SSL_CA_FILE", kafka.ssl_ca_file),
+        )
+        if not value
+    ]
+    if missing:
+        raise ConfigurationError(f"a SASL_SSL broker needs {', '.join(missing)}")
+    if kafka.sasl_username == ADMIN_USER:
+        raise ConfigurationError(f"{ADMIN_USER} is the broker's own user; pick another name")
+    return True
+
+
+def _security_lines(port: int, controller: int, security: BrokerSecurity | None) -> list[str]:
+    if security is None:
+        return [
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+        ]
+    jaas = (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{ADMIN_USER}" password="{security.admin_password}";'
+    )
+    return [
+        f"listeners=SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+        f"advertised.listeners=SASL_SSL://127.0.0.1:{port}",
+        # The controller listener is TLS too, and only takes a client holding a certificate
+        # from the project's CA: nothing reaches the cluster's metadata without one.
+        "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL",
+        "inter.broker.listener.name=SASL_SSL",
+        "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512",
+        f"sasl.mechanism.inter.broker.protocol={security.mechanism}",
+        # Every enabled mechanism needs a login module; the credentials are the broker's own.
+        *(f"listener.name.sasl_ssl.{name.lower()}.sasl.jaas.config={jaas}" for name in _SCRAM),
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.location={security.tls.server}",
+        "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={security.tls.ca_cert}",
+        "ssl.endpoint.identification.algorithm=https",
+        "listener.name.controller.ssl.client.auth=required",
+    ]
+
+
+def _properties(settings: Settings, data_dir: Path, security: BrokerSecurity | None) -> str:
     port = local_port(settings)
     controller = settings.services.kafka_controller_port
     return "\n".join(
@@ -22,11 +112,8 @@ def _properties(settings: Settings, data_dir: Path) -> str:
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{controller}",
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            *_security_lines(port, controller, security),
             "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
             f"log.dirs={data_dir}",
             # one node: every internal topic has a single replica
             "offsets.topic.replication.factor=1",
@@ -115,13 +202,37 @@ def kafka_spec(settings: Settings, lib_dir: Path, java: Path) -> ServiceSpec:
         f"{lib_dir}/*",
     ]
 
+    admin_file = root / "admin.password"
+
+    def security() -> BrokerSecurity | None:
+        if not wants_security(settings.kafka):
+            return None
+        ca_file = settings.kafka.ssl_ca_file
+        if ca_file is None:  # wants_security made sure of it
+            raise ConfigurationError("a SASL_SSL broker needs STREAM_APP_KAFKA__SSL_CA_FILE")
+        tls = local_server_files(settings.services.home, ca_file, "STREAM_APP_KAFKA__SSL_CA_FILE")
+        if (data_dir / "meta.properties").exists() and not admin_file.exists():
+            raise ServiceError(
+                f"the broker's storage in {data_dir} was formatted without SCRAM users, so it "
+                f"cannot run SASL_SSL; run it PLAINTEXT, or delete {root} (its topics are lost)"
+            )
+        mechanism = settings.kafka.sasl_mechanism or "SCRAM-SHA-512"
+        return BrokerSecurity(tls, mechanism, admin_password(admin_file))
+
     def prepare() -> None:
+        secured = security()
         for folder in (config_dir, data_dir, log_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        server_properties.write_text(_properties(settings, data_dir))
+        # The properties may hold the administrator's password: owner-only.
+        write_private(server_properties, _properties(settings, data_dir, secured).encode())
         log4j.write_text(_LOG4J2)
         if not (data_dir / "meta.properties").exists():
-            _format_storage(java_opts, _cluster_id(root / "cluster.id"), server_properties)
+            scram = [] if secured is None else [_admin_scram(secured)]
+            _format_storage(java_opts, _cluster_id(root / "cluster.id"), server_properties, scram)
+
+    def provision() -> None:
+        if wants_security(settings.kafka):
+            create_client_user(settings.kafka, admin_password(admin_file))
 
     return ServiceSpec(
         name="kafka",
@@ -133,10 +244,18 @@ def kafka_spec(settings: Settings, lib_dir: Path, java: Path) -> ServiceSpec:
         ready_line=READY_LINE,
         probe=lambda: probe_kafka(settings),
         prepare=prepare,
+        provision=provision,
     )
 
 
-def _format_storage(java_opts: list[str], cluster_id: str, server_properties: Path) -> None:
+def _admin_scram(security: BrokerSecurity) -> str:
+    """StorageTool's ``--add-scram`` value for the administrator (its password is URL-safe)."""
+    return f"{security.mechanism}=[name={ADMIN_USER},password={security.admin_password}]"
+
+
+def _format_storage(
+    java_opts: list[str], cluster_id: str, server_properties: Path, scram: list[str]
+) -> None:
     command = [
         *java_opts,
         "kafka.tools.StorageTool",
@@ -146,18 +265,45 @@ def _format_storage(java_opts: list[str], cluster_id: str, server_properties: Pa
         "-c",
         str(server_properties),
         "--ignore-formatted",
+        *(argument for user in scram for argument in ("--add-scram", user)),
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise ServiceError(f"formatting Kafka's storage failed:\n{result.stdout}{result.stderr}")
+        output = result.stdout + result.stderr
+        for user in scram:  # never print a password
+            output = output.replace(user, "<scram user>")
+        raise ServiceError(f"formatting Kafka's storage failed:\n{output}")
+
+
+def create_client_user(kafka: KafkaSettings, password: str) -> None:
+    """Create the clients' SCRAM user, or set its password, as the administrator."""
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, untyped
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialUpsertion,
+    )
+
+    from stream_app.kafka_admin import reach
+
+    user, secret, name = kafka.sasl_username, kafka.sasl_password, kafka.sasl_mechanism
+    if not (user and secret and name and wants_security(kafka)):
+        raise ConfigurationError("the clients' SCRAM user needs a name, a password, a mechanism")
+    mechanism = ScramMechanism(_SCRAM[name])
+    upsert = UserScramCredentialUpsertion(
+        user,
+        ScramCredentialInfo(mechanism, SCRAM_ITERATIONS),
+        secret.get_secret_value().encode(),
+    )
+    as_admin = kafka.model_copy(
+        update={"sasl_username": ADMIN_USER, "sasl_password": SecretStr(password)}
+    )
+    admin, _ = reach(as_admin, timeout_s=5)
+    for future in admin.alter_user_scram_credentials([upsert]).values():
+        future.result(timeout=10)
 
 
 def probe_kafka(settings: Settings) -> None:
     """One metadata request through the project's own client configuration."""
-    from confluent_kafka.admin import AdminClient
+    from stream_app.kafka_admin import reach
 
-    # log_level 0: a broker still starting is expected here, not worth librdkafka's stderr
-    admin = AdminClient(
-        {**settings.kafka.client_config(), "socket.timeout.ms": 5000, "log_level": 0}
-    )
-    admin.list_topics(timeout=5)
+    reach(settings.kafka, timeout_s=5, extra={"socket.timeout.ms": 5000})

@@ -27,7 +27,9 @@ class ServiceSpec:
     """Everything needed to run one server as a background process.
 
     ``prepare`` writes its configuration (and formats storage) just before it starts, so that
-    describing a service for ``status`` or ``down`` touches nothing.
+    describing a service for ``status`` or ``down`` touches nothing. ``provision`` runs once
+    the log reports start-up and before each probe until one answers: it creates the clients'
+    users on a secured server (idempotent).
     """
 
     name: str
@@ -39,6 +41,7 @@ class ServiceSpec:
     ready_line: str
     probe: Callable[[], None]
     prepare: Callable[[], None] = lambda: None
+    provision: Callable[[], None] = lambda: None
     env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -162,6 +165,7 @@ def wait_ready(spec: ServiceSpec, started_process: Started, timeout_s: float) ->
             raise ServiceNotReady(_not_ready(spec, f"exited with code {code}"))
         if any(spec.ready_line in _read(log, offset) for log, offset in offsets.items()):
             try:
+                spec.provision()
                 spec.probe()
                 return time.monotonic() - started
             except Exception as exc:  # the probe's client raises its own error types

@@ -48,3 +48,17 @@ def test_a_plan_knows_when_retention_cut_into_it(start: int, low: int, truncated
     found = partition_range(0, start, 20, low, 40)
     assert found.truncated is truncated
     assert ReplayPlan("ground-truth", 1, 2, [PartitionRange(1, 0, 5), found]).truncated is truncated
+
+
+def test_a_replay_writes_only_its_own_topic_never_a_production_one() -> None:
+    from stream_app.errors import ConfigurationError
+    from stream_app.replay.backtest import writable_output_topic
+    from stream_app.settings import TopicNames
+
+    assert writable_output_topic("r1", TopicNames()) == "replay.r1.predictions"
+    # a deployment whose production topic happens to have the replay's name
+    hijacked = TopicNames(predictions="replay.r1.predictions")
+    with pytest.raises(ConfigurationError, match="production topic"):
+        writable_output_topic("r1", hijacked)
+    with pytest.raises(ConfigurationError, match="production topic"):
+        writable_output_topic("r1", TopicNames(dead_letter="replay.r1.predictions"))

@@ -1,0 +1,64 @@
+"""Reaching Kafka with an admin client: the cluster's metadata, or a clear reason why not.
+
+librdkafka retries a refused login or an untrusted certificate until its timeout and then
+reports a bare "transport failure". Here the client's error callback catches those reasons
+at once, so a wrong password or CA file fails in about a second and says so.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+
+from stream_app.errors import ConfigurationError
+from stream_app.settings import KafkaSettings
+
+# The reasons that retrying cannot cure: credentials, the TLS handshake, the protocol.
+_REFUSALS = {
+    KafkaError._AUTHENTICATION,
+    KafkaError._SSL,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError.ILLEGAL_SASL_STATE,
+    KafkaError.UNSUPPORTED_SASL_MECHANISM,
+}
+
+
+def _who(kafka: KafkaSettings) -> str:
+    if kafka.security_protocol.startswith("SASL"):
+        return f"{kafka.security_protocol} as {kafka.sasl_username} ({kafka.sasl_mechanism})"
+    return kafka.security_protocol
+
+
+def reach(
+    kafka: KafkaSettings, timeout_s: float = 30.0, extra: dict[str, Any] | None = None
+) -> tuple[AdminClient, Any]:
+    """An admin client and the cluster's metadata (``list_topics``).
+
+    Raises ``ConfigurationError`` as soon as the broker refuses the login or the TLS
+    handshake fails, and after ``timeout_s`` if it does not answer at all.
+    """
+    refusals: list[KafkaError] = []
+
+    def on_error(error: KafkaError) -> None:
+        if error.code() in _REFUSALS:
+            refusals.append(error)
+
+    # The refusal is reported here once, not logged by librdkafka at every retry.
+    config = {**kafka.client_config(), "error_cb": on_error, "log_level": 0, **(extra or {})}
+    admin = AdminClient(config)
+    where = f"Kafka at {kafka.bootstrap_servers} ({_who(kafka)})"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return admin, admin.list_topics(timeout=min(1.0, timeout_s))
+        except KafkaException as exc:
+            admin.poll(0)  # serve the error callback
+            if refusals:
+                raise ConfigurationError(
+                    f"{where} refused the connection: {refusals[-1].str()}"
+                ) from exc
+            if time.monotonic() >= deadline:
+                raise ConfigurationError(f"cannot reach {where}: {exc}") from exc
