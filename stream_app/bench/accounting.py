@@ -4,7 +4,8 @@ An outcome is a prediction of its event (by event id, per model role) or a dead-
 of its message (by source partition and offset). A sent record with neither is lost; an
 outcome seen more than once is a duplicate (each extra copy counts once). Downstream
 consumers can drop duplicate predictions by their ``prediction_id`` (the same event and
-version always give the same id).
+version always give the same id); ``duplicates_with_other_ids`` counts the outcomes whose
+copies do not share one id, which such a consumer could not drop.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Accounting:
     dead_lettered: int  # events with at least one dead-letter record
     lost: int
     duplicates: int
+    duplicates_with_other_ids: int
     longest_pause_s: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -47,14 +49,18 @@ def longest_gap_s(stamps_ms: Iterable[int]) -> float:
 
 def account(
     sent: Mapping[tuple[int, int], Sent],
-    predictions: Iterable[tuple[str, str]],
+    predictions: Iterable[tuple[str, str, str]],
     dead_letters: Iterable[tuple[int, int]],
     output_stamps_ms: Iterable[int],
 ) -> Accounting:
-    """``sent``: (partition, offset) -> the event; ``predictions``: (event id, role) of every
-    prediction record read; ``dead_letters``: (source partition, source offset) of every
-    dead-letter record of the input topic."""
-    predicted = Counter(predictions)
+    """``sent``: (partition, offset) -> the event; ``predictions``: (event id, role,
+    prediction id) of every prediction record read; ``dead_letters``: (source partition,
+    source offset) of every dead-letter record of the input topic."""
+    predictions = list(predictions)
+    predicted = Counter((event_id, role) for event_id, role, _ in predictions)
+    ids: dict[tuple[str, str], set[str]] = {}
+    for event_id, role, prediction_id in predictions:
+        ids.setdefault((event_id, role), set()).add(prediction_id)
     dead = Counter(dead_letters)
     roles_of: dict[str, int] = Counter(event_id for event_id, _ in predicted)
     lost = 0
@@ -75,5 +81,6 @@ def account(
         dead_lettered=with_dead_letter,
         lost=lost,
         duplicates=duplicates,
+        duplicates_with_other_ids=sum(len(copies) > 1 for copies in ids.values()),
         longest_pause_s=longest_gap_s(output_stamps_ms),
     )

@@ -285,8 +285,8 @@ def slow_cassandra(workers: Workers, proxy: SlowProxy, progress: TextIO) -> dict
 
 def read_outcomes(
     settings: Settings, expected: int, settle_s: float, deadline_s: float
-) -> tuple[list[tuple[str, str]], list[tuple[int, int]], list[int]]:
-    """Predictions (event id, role) and dead letters (source partition, offset) read from the
+) -> tuple[list[tuple[str, str, str]], list[tuple[int, int]], list[int]]:
+    """Predictions (event id, role, prediction id) and dead letters (source partition, offset) read from the
     start, until ``expected`` outcomes arrived and nothing new came for a few seconds, or
     nothing new came for ``settle_s``, or ``deadline_s`` passed."""
     topics = settings.kafka.topics
@@ -300,7 +300,7 @@ def read_outcomes(
         }
     )
     consumer.subscribe([topics.predictions, topics.dead_letter])
-    predictions: list[tuple[str, str]] = []
+    predictions: list[tuple[str, str, str]] = []
     dead: list[tuple[int, int]] = []
     stamps: list[int] = []
     outcome_ids: set[Any] = set()
@@ -316,7 +316,9 @@ def read_outcomes(
                 last_new = time.monotonic()
                 payload = orjson.loads(message.value() or b"{}")
                 if message.topic() == topics.predictions:
-                    predictions.append((payload["event_id"], payload["role"]))
+                    predictions.append(
+                        (payload["event_id"], payload["role"], payload["prediction_id"])
+                    )
                     stamps.append(message.timestamp()[1])
                     outcome_ids.add(payload["event_id"])
                 elif payload.get("source_topic") == topics.client_events:
