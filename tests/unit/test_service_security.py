@@ -174,3 +174,21 @@ def test_cassandra_roles_that_cannot_be_made_are_refused(
     )
     with pytest.raises(ConfigurationError, match=message):
         wants_authentication(settings)
+
+
+def test_a_broker_formatted_plain_is_not_silently_secured(tmp_path: Path) -> None:
+    from stream_app.errors import ServiceError
+    from stream_app.services.kafka_server import kafka_spec
+    from stream_app.settings import ServicesSettings
+
+    home = tmp_path / "home"
+    (home / "kafka" / "data").mkdir(parents=True)
+    (home / "kafka" / "data" / "meta.properties").write_text("formatted plain\n")
+    settings = Settings(
+        kafka=secured_kafka(ssl_ca_file=home / "tls" / "ca.pem"),
+        services=ServicesSettings(home=home),
+    )
+    spec = kafka_spec(settings, tmp_path / "lib", Path("java"))
+    with pytest.raises(ServiceError, match="formatted without SCRAM users"):
+        spec.prepare()
+    assert not (home / "kafka" / "admin.password").exists()
