@@ -30,7 +30,7 @@ def test_missing_outcomes_are_lost_and_repeats_are_duplicates() -> None:
             ("a", "champion", "pa"),
             ("a", "challenger", "pa2"),
             ("d", "champion", "pd"),
-        ],  # fmt: skip
+        ],
         [(1, 0), (1, 0)],
         [],
     )
