@@ -287,8 +287,8 @@ def read_outcomes(
     settings: Settings, expected: int, settle_s: float, deadline_s: float
 ) -> tuple[list[tuple[str, str, str]], list[tuple[int, int]], list[int]]:
     """Predictions (event id, role, prediction id) and dead letters (source partition, offset)
-    read from the start, until ``expected`` outcomes arrived and nothing new came for a few seconds, or
-    nothing new came for ``settle_s``, or ``deadline_s`` passed."""
+    read from the start, until ``expected`` outcomes arrived and nothing new came for a few
+    seconds, or nothing new came for ``settle_s``, or ``deadline_s`` passed."""
     topics = settings.kafka.topics
     consumer = Consumer(
         {
