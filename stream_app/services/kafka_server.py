@@ -26,16 +26,18 @@ from stream_app.settings import KafkaSettings, Settings
 
 READY_LINE = "Kafka Server started"
 ADMIN_USER = "stream-app-broker"
+# The administrator's own mechanism, whatever the clients use: a later change of the clients'
+# mechanism must not lock the broker out of its own listener.
+ADMIN_MECHANISM = "SCRAM-SHA-512"
 SCRAM_ITERATIONS = 8192
 _SCRAM = {"SCRAM-SHA-256": 1, "SCRAM-SHA-512": 2}  # confluent_kafka.admin.ScramMechanism
 
 
 @dataclass(frozen=True)
 class BrokerSecurity:
-    """What a SASL_SSL broker needs: its TLS files, the SCRAM mechanism, its admin's password."""
+    """What a SASL_SSL broker needs: its TLS files and its administrator's password."""
 
     tls: TlsFiles
-    mechanism: str
     admin_password: str
 
 
@@ -92,7 +94,7 @@ def _security_lines(port: int, controller: int, security: BrokerSecurity | None)
         "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL",
         "inter.broker.listener.name=SASL_SSL",
         "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512",
-        f"sasl.mechanism.inter.broker.protocol={security.mechanism}",
+        f"sasl.mechanism.inter.broker.protocol={ADMIN_MECHANISM}",
         # Every enabled mechanism needs a login module; the credentials are the broker's own.
         *(f"listener.name.sasl_ssl.{name.lower()}.sasl.jaas.config={jaas}" for name in _SCRAM),
         "ssl.keystore.type=PEM",
@@ -216,8 +218,7 @@ def kafka_spec(settings: Settings, lib_dir: Path, java: Path) -> ServiceSpec:
                 f"the broker's storage in {data_dir} was formatted without SCRAM users, so it "
                 f"cannot run SASL_SSL; run it PLAINTEXT, or delete {root} (its topics are lost)"
             )
-        mechanism = settings.kafka.sasl_mechanism or "SCRAM-SHA-512"
-        return BrokerSecurity(tls, mechanism, admin_password(admin_file))
+        return BrokerSecurity(tls, admin_password(admin_file))
 
     def prepare() -> None:
         secured = security()
@@ -227,7 +228,7 @@ def kafka_spec(settings: Settings, lib_dir: Path, java: Path) -> ServiceSpec:
         write_private(server_properties, _properties(settings, data_dir, secured).encode())
         log4j.write_text(_LOG4J2)
         if not (data_dir / "meta.properties").exists():
-            scram = [] if secured is None else [_admin_scram(secured)]
+            scram = [] if secured is None else _admin_scram(secured)
             _format_storage(java_opts, _cluster_id(root / "cluster.id"), server_properties, scram)
 
     def provision() -> None:
@@ -248,9 +249,13 @@ def kafka_spec(settings: Settings, lib_dir: Path, java: Path) -> ServiceSpec:
     )
 
 
-def _admin_scram(security: BrokerSecurity) -> str:
-    """StorageTool's ``--add-scram`` value for the administrator (its password is URL-safe)."""
-    return f"{security.mechanism}=[name={ADMIN_USER},password={security.admin_password}]"
+def _admin_scram(security: BrokerSecurity) -> list[str]:
+    """StorageTool's ``--add-scram`` values for the administrator, one per mechanism (its
+    password is URL-safe, so it needs no quoting)."""
+    return [
+        f"{mechanism}=[name={ADMIN_USER},password={security.admin_password}]"
+        for mechanism in _SCRAM
+    ]
 
 
 def _format_storage(
@@ -295,7 +300,11 @@ def create_client_user(kafka: KafkaSettings, password: str) -> None:
         secret.get_secret_value().encode(),
     )
     as_admin = kafka.model_copy(
-        update={"sasl_username": ADMIN_USER, "sasl_password": SecretStr(password)}
+        update={
+            "sasl_username": ADMIN_USER,
+            "sasl_password": SecretStr(password),
+            "sasl_mechanism": ADMIN_MECHANISM,
+        }
     )
     admin, _ = reach(as_admin, timeout_s=5)
     for future in admin.alter_user_scram_credentials([upsert]).values():

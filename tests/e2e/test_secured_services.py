@@ -1,5 +1,5 @@
 """stream-app on secured servers, as `stream-app services up` runs them from the settings:
-Kafka over SASL_SSL with SCRAM-SHA-512 (a CA and certificate made by the project, the SCRAM
+Kafka over SASL_SSL with SCRAM-SHA-256 (a CA and certificate made by the project, the SCRAM
 users created at start), and Cassandra with PasswordAuthenticator over TLS.
 
 A second broker and node run on ports and a home folder of this module's own (the jars are
@@ -87,7 +87,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         "STREAM_APP_SERVICES__KAFKA_HEAP_MB": "384",
         "STREAM_APP_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
         "STREAM_APP_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
-        "STREAM_APP_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
+        # the clients on SHA-256, the broker's own login on SHA-512: both mechanisms in use
+        "STREAM_APP_KAFKA__SASL_MECHANISM": "SCRAM-SHA-256",
         "STREAM_APP_KAFKA__SASL_USERNAME": "stream-app",
         "STREAM_APP_KAFKA__SSL_CA_FILE": ca,
         "STREAM_APP_KAFKA__PARTITIONS": "2",
@@ -103,7 +104,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         kafka=KafkaSettings(
             bootstrap_servers=f"127.0.0.1:{kafka_port}",
             security_protocol="SASL_SSL",
-            sasl_mechanism="SCRAM-SHA-512",
+            sasl_mechanism="SCRAM-SHA-256",
             sasl_username="stream-app",
             sasl_password=SecretStr(KAFKA_PASSWORD),
             ssl_ca_file=Path(ca),

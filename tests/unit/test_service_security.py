@@ -130,11 +130,18 @@ def test_a_broker_that_cannot_be_secured_as_asked_is_refused(
 
 def test_the_secured_broker_has_no_plaintext_listener(tmp_path: Path) -> None:
     settings = Settings(kafka=secured_kafka())
-    security = BrokerSecurity(TlsFiles.under(tmp_path), "SCRAM-SHA-512", "admin-pw")
+    security = BrokerSecurity(TlsFiles.under(tmp_path), "admin-pw")
     lines = _properties(settings, tmp_path, security).splitlines()
     assert "listeners=SASL_SSL://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093" in lines
     assert "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL" in lines
     assert "listener.name.controller.ssl.client.auth=required" in lines
+    # the broker's own login does not follow the clients' mechanism
+    assert "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512" in lines
+    settings_256 = Settings(kafka=secured_kafka(sasl_mechanism="SCRAM-SHA-256"))
+    assert (
+        "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512"
+        in _properties(settings_256, tmp_path, security).splitlines()
+    )
     assert not any("PLAINTEXT" in line for line in lines)
     jaas = [line for line in lines if ".sasl.jaas.config=" in line]
     assert len(jaas) == 2  # both SCRAM mechanisms
