@@ -1,4 +1,5 @@
 """Panes in Cassandra (``feature_panes``): written by the feature agent, read for serving.
+With them, each readings partition's watermark (``feature_watermarks``).
 
 Writes carry an explicit, strictly increasing write timestamp: when batches are written
 concurrently, the state built last wins even if its write lands first.
@@ -80,6 +81,15 @@ class PaneStore:
             f"FROM {table} WHERE use_case = ? AND entity_key = ? AND entity_id IN ? "
             "AND aggregate = ? AND pane_start = ? AND source_partition = ?"
         )
+        marks = f"{keyspace}.feature_watermarks"
+        self._write_mark = session.prepare(
+            f"INSERT INTO {marks} (use_case, source_topic_id, source_partition, watermark, "
+            "updated_at) VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?"
+        )
+        self._load_marks = session.prepare(
+            f"SELECT source_partition, watermark FROM {marks} "
+            "WHERE use_case = ? AND source_topic_id = ? AND source_partition IN ?"
+        )
         self._window = session.prepare(
             "SELECT entity_id, toUnixTimestamp(pane_start), "
             f"{_COLUMNS.replace('last_time', 'toUnixTimestamp(last_time)')} "
@@ -113,6 +123,34 @@ class PaneStore:
 
     async def write(self, statements: list[BatchStatement]) -> None:
         await asyncio.gather(*(execute_async(self.session, s) for s in statements))
+
+    async def write_watermarks(self, watermarks: Mapping[int, int]) -> None:
+        """Store each partition's watermark (event time, ms)."""
+        stamp, now = self.clock.next(), int(time.time() * 1000)
+        await asyncio.gather(
+            *(
+                execute_async(
+                    self.session,
+                    self._write_mark,
+                    (self.use_case, self.source_topic_id, partition, mark, now, stamp),
+                )
+                for partition, mark in watermarks.items()
+            )
+        )
+
+    async def load_watermarks(self, partitions: Iterable[int]) -> dict[int, int]:
+        """The stored watermark of each partition that has one (of this topic incarnation)."""
+        wanted = sorted(set(partitions))
+        if not wanted:
+            return {}
+        rows = await execute_async(
+            self.session,
+            self._load_marks,
+            (self.use_case, self.source_topic_id, wanted),
+            self.read_timeout_s,
+            HOT_PATH,
+        )
+        return {row[0]: row[1] for row in rows if row[1] is not None}
 
     async def load(self, keys: Iterable[PaneKey]) -> dict[PaneKey, PaneState]:
         """The stored state of panes (missing ones are absent from the result)."""

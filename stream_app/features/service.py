@@ -9,6 +9,12 @@ move only after that.
 Batches may be in flight together: loading and merging run one batch at a time in arrival
 order (a lock), the writes are bound right after merging with increasing write timestamps,
 so the state merged last is the one Cassandra keeps.
+
+Each partition's watermark decides which readings are late. It is stored after a batch's
+panes, and after every earlier batch's, are written, so the stored watermark never runs ahead
+of the panes. A worker that takes a partition over loads it before merging. It then drops
+exactly the readings the previous owner dropped: without it, a restarted worker would begin
+with no watermark and merge a reading its predecessor had refused as late.
 """
 
 from __future__ import annotations
@@ -72,6 +78,8 @@ class FeatureService:
         self.agent = agent
         self.aggregator = PaneAggregator(aggregate_groups(use_case))
         self._merge_lock = asyncio.Lock()
+        self._owned: set[int] = set()  # partitions whose stored watermark is loaded
+        self._previous_marks: asyncio.Future[None] | None = None  # the last batch's mark write
 
     async def process(self, messages: Sequence[InputMessage]) -> FeatureBatchResult:
         topic = self.settings.kafka.topics.sensor_readings
@@ -84,6 +92,7 @@ class FeatureService:
             except InvalidEvent as error:
                 refused.append(Refused(message, error))
         async with self._merge_lock:
+            await self._take_over({message.partition for message in messages} - self._owned)
             unknown = self.aggregator.unknown_panes((m.partition, r) for m, r in readings)
             unknown = {key for key in unknown if not self.aggregator.is_late(key)}
             stored = await retry_forever(
@@ -103,6 +112,14 @@ class FeatureService:
             dirty = self.aggregator.take_dirty()
             statements = self.panes.write_statements(dirty)
             self.aggregator.evict_closed()
+            marks = {
+                partition: self.aggregator.watermarks[partition]
+                for partition in {message.partition for message in messages}
+                if partition in self.aggregator.watermarks
+            }
+            previous = self._previous_marks
+            self._previous_marks = asyncio.get_running_loop().create_future()
+            written = self._previous_marks
         result.panes_written = len(dirty)
         records = dead_letter_records(
             refused, self.settings.kafka.topics.dead_letter, self.agent, int(time.time() * 1000)
@@ -111,9 +128,44 @@ class FeatureService:
         for record in records:
             self.monitor.dead_letter(orjson.loads(record[2]))
         self.monitor.count(topic, len(messages))
-        await asyncio.gather(self._write(statements), self.publisher.publish(records))
+        try:
+            await asyncio.gather(self._write(statements), self.publisher.publish(records))
+            if previous is not None:
+                await asyncio.shield(previous)  # earlier batches' panes are written
+            await self._write_marks(marks)
+        finally:
+            if not written.done():
+                written.set_result(None)
         self._observe(topic, result, refused)
         return result
+
+    async def _take_over(self, partitions: set[int]) -> None:
+        """Start newly owned partitions from their stored watermarks."""
+        if not partitions:
+            return
+        stored = await retry_forever(
+            lambda: self.panes.load_watermarks(partitions),
+            _retryable,
+            "loading watermarks",
+            self.settings.scoring.retry_initial_s,
+            self.settings.scoring.retry_max_s,
+            lambda exc, attempt: self.metrics.retries.labels("watermark_load").inc(),
+        )
+        for partition, mark in stored.items():
+            current = self.aggregator.watermarks.get(partition, mark)
+            self.aggregator.watermarks[partition] = max(current, mark)
+        self._owned |= partitions
+
+    async def _write_marks(self, marks: dict[int, int]) -> None:
+        if marks:
+            await retry_forever(
+                lambda: self.panes.write_watermarks(marks),
+                _retryable,
+                "writing watermarks",
+                self.settings.scoring.retry_initial_s,
+                self.settings.scoring.retry_max_s,
+                lambda exc, attempt: self.metrics.retries.labels("watermark_write").inc(),
+            )
 
     async def _write(self, statements: list[BatchStatement]) -> None:
         if statements:
@@ -127,8 +179,10 @@ class FeatureService:
             )
 
     def on_partitions_revoked(self, partitions: list[int]) -> None:
-        """Another worker takes these partitions: forget their in-memory panes."""
+        """Another worker takes these partitions: forget their in-memory panes and
+        watermarks (loaded again if they come back)."""
         self.aggregator.drop_partitions(partitions)
+        self._owned -= set(partitions)
 
     def _observe(self, topic: str, result: FeatureBatchResult, refused: list[Refused]) -> None:
         m = self.metrics

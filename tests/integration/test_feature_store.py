@@ -192,3 +192,54 @@ def test_offsets_of_a_recreated_topic_are_not_taken_for_a_replay(
     fresh = asyncio.run(new.load([key]))[key]
     assert fresh.max_offset == -1  # another incarnation: offset 0 onwards is new data
     assert fresh.aggregate.count == 1  # ... and what was merged before stays
+
+
+def test_a_worker_taking_a_partition_over_drops_the_readings_its_predecessor_dropped(
+    deployment: Deployment, cassandra_session: Any
+) -> None:
+    """The watermark survives a restart: a reading late for the first worker is late for the
+    one that replaces it (before, the new worker began with no watermark and merged it)."""
+    from prometheus_client import CollectorRegistry
+
+    from stream_app.features.service import FeatureService
+    from stream_app.monitoring.metrics import WorkerMetrics
+    from stream_app.monitoring.state import Monitor
+    from stream_app.publishing import KafkaPublisher
+    from stream_app.scoring.batch import InputMessage
+
+    settings = deployment.settings
+    keyspace = settings.cassandra.keyspace
+    topic = settings.kafka.topics.sensor_readings
+
+    def message(offset: int, minutes: float) -> InputMessage:
+        value = {
+            "schema_version": 1,
+            "sensor_id": "s",
+            "event_time": T0 + int(minutes * MINUTE),
+            "entities": {"courier_id": "c1", "zone_id": "z1"},
+            "values": {"speed_kmh": 20.0},
+        }
+        return InputMessage(topic, 0, offset, b"s", json.dumps(value).encode(), T0)  # fmt: skip
+
+    def worker() -> FeatureService:
+        panes = PaneStore(cassandra_session, keyspace, EATS.name, 86_400 * 400,
+                          source_topic_id="topic-W")  # fmt: skip
+        return FeatureService(
+            settings=settings, use_case=EATS, panes=panes,
+            publisher=KafkaPublisher(settings.kafka, client_id="test-watermarks"),
+            metrics=WorkerMetrics(CollectorRegistry()),
+            monitor=Monitor(EATS, settings.monitoring),
+        )  # fmt: skip
+
+    zone = PaneKey("zone_id", "z1", "speed_kmh/900000", T0, 0)
+    first = worker()
+    # the zone's quarter hour [T0, T0 + 15 min) gets a reading; then one 40 minutes later
+    # moves the partition's watermark past the end of that quarter hour
+    asyncio.run(first.process([message(0, 1), message(1, 40)]))
+    # the first worker dies; a new one takes the partition and reads on from offset 2
+    second = worker()
+    result = asyncio.run(second.process([message(2, 2)]))
+    assert result.late >= 1  # the zone pane's window had closed: refused as late
+    stored = asyncio.run(second.panes.load([zone]))[zone]
+    assert stored.aggregate.count == 1  # as the first worker would have kept it
+    assert second.aggregator.watermarks[0] == T0 + 40 * MINUTE
