@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import orjson
 from cassandra.query import BatchStatement
@@ -49,6 +50,9 @@ class FeatureBatchResult:
     duplicates: int = 0
     panes_written: int = 0
     dead_letters: int = 0
+
+
+T = TypeVar("T")
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -95,13 +99,8 @@ class FeatureService:
             await self._take_over({message.partition for message in messages} - self._owned)
             unknown = self.aggregator.unknown_panes((m.partition, r) for m, r in readings)
             unknown = {key for key in unknown if not self.aggregator.is_late(key)}
-            stored = await retry_forever(
-                lambda: self.panes.load(unknown),
-                _retryable,
-                "loading panes",
-                self.settings.scoring.retry_initial_s,
-                self.settings.scoring.retry_max_s,
-                lambda exc, attempt: self.metrics.retries.labels("pane_load").inc(),
+            stored = await self._until_done(
+                lambda: self.panes.load(unknown), "loading panes", "pane_load"
             )
             self.aggregator.load(unknown, stored)
             for message, reading in readings:
@@ -143,39 +142,35 @@ class FeatureService:
         """Start newly owned partitions from their stored watermarks."""
         if not partitions:
             return
-        stored = await retry_forever(
-            lambda: self.panes.load_watermarks(partitions),
-            _retryable,
-            "loading watermarks",
-            self.settings.scoring.retry_initial_s,
-            self.settings.scoring.retry_max_s,
-            lambda exc, attempt: self.metrics.retries.labels("watermark_load").inc(),
+        stored = await self._until_done(
+            lambda: self.panes.load_watermarks(partitions), "loading watermarks", "watermark_load"
         )
         for partition, mark in stored.items():
             current = self.aggregator.watermarks.get(partition, mark)
             self.aggregator.watermarks[partition] = max(current, mark)
         self._owned |= partitions
 
+    async def _until_done(self, action: Callable[[], Awaitable[T]], what: str, label: str) -> T:
+        """``action`` retried with back-off while Cassandra is slow or away (counted)."""
+        return await retry_forever(
+            action,
+            _retryable,
+            what,
+            self.settings.scoring.retry_initial_s,
+            self.settings.scoring.retry_max_s,
+            lambda exc, attempt: self.metrics.retries.labels(label).inc(),
+        )
+
     async def _write_marks(self, marks: dict[int, int]) -> None:
         if marks:
-            await retry_forever(
-                lambda: self.panes.write_watermarks(marks),
-                _retryable,
-                "writing watermarks",
-                self.settings.scoring.retry_initial_s,
-                self.settings.scoring.retry_max_s,
-                lambda exc, attempt: self.metrics.retries.labels("watermark_write").inc(),
+            await self._until_done(
+                lambda: self.panes.write_watermarks(marks), "writing watermarks", "watermark_write"
             )
 
     async def _write(self, statements: list[BatchStatement]) -> None:
         if statements:
-            await retry_forever(
-                lambda: self.panes.write(statements),
-                _retryable,
-                "writing panes",
-                self.settings.scoring.retry_initial_s,
-                self.settings.scoring.retry_max_s,
-                lambda exc, attempt: self.metrics.retries.labels("pane_write").inc(),
+            await self._until_done(
+                lambda: self.panes.write(statements), "writing panes", "pane_write"
             )
 
     def on_partitions_revoked(self, partitions: list[int]) -> None:
