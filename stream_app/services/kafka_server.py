@@ -172,10 +172,24 @@ def local_port(settings: Settings) -> int:
     return port
 
 
+def new_cluster_id() -> str:
+    """A random 22-character cluster id that does not start with "-".
+
+    StorageTool would read such an id as an option ("--cluster-id: expected one argument"),
+    one format in 64. Kafka's own ``Uuid.randomUuid`` skips those ids for the same reason.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _cluster_id(path: Path) -> str:
     if path.exists():
-        return path.read_text().strip()
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        kept = path.read_text().strip()
+        if not kept.startswith("-"):  # one that could never format is replaced
+            return kept
+    cluster_id = new_cluster_id()
     path.write_text(cluster_id + "\n")
     return cluster_id
 

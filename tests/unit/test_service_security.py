@@ -199,3 +199,16 @@ def test_a_broker_formatted_plain_is_not_silently_secured(tmp_path: Path) -> Non
     with pytest.raises(ServiceError, match="formatted without SCRAM users"):
         spec.prepare()
     assert not (home / "kafka" / "admin.password").exists()
+
+
+def test_cluster_ids_never_look_like_an_option(tmp_path: Path) -> None:
+    from stream_app.services.kafka_server import _cluster_id, new_cluster_id
+
+    ids = {new_cluster_id() for _ in range(5000)}
+    assert len(ids) == 5000
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+    unusable = tmp_path / "cluster.id"
+    unusable.write_text("-abcdefghijklmnopqrstu\n")  # written by an earlier version
+    replaced = _cluster_id(unusable)
+    assert not replaced.startswith("-")
+    assert _cluster_id(unusable) == replaced  # kept from then on
