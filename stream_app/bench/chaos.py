@@ -50,7 +50,7 @@ from stream_app.bench.e2e import (
     settings_env,
     stop_process,
 )
-from stream_app.bench.slow_proxy import SlowProxy
+from stream_app.bench.tcp_proxy import TcpProxy
 from stream_app.cassandra_session import open_cluster
 from stream_app.provisioning.keyspace import ensure_keyspace
 from stream_app.publishing import produce_when_room
@@ -255,7 +255,7 @@ class MemorySampler(threading.Thread):
         return round(max(values), 1) if values else None
 
 
-def slow_cassandra(workers: Workers, proxy: SlowProxy, progress: TextIO) -> dict[str, Any]:
+def slow_cassandra(workers: Workers, proxy: TcpProxy, progress: TextIO) -> dict[str, Any]:
     """Replies of the worker's Cassandra delayed for a spell; its memory before, during and
     after (peak RSS, MB)."""
     sampler = MemorySampler(workers.processes["worker"].pid)
@@ -342,7 +342,7 @@ def run_scenario(
 ) -> dict[str, Any]:
     bench = bench_settings(settings, run_id, f"chaos-{scenario}")
     create_topics(bench)
-    proxy = SlowProxy(settings.cassandra.port) if scenario == "backpressure" else None
+    proxy = TcpProxy(settings.cassandra.port) if scenario == "backpressure" else None
     served = bench
     if proxy is not None:  # the worker reaches Cassandra through the proxy
         port = {"port": proxy.port}

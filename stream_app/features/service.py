@@ -95,8 +95,9 @@ class FeatureService:
                 readings.append((message, decode_sensor_reading(message.value)))
             except InvalidEvent as error:
                 refused.append(Refused(message, error))
+        partitions = {message.partition for message in messages}
         async with self._merge_lock:
-            await self._take_over({message.partition for message in messages} - self._owned)
+            await self._take_over(partitions - self._owned)
             unknown = self.aggregator.unknown_panes((m.partition, r) for m, r in readings)
             unknown = {key for key in unknown if not self.aggregator.is_late(key)}
             stored = await self._until_done(
@@ -113,7 +114,7 @@ class FeatureService:
             self.aggregator.evict_closed()
             marks = {
                 partition: self.aggregator.watermarks[partition]
-                for partition in {message.partition for message in messages}
+                for partition in partitions
                 if partition in self.aggregator.watermarks
             }
             previous = self._previous_marks

@@ -11,11 +11,11 @@ from typing import Any
 
 import orjson
 
+from stream_app.bench.tcp_proxy import TcpProxy
 from stream_app.settings import CassandraSettings
 from stream_app.worker import build_dependencies
 from tests.conftest import Deployment, consume_all
 from tests.integration.scoring_helpers import client_messages, ready_world
-from tests.proxy import CuttableProxy
 
 SHIPPED = Path(__file__).resolve().parents[2] / "use_cases"
 
@@ -24,7 +24,7 @@ def test_an_outage_pauses_scoring_and_it_resumes_by_itself(
     deployment: Deployment, prometheus_registry: Any
 ) -> None:
     world = ready_world(deployment.settings)
-    with CuttableProxy(deployment.settings.cassandra.port) as proxy:
+    with TcpProxy(deployment.settings.cassandra.port) as proxy:
         settings = deployment.settings.model_copy(
             update={
                 "cassandra": CassandraSettings(
