@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy.stats import rankdata
 
 Array = np.ndarray[Any, Any]
 EPSILON = 1e-12
@@ -41,20 +42,13 @@ def log_loss(probability: Array, actual: Array) -> float:
 
 
 def auc(probability: Array, actual: Array) -> float:
-    """Area under the ROC curve (rank statistic, ties averaged); NaN with one class only."""
+    """Area under the ROC curve: the Mann-Whitney rank statistic, ties given their average
+    rank (``scipy.stats.rankdata``); NaN with one class only."""
     positive = actual >= 0.5
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = np.argsort(probability, kind="mergesort")
-    ranks = np.empty(len(probability))
-    sorted_p = probability[order]
-    # average ranks of ties
-    start = 0
-    for end in range(1, len(sorted_p) + 1):
-        if end == len(sorted_p) or sorted_p[end] != sorted_p[start]:
-            ranks[order[start:end]] = (start + end + 1) / 2
-            start = end
+    ranks = rankdata(probability)
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 

@@ -99,6 +99,7 @@ def _make_ca(files: TlsFiles) -> None:
     )
     write_private(files.ca_key, _key_pem(key))
     files.ca_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.ca_cert.chmod(0o644)  # public (whatever the umask): clients of other users read it
 
 
 def _make_server(files: TlsFiles) -> None:

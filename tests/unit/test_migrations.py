@@ -23,12 +23,18 @@ def test_split_statements_drops_comments_and_splits_on_semicolons() -> None:
     assert statements[1].startswith("CREATE TABLE b")
 
 
-def test_shipped_migrations_are_ordered_and_well_named() -> None:
+def test_shipped_migrations_are_numbered_without_gaps() -> None:
     migrations = load_migrations()
-    versions = [m.version for m in migrations]
-    assert versions == sorted(versions)
-    assert versions[0] == 1
+    assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
     assert all(m.statements for m in migrations)
+
+
+def test_migrations_are_applied_by_number_not_by_file_name(tmp_path: Path) -> None:
+    for name in ("V10__ten.cql", "V2__two.cql", "V1__one.cql"):  # glob order: V10 before V2
+        (tmp_path / name).write_text(f"CREATE TABLE {name[:-4].lower()} (k int PRIMARY KEY);")
+    assert [(m.version, m.name) for m in load_migrations(tmp_path)] == [
+        (1, "one"), (2, "two"), (10, "ten"),
+    ]  # fmt: skip
 
 
 def test_a_badly_named_file_is_rejected(tmp_path: Path) -> None:

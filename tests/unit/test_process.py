@@ -13,6 +13,8 @@ from stream_app.services import process
 from stream_app.services.process import ServiceSpec
 from tests.conftest import free_port
 
+START_UP_S = 0.6  # the toy service's start-up before its ready line
+
 
 def _spec(
     tmp_path: Path, script: str, probe_ok: bool = True, port: int | None = None
@@ -36,7 +38,7 @@ def _spec(
 
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[ServiceSpec]:
-    spec = _spec(tmp_path, "echo 'toy is up'; exec sleep 60")
+    spec = _spec(tmp_path, f"sleep {START_UP_S}; echo 'toy is up'; exec sleep 60")
     yield spec
     process.stop(spec, timeout_s=5)
 
@@ -44,7 +46,8 @@ def running(tmp_path: Path) -> Iterator[ServiceSpec]:
 def test_start_wait_status_stop(running: ServiceSpec) -> None:
     proc = process.start(running)
     assert proc is not None
-    assert process.wait_ready(running, proc, timeout_s=10) < 10
+    waited = process.wait_ready(running, proc, timeout_s=10)
+    assert START_UP_S <= waited < START_UP_S + 2  # it waited for the ready line, then polled
     assert process.owned_pid(running) == proc.process.pid
     status = process.status(running)
     assert (status.pid, status.ready) == (proc.pid, True)
