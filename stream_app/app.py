@@ -14,11 +14,14 @@ import faust
 
 from stream_app.agents import batch_consumer, orchestrator, scoring
 from stream_app.agents.attach import attach
-from stream_app.monitoring.web import register_dashboard, register_pages
+from stream_app.agents.batch_consumer import BatchConsumer, BatchOptions, consumer_config
+from stream_app.monitoring.web import register_dashboard, register_health, register_pages
 from stream_app.settings import KafkaSettings, Settings
 
 if TYPE_CHECKING:
     from stream_app.worker import Dependencies
+
+WATCHDOG_EVERY_S = 5.0
 
 
 def broker_credentials(kafka: KafkaSettings) -> Any:
@@ -73,63 +76,56 @@ def create_app(
         datadir=str(worker_datadir(settings)),
     )
     register_pages(app)
-    if deps is not None:
-        app_id = settings.worker.app_id
-        monitor = deps.monitor
+    if deps is None:
+        register_health(app, None)
+        return app
+    app_id = settings.worker.app_id
+    monitor = deps.monitor
+    watchdog = deps.watchdog
 
-        def report_lag(topic: str, group: str, messages: int) -> None:
-            monitor.lags[(topic, group)] = messages
+    def report_lag(topic: str, group: str, messages: int) -> None:
+        monitor.lags[(topic, group)] = messages
 
-        if deps.scoring is not None and settings.scoring.consumer == "batch":
-            batch_consumer.register(
-                app,
-                batch_consumer.BatchConsumer(
-                    settings,
-                    deps.scoring,
-                    topic=settings.kafka.topics.client_events,
-                    group_id=f"{app_id}-scoring",
-                    batch_size=settings.scoring.batch_size,
-                    batches_in_flight=settings.scoring.batches_in_flight,
-                    report_lag=report_lag,
-                ),
-            )
-        elif deps.scoring is not None:
-            scoring.register(app, settings, deps.scoring)
-        if deps.watcher is not None:
-            attach(app, "ModelWatcher", deps.watcher.start, deps.watcher.stop)
-        if deps.features is not None:
-            batch_consumer.register(
-                app,
-                batch_consumer.BatchConsumer(
-                    settings,
-                    deps.features,
-                    topic=settings.kafka.topics.sensor_readings,
-                    group_id=f"{app_id}-features",
-                    batch_size=settings.features.batch_size,
-                    batches_in_flight=settings.features.batches_in_flight,
-                    report_lag=report_lag,
-                ),
-            )
-        if deps.accuracy is not None:
-            accuracy = deps.accuracy
-            batch_consumer.register(
-                app,
-                batch_consumer.BatchConsumer(
-                    settings,
-                    accuracy,
-                    topic=settings.kafka.topics.ground_truth,
-                    group_id=f"{app_id}-accuracy",
-                    batch_size=settings.scoring.batch_size,
-                    batches_in_flight=1,  # labels join in order
-                    report_lag=report_lag,
-                ),
-            )
+    def consume(topic: str, group: str, service: Any, size: int, in_flight: int) -> None:
+        options = BatchOptions(
+            batch_size=size,
+            batches_in_flight=in_flight,
+            batch_wait_s=settings.scoring.batch_wait_s,
+            commit_interval_s=settings.scoring.commit_interval_s,
+        )
+        config = consumer_config(kafka, f"{app_id}-{group}", settings.worker.session_timeout_s)
+        consumer = BatchConsumer(
+            config, service, topic=topic, options=options, report_lag=report_lag
+        )
+        batch_consumer.register(app, consumer)
+        watchdog.watch(consumer.progress)
 
-            @app.timer(1.0)  # type: ignore[untyped-decorator]
-            async def retry_waiting_labels() -> None:
-                await accuracy.retry_waiting()
+    topics = kafka.topics
+    if deps.scoring is not None and settings.scoring.consumer == "batch":
+        consume(topics.client_events, "scoring", deps.scoring, settings.scoring.batch_size,
+                settings.scoring.batches_in_flight)  # fmt: skip
+    elif deps.scoring is not None:
+        scoring.register(app, settings, deps.scoring)
+    if deps.watcher is not None:
+        attach(app, "ModelWatcher", deps.watcher.start, deps.watcher.stop)
+    if deps.features is not None:
+        consume(topics.sensor_readings, "features", deps.features, settings.features.batch_size,
+                settings.features.batches_in_flight)  # fmt: skip
+    if deps.accuracy is not None:
+        accuracy = deps.accuracy
+        # labels join in order: one batch at a time
+        consume(topics.ground_truth, "accuracy", accuracy, settings.scoring.batch_size, 1)
 
-        if deps.orchestrator is not None:
-            orchestrator.register(app, deps.orchestrator, settings.lifecycle.check_interval_s)
-        register_dashboard(app, deps.monitor)
+        @app.timer(1.0)  # type: ignore[untyped-decorator]
+        async def retry_waiting_labels() -> None:
+            await accuracy.retry_waiting()
+
+    @app.timer(WATCHDOG_EVERY_S)  # type: ignore[untyped-decorator]
+    async def watch_progress() -> None:
+        watchdog.check()
+
+    if deps.orchestrator is not None:
+        orchestrator.register(app, deps.orchestrator, settings.lifecycle.check_interval_s)
+    register_dashboard(app, deps.monitor)
+    register_health(app, watchdog)
     return app

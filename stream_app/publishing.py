@@ -8,6 +8,7 @@ Delivery reports are served by a background thread that hands the outcome to the
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +17,9 @@ from confluent_kafka import Producer
 
 from stream_app.errors import StreamAppError
 from stream_app.settings import KafkaSettings
+from stream_app.supervision import Crash, crash_without_commit
+
+log = logging.getLogger(__name__)
 
 Record = tuple[str, bytes | None, bytes]  # topic, key, value
 
@@ -47,9 +51,21 @@ class PublishError(StreamAppError):
 
 
 class KafkaPublisher:
-    """One idempotent producer for a worker's outputs."""
+    """One idempotent producer for a worker's outputs.
 
-    def __init__(self, kafka: KafkaSettings, client_id: str, linger_ms: int = 5) -> None:
+    A fatal producer error (the idempotent producer's sequence broken, fenced) and any error
+    on the delivery thread end the worker (``crash``): without them nothing would ever be
+    acknowledged again, and the worker would wait forever while looking alive.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        client_id: str,
+        linger_ms: int = 5,
+        crash: Crash = crash_without_commit,
+    ) -> None:
+        self._crash = crash
         self._producer = Producer(
             {
                 **kafka.client_config(),
@@ -60,6 +76,7 @@ class KafkaPublisher:
                 "compression.type": "lz4",
                 "queue.buffering.max.messages": 1_000_000,
                 "log_level": 4,
+                "error_cb": self._on_error,
             }
         )
         self._running = True
@@ -68,7 +85,19 @@ class KafkaPublisher:
 
     def _poll(self) -> None:
         while self._running:
-            self._producer.poll(0.05)
+            try:
+                self._producer.poll(0.05)
+            except Exception as exc:
+                if self._running:
+                    self._crash(f"serving Kafka delivery reports failed: {exc!r}")
+                return
+
+    def _on_error(self, error: Any) -> None:
+        """librdkafka's error callback (delivery thread): fatal errors end the worker."""
+        if error.fatal():
+            self._crash(f"the Kafka producer failed fatally: {error}")
+        else:
+            log.debug("Kafka producer: %s", error)  # librdkafka logs it too
 
     async def publish(self, records: Sequence[Record]) -> None:
         """Send every record; return when all are acknowledged, or raise ``PublishError``."""

@@ -188,6 +188,13 @@ class WorkerSettings(BaseModel):
         "pause a crash causes (Faust's default is 60 s, librdkafka's 45 s). Heartbeats come "
         "from the clients' own threads every third of it.",
     )
+    stall_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="Liveness: a consumer that finished no batch for this long while work "
+        "waited (and no outage was being retried), or stopped polling Kafka, is stalled; the "
+        "worker then fails /healthz so a supervisor restarts it.",
+    )
 
 
 class ScoringSettings(BaseModel):

@@ -23,6 +23,7 @@ from stream_app.models.registry import ModelRegistry
 from stream_app.models.watcher import ModelWatcher
 from stream_app.monitoring.accuracy import AccuracyService
 from stream_app.monitoring.accuracy_feed import AccuracyFeed
+from stream_app.monitoring.liveness import Watchdog
 from stream_app.monitoring.metrics import WorkerMetrics
 from stream_app.monitoring.state import Monitor, MonitorCollector
 from stream_app.provisioning.keyspace import pending_migrations
@@ -48,6 +49,7 @@ class Dependencies:
     metrics: WorkerMetrics
     monitor: Monitor
     registry: ModelRegistry
+    watchdog: Watchdog
     watcher: ModelWatcher | None = None
     orchestrator: Orchestrator | None = None
 
@@ -175,9 +177,11 @@ def build_dependencies(settings: Settings, registry: CollectorRegistry = REGISTR
             publisher.close()
         cluster.shutdown()
         raise
+    watchdog = Watchdog(settings.worker.stall_after_s, lambda: metrics.last_retry, metrics)
     return Dependencies(
-        cluster, publisher, scoring, features, accuracy, metrics, monitor, models, watcher,
-        orchestrator,
+        cluster=cluster, publisher=publisher, scoring=scoring, features=features,
+        accuracy=accuracy, metrics=metrics, monitor=monitor, registry=models, watchdog=watchdog,
+        watcher=watcher, orchestrator=orchestrator,
     )  # fmt: skip
 
 

@@ -3,15 +3,21 @@
 Faust delivers a stream one event at a time, and its per-event machinery (about 60 us of CPU
 per message here, measured) caps a worker at about 15,000 events/s before any work is done.
 This consumer runs inside the same Faust app (started and stopped with it) but reads whole
-batches from librdkafka and hands them to a service (scoring, features).
+batches from librdkafka and hands them to a service (scoring, features, accuracy).
 
-Guarantees, the same as the Faust agent's:
+Guarantees:
 - offsets are committed only for batches whose outputs Kafka and Cassandra acknowledged, in
-  the order the batches were read (never past unfinished work);
+  the order the batches were read (never past unfinished work); a commit that fails is tried
+  again at the next interval;
 - at most ``batches_in_flight`` batches are processed at once; when they stay busy (an outage)
   the consumer pauses its partitions and keeps polling, so it stays in its group;
 - on a rebalance the revoked partitions' batches are finished and committed before the
-  partitions are given up; an unexpected error exits the process without committing.
+  partitions are given up; partitions *lost* (the group forgot this member, e.g. after a broker
+  restart longer than the session timeout) are finished but not committed: their next owner
+  scores the uncommitted tail again;
+- errors the client recovers from (an unknown member, a moved coordinator, brokers down) are
+  logged and the consumer goes on (librdkafka rejoins by itself); any other error, and any
+  failure of a batch, ends the worker (``supervision``), never the consumer alone.
 """
 
 from __future__ import annotations
@@ -23,31 +29,84 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from stream_app.agents.attach import attach
-from stream_app.agents.scoring import crash_without_commit
+from stream_app.monitoring.liveness import ConsumerProgress
 from stream_app.scoring.batch import InputMessage
-from stream_app.settings import Settings
+from stream_app.settings import KafkaSettings
+from stream_app.supervision import Crash, crash_without_commit, supervise
 
 log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 120.0
 PAUSE_AFTER_S = 10.0  # well below max.poll.interval.ms (5 minutes)
 LAG_EVERY_S = 2.0
+LOG_REPEATS_EVERY_S = 30.0
+RETRY_AFTER_ERROR_S = 0.5
+
+# Group and connection errors that librdkafka recovers from by itself (rejoin, find the new
+# coordinator, reconnect): seen around broker restarts and rebalances.
+RECOVERABLE = frozenset(
+    {
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.NETWORK_EXCEPTION,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,  # metadata not yet loaded after a broker restart
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._TIMED_OUT,
+        KafkaError._MAX_POLL_EXCEEDED,
+        KafkaError._PARTITION_EOF,
+        KafkaError._NO_OFFSET,
+        KafkaError._WAIT_COORD,
+        KafkaError._RESOLVE,
+        KafkaError._DESTROY,
+        KafkaError._IN_PROGRESS,
+        KafkaError._STATE,
+    }
+)
 
 
-def consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:
+def recoverable(error: KafkaError) -> bool:
+    """Whether the consumer can go on after ``error`` (librdkafka recovers by itself)."""
+    if error.fatal():
+        return False
+    return bool(error.retriable()) or error.code() in RECOVERABLE
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How a batch consumer reads and commits."""
+
+    batch_size: int  # most messages per batch
+    batches_in_flight: int  # batches processed at once
+    batch_wait_s: float  # longest wait for the first message of a batch
+    commit_interval_s: float  # finished offsets are committed at most this often
+
+
+def consumer_config(
+    kafka: KafkaSettings, group_id: str, session_timeout_s: float
+) -> dict[str, Any]:
+    """librdkafka settings of a batch consumer in group ``group_id``."""
     return {
-        **settings.kafka.client_config(),
+        **kafka.client_config(),
         "group.id": group_id,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
         "fetch.wait.max.ms": 20,
-        "session.timeout.ms": int(settings.worker.session_timeout_s * 1000),
-        "heartbeat.interval.ms": int(settings.worker.session_timeout_s * 1000 / 3),
+        "session.timeout.ms": int(session_timeout_s * 1000),
+        "heartbeat.interval.ms": int(session_timeout_s * 1000 / 3),
         "log_level": 4,
     }
 
@@ -65,9 +124,27 @@ def to_input(message: Any) -> InputMessage:
 
 class BatchProcessor(Protocol):
     """What a batch consumer feeds: ``process`` returns once the batch's outputs are
-    acknowledged; ``on_partitions_revoked`` (optional) forgets state of lost partitions."""
+    acknowledged; ``on_partitions_assigned`` / ``on_partitions_revoked`` (optional) take over
+    and forget state of partitions."""
 
     async def process(self, messages: Sequence[InputMessage]) -> Any: ...
+
+
+class _Throttled:
+    """Logs a repeated warning once per ``LOG_REPEATS_EVERY_S`` (a broker down for a minute
+    would otherwise fill the log)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def warning(self, kind: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last.get(kind, -LOG_REPEATS_EVERY_S) >= LOG_REPEATS_EVERY_S:
+            self._last[kind] = now
+            log.warning(message, *args)
+
+
+Partition = tuple[str, int]
 
 
 class BatchConsumer:
@@ -75,55 +152,77 @@ class BatchConsumer:
 
     def __init__(
         self,
-        settings: Settings,
+        config: dict[str, Any],
         service: BatchProcessor,
         *,
         topic: str,
-        group_id: str,
-        batch_size: int,
-        batches_in_flight: int,
+        options: BatchOptions,
         report_lag: Callable[[str, str, int], None] | None = None,
+        make_consumer: Callable[[dict[str, Any]], Any] = Consumer,
+        crash: Crash = crash_without_commit,
     ) -> None:
-        self.settings = settings
+        self.config = config
         self.service = service
-        self.group_id = group_id
+        self.group_id: str = config["group.id"]
         self.topic = topic
-        self.batch_size = batch_size
-        self.batches_in_flight = batches_in_flight
+        self.options = options
         self.report_lag = report_lag
-        self._last_lag = 0.0
+        self._make_consumer = make_consumer
+        self._crash = crash
         self._consumer: Any = None
         # One thread owns the consumer: consume, commit and the rebalance callbacks run on it.
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-consumer")
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"consumer-{topic}")
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._in_flight: deque[tuple[dict[tuple[str, int], int], asyncio.Task[Any]]] = deque()
+        self._in_flight: deque[tuple[dict[Partition, int], asyncio.Task[Any]]] = deque()
         self._finished = threading.Lock()
-        self._done_offsets: dict[tuple[str, int], int] = {}  # next offset to commit, per partition
+        self._done: dict[Partition, int] = {}  # next offset to commit, per partition
+        self._acked: dict[Partition, int] = {}  # the last offset Kafka confirmed committed
+        self._owned: set[Partition] = set()
+        self._fatal: KafkaError | None = None
         self._stopping = False
         self._runner: asyncio.Task[None] | None = None
         self._paused = False
         self._last_commit = 0.0
+        self._last_lag_at = 0.0
+        self._throttled = _Throttled()
+        self._started = time.monotonic()
+        self.last_poll: float | None = None
+        self.last_batch: float | None = None
+        self.lag: int | None = None
 
     # -- lifecycle (called by the Faust app) ----------------------------------------------
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._consumer = Consumer(consumer_config(self.settings, self.group_id))
+        self._started = time.monotonic()
+        config = {**self.config, "on_commit": self._on_commit, "error_cb": self._on_error}
+        self._consumer = self._make_consumer(config)
         await self._on_thread(
             lambda: self._consumer.subscribe(
-                [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+                [self.topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
             )
         )
         self._runner = asyncio.ensure_future(self._run())
+        supervise(self._runner, f"the {self.topic} consumer", lambda: self._stopping, self._crash)
 
     async def stop(self) -> None:
         self._stopping = True
         if self._runner is not None:
             await asyncio.wait({self._runner}, timeout=DRAIN_TIMEOUT_S)
         await self._drain()
-        await self._on_thread(self._commit_sync)
+        await self._on_thread(lambda: self._commit(self._pending(), asynchronous=False))
         await self._on_thread(self._consumer.close)
         self._thread.shutdown(wait=True)
+
+    def progress(self) -> ConsumerProgress:
+        """What the liveness watchdog judges."""
+        return ConsumerProgress(
+            self.topic, self.group_id, self._started, self.last_poll, self.last_batch,
+            len(self._in_flight), self.lag,
+        )  # fmt: skip
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -131,42 +230,59 @@ class BatchConsumer:
         assert self._loop is not None
         return await self._loop.run_in_executor(self._thread, function)
 
-    def _poll(self, batch_size: int, wait_s: float) -> list[Any]:
+    def _poll(self) -> list[Any]:
         """On the consumer thread: commit finished work, then read the next batch.
 
         The batch is whatever has arrived, up to ``batch_size``; if nothing has, wait up to
-        ``wait_s`` for the first message. So a quiet stream is scored at once (low latency)
-        and a busy one in large batches (high throughput), without a fixed wait.
+        ``batch_wait_s`` for the first message. So a quiet stream is scored at once (low
+        latency) and a busy one in large batches (high throughput), without a fixed wait.
         """
-        self._commit_async()
+        self._commit_due()
         self._measure_lag()
-        messages = list(self._consumer.consume(batch_size, 0))
+        size, consume = self.options.batch_size, self._consumer.consume
+        messages = list(consume(size, 0))
         if not messages:
-            messages = list(self._consumer.consume(1, wait_s))
+            messages = list(consume(1, self.options.batch_wait_s))
             if messages:
-                messages += self._consumer.consume(batch_size - 1, 0)
+                messages += consume(size - 1, 0)
+        self.last_poll = time.monotonic()
         return messages
 
     async def _run(self) -> None:
-        wait_s = self.settings.scoring.batch_wait_s
         while not self._stopping:
             self._collect_finished()
-            if len(self._in_flight) >= self.batches_in_flight:
+            if self._fatal is not None:
+                raise KafkaException(self._fatal)
+            if len(self._in_flight) >= self.options.batches_in_flight:
                 await self._wait_for_room()
                 continue
-            messages = await self._on_thread(lambda: self._poll(self.batch_size, wait_s))
+            try:
+                messages = await self._on_thread(self._poll)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not isinstance(error, KafkaError) or not recoverable(error):
+                    raise
+                self._throttled.warning(f"poll-{error.code()}", "%s consumer: %s; going on",
+                                        self.topic, error)  # fmt: skip
+                await asyncio.sleep(RETRY_AFTER_ERROR_S)
+                continue
             inputs = []
             for message in messages:
                 error = message.error()
                 if error is None:
                     inputs.append(to_input(message))
+                elif error.fatal():
+                    raise KafkaException(error)
                 elif error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error on %s: %s", self.topic, error)
+                    self._throttled.warning(f"message-{error.code()}", "%s consumer: %s",
+                                            self.topic, error)  # fmt: skip
             if inputs:
                 self._submit(inputs)
+            elif not self._in_flight:
+                self.last_batch = time.monotonic()  # idle: nothing of ours waits
 
     def _submit(self, inputs: list[InputMessage]) -> None:
-        last: dict[tuple[str, int], int] = {}
+        last: dict[Partition, int] = {}
         for message in inputs:
             key = (message.topic, message.partition)
             last[key] = max(last.get(key, -1), message.offset)
@@ -175,33 +291,41 @@ class BatchConsumer:
 
     def _collect_finished(self) -> None:
         """Record the offsets of finished batches, oldest first, stopping at the first
-        unfinished one; an unexpected failure exits without committing."""
+        unfinished one; a failed batch ends the worker without committing it."""
         while self._in_flight and self._in_flight[0][1].done():
             offsets, task = self._in_flight.popleft()
             if task.cancelled() or task.exception() is not None:
-                try:
-                    task.result()
-                except BaseException:
-                    crash_without_commit("scoring a batch failed unexpectedly")
+                error = None if task.cancelled() else task.exception()
+                self._crash(f"processing a batch of {self.topic} failed unexpectedly: {error!r}")
+                continue
             with self._finished:
-                self._done_offsets.update(offsets)
+                for partition, offset in offsets.items():
+                    if partition in self._owned:  # not for partitions given up meanwhile
+                        self._done[partition] = offset
+            self.last_batch = time.monotonic()
 
     async def _wait_for_room(self) -> None:
         """All batch slots are busy: wait for the oldest batch. If that takes long (an
         outage), pause the partitions and keep polling so the consumer stays in its group."""
         started = time.monotonic()
-        while len(self._in_flight) >= self.batches_in_flight:
+        while len(self._in_flight) >= self.options.batches_in_flight:
             await asyncio.wait({self._in_flight[0][1]}, timeout=1.0)
             self._collect_finished()
             if time.monotonic() - started > PAUSE_AFTER_S:
                 if not self._paused:
-                    log.warning("scoring is stalled; pausing %s until it recovers", self.topic)
+                    log.warning("%s: work is stalled; pausing until it recovers", self.topic)
                     await self._on_thread(lambda: self._consumer.pause(self._consumer.assignment()))
                     self._paused = True
-                await self._on_thread(lambda: self._consumer.poll(0))  # serve the group protocol
+                await self._on_thread(self._keep_membership)
         if self._paused:
             await self._on_thread(lambda: self._consumer.resume(self._consumer.assignment()))
             self._paused = False
+
+    def _keep_membership(self) -> None:
+        """On the consumer thread, while paused: serve the group protocol and callbacks."""
+        self._commit_due()
+        self._consumer.poll(0)
+        self.last_poll = time.monotonic()
 
     async def _drain(self) -> None:
         """Wait for every batch in flight to finish and record its offsets."""
@@ -209,68 +333,152 @@ class BatchConsumer:
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=DRAIN_TIMEOUT_S)
             if pending:
-                log.error("%d batches still unfinished at shutdown; not committing them",
-                          len(pending))  # fmt: skip
+                log.error("%d batches of %s still unfinished; not committing them",
+                          len(pending), self.topic)  # fmt: skip
         self._collect_finished()
 
-    # -- commits and rebalances (consumer thread) -----------------------------------------
+    # -- commits (consumer thread) --------------------------------------------------------
 
-    def _take_offsets(self) -> list[TopicPartition]:
+    def _pending(self, only: set[Partition] | None = None) -> list[TopicPartition]:
+        """Finished offsets Kafka has not confirmed yet (of ``only`` these partitions)."""
         with self._finished:
-            offsets = [TopicPartition(t, p, o) for (t, p), o in self._done_offsets.items()]
-            self._done_offsets.clear()
-        return offsets
+            return [
+                TopicPartition(t, p, offset)
+                for (t, p), offset in self._done.items()
+                if offset > self._acked.get((t, p), -1) and (only is None or (t, p) in only)
+            ]
 
-    def _commit_async(self) -> None:
+    def _commit_due(self) -> None:
         """Commit finished work at most every ``commit_interval_s`` (each commit is a write to
         Kafka's offsets topic; committing less often only widens what a crash re-scores)."""
         now = time.monotonic()
-        if now - self._last_commit < self.settings.scoring.commit_interval_s:
+        if now - self._last_commit < self.options.commit_interval_s:
             return
         self._last_commit = now
-        offsets = self._take_offsets()
-        if offsets:
-            self._consumer.commit(offsets=offsets, asynchronous=True)
+        self._commit(self._pending(), asynchronous=True)
+
+    def _commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        """Commit ``offsets``; a failure the group recovers from leaves them pending (tried
+        again at the next commit), any other ends the worker."""
+        if not offsets:
+            return
+        try:
+            committed = self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not isinstance(error, KafkaError) or not recoverable(error):
+                raise
+            self._throttled.warning(
+                "commit", "%s consumer: committing offsets failed (%s); trying again at the "
+                "next commit", self.topic, error,
+            )  # fmt: skip
+            return
+        if not asynchronous and committed:
+            self._on_commit(None, committed)
+
+    def _on_commit(self, error: Any, partitions: list[TopicPartition]) -> None:
+        """Kafka's answer to a commit (called on the consumer thread)."""
+        if error is not None:
+            self._throttled.warning("commit", "%s consumer: a commit failed (%s); trying again "
+                                    "at the next commit", self.topic, error)  # fmt: skip
+            return
+        with self._finished:
+            for tp in partitions:
+                if tp.error is None and tp.offset >= 0:
+                    key = (tp.topic, tp.partition)
+                    self._acked[key] = max(self._acked.get(key, -1), tp.offset)
+
+    def _on_error(self, error: KafkaError) -> None:
+        """Client-level errors (librdkafka's error callback, on the consumer thread)."""
+        if error.fatal():
+            log.critical("%s consumer: fatal error %s", self.topic, error)
+            self._fatal = error  # the loop ends the worker
+            return
+        self._throttled.warning(f"error-{error.code()}", "%s consumer: %s", self.topic, error)
 
     def _measure_lag(self) -> None:
         """Every few seconds: messages between this consumer's positions and the ends of its
         partitions (from the offsets the last fetches reported; no broker round trip)."""
         now = time.monotonic()
-        if self.report_lag is None or now - self._last_lag < LAG_EVERY_S:
+        if now - self._last_lag_at < LAG_EVERY_S:
             return
-        self._last_lag = now
+        self._last_lag_at = now
         lag = 0
         for tp in self._consumer.position(self._consumer.assignment()):
             _, high = self._consumer.get_watermark_offsets(tp, cached=True)
             if tp.offset >= 0 and high >= 0:
                 lag += max(high - tp.offset, 0)
-        self.report_lag(self.topic, self.group_id, lag)
+        self.lag = lag
+        if self.report_lag is not None:
+            self.report_lag(self.topic, self.group_id, lag)
 
-    def _commit_sync(self) -> None:
-        offsets = self._take_offsets()
-        if offsets:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
+    # -- rebalances (consumer thread) -----------------------------------------------------
 
-    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
-        log.info("%s consumer assigned %s", self.topic, [p.partition for p in partitions])
-        self._paused = False
-        take_over = getattr(self.service, "on_partitions_assigned", None)
-        if take_over is not None and self._loop is not None:
-            assigned = [p.partition for p in partitions]
-            asyncio.run_coroutine_threadsafe(take_over(assigned), self._loop)
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        try:
+            log.info("%s consumer assigned %s", self.topic, [p.partition for p in partitions])
+            self._paused = False
+            with self._finished:
+                self._owned |= {(p.topic, p.partition) for p in partitions}
+            take_over = getattr(self.service, "on_partitions_assigned", None)
+            if take_over is not None and self._loop is not None:
+                assigned = [p.partition for p in partitions]
+                done = asyncio.run_coroutine_threadsafe(take_over(assigned), self._loop)
+                done.add_done_callback(self._crash_on_error(f"taking over {assigned}"))
+        except Exception:
+            self._crash(f"taking over partitions of {self.topic} failed")
 
-    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
-        """Finish the batches in hand and commit them before the partitions go elsewhere."""
-        log.info("%s consumer revoked %s; finishing batches in flight", self.topic,
-                 [p.partition for p in partitions])  # fmt: skip
-        assert self._loop is not None
-        if self._in_flight:
-            asyncio.run_coroutine_threadsafe(self._drain(), self._loop).result(DRAIN_TIMEOUT_S)
-        self._commit_sync()
-        forget = getattr(self.service, "on_partitions_revoked", None)
-        if forget is not None:
-            lost = [p.partition for p in partitions]
-            self._loop.call_soon_threadsafe(forget, lost)
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._hand_back(partitions, lost=False)  # lost partitions go to ``_on_lost``
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._hand_back(partitions, lost=True)
+
+    def _hand_back(self, partitions: list[TopicPartition], lost: bool) -> None:
+        """Finish the batches in hand and, unless the partitions were lost, commit them before
+        the partitions go elsewhere. Never raises into librdkafka: an error here that is not
+        a recoverable Kafka one ends the worker."""
+        gone = {(p.topic, p.partition) for p in partitions}
+        numbers = sorted(p for _, p in gone)
+        try:
+            if lost:
+                log.warning("%s consumer lost %s (the group no longer knew this member); "
+                            "their uncommitted batches will be scored again by their next "
+                            "owner", self.topic, numbers)  # fmt: skip
+            else:
+                log.info("%s consumer revoked %s; finishing batches in flight", self.topic,
+                         numbers)  # fmt: skip
+            assert self._loop is not None
+            if self._in_flight:
+                drained = asyncio.run_coroutine_threadsafe(self._drain(), self._loop)
+                drained.result(DRAIN_TIMEOUT_S + 5)
+            if not lost:
+                self._commit(self._pending(only=gone), asynchronous=False)
+            with self._finished:
+                self._owned -= gone
+                for partition in gone:
+                    self._done.pop(partition, None)
+                    self._acked.pop(partition, None)
+            forget = getattr(self.service, "on_partitions_revoked", None)
+            if forget is not None:
+                self._loop.call_soon_threadsafe(self._forget, forget, numbers)
+        except Exception:
+            self._crash(f"handing back partitions {numbers} of {self.topic} failed")
+
+    def _forget(self, forget: Callable[[list[int]], None], partitions: list[int]) -> None:
+        """On the event loop: the service forgets the partitions' state."""
+        try:
+            forget(partitions)
+        except Exception:
+            self._crash(f"forgetting the state of partitions {partitions} of {self.topic} failed")
+
+    def _crash_on_error(self, what: str) -> Callable[[Any], None]:
+        def check(done: Any) -> None:
+            if done.cancelled() or done.exception() is not None:
+                error = None if done.cancelled() else done.exception()
+                self._crash(f"{what} of {self.topic} failed: {error!r}")
+
+        return check
 
 
 def register(app: Any, consumer: BatchConsumer) -> BatchConsumer:

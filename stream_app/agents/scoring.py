@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 from typing import Any
 
 import faust
@@ -20,9 +18,9 @@ import faust
 from stream_app.scoring.batch import InputMessage
 from stream_app.scoring.service import ScoringService
 from stream_app.settings import Settings
+from stream_app.supervision import crash_without_commit
 
 log = logging.getLogger(__name__)
-CRASH_EXIT_CODE = 70
 
 
 def to_inputs(events: list[Any]) -> list[InputMessage]:
@@ -38,19 +36,6 @@ def to_inputs(events: list[Any]) -> list[InputMessage]:
         )
         for e in events
     ]
-
-
-def crash_without_commit(what: str) -> None:
-    """Leave at once, without acknowledging the batch in hand.
-
-    Raising out of the agent would let Faust acknowledge (and later commit) a batch whose
-    outputs were never acknowledged; exiting here keeps at-least-once: the next worker to own
-    the partitions scores the batch again, with the same prediction ids.
-    """
-    log.critical("%s: exiting without committing the current batch", what, exc_info=True)
-    logging.shutdown()
-    sys.stderr.flush()
-    os._exit(CRASH_EXIT_CODE)
 
 
 def register(app: faust.App, settings: Settings, service: ScoringService) -> Any:

@@ -159,7 +159,7 @@ class FeatureService:
             what,
             self.settings.scoring.retry_initial_s,
             self.settings.scoring.retry_max_s,
-            lambda exc, attempt: self.metrics.retries.labels(label).inc(),
+            lambda exc, attempt: self.metrics.retried(label),
         )
 
     async def _write_marks(self, marks: dict[int, int]) -> None:

@@ -30,6 +30,7 @@ from stream_app.monitoring.state import Monitor
 from stream_app.scoring.model_set import ModelSet, ScoringModel
 from stream_app.scoring.service import ScoringService
 from stream_app.settings import Settings
+from stream_app.supervision import supervise
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
@@ -135,6 +136,7 @@ class ModelWatcher:
         topic = self.settings.kafka.topics.model_updates
         await loop.run_in_executor(self._thread, lambda: self._consumer.subscribe([topic]))
         self._runner = asyncio.ensure_future(self._run())
+        supervise(self._runner, "following model-updates", lambda: self._stopping)
 
     async def stop(self) -> None:
         self._stopping = True

@@ -82,7 +82,7 @@ class AccuracyService:
             action,
             self.settings.scoring.retry_initial_s,
             self.settings.scoring.retry_max_s,
-            lambda exc, attempt: self.metrics.retries.labels(action).inc(),
+            lambda exc, attempt: self.metrics.retried(action),
         )
 
     async def process(self, messages: Sequence[InputMessage]) -> int:

@@ -24,6 +24,7 @@ from stream_app.models.evaluation import primary_metric, row_losses
 from stream_app.models.retrain_window import LossTimeline
 from stream_app.monitoring.rolling import RollingAccuracy
 from stream_app.settings import Settings
+from stream_app.supervision import supervise
 from stream_app.use_cases.spec import UseCase
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class AccuracyFeed:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="accuracy-feed")
         await asyncio.get_running_loop().run_in_executor(self._thread, self._open)
         self._runner = asyncio.ensure_future(self._run())
+        supervise(self._runner, "following accuracy-events", lambda: self._stopping)
         log.info("following %s for the deployment's rolling accuracy",
                  self.settings.kafka.topics.accuracy_events)  # fmt: skip
 

@@ -6,10 +6,11 @@ carry entity or event ids, so cardinality stays bounded.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 AGE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600)
@@ -146,9 +147,28 @@ class WorkerMetrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
+        self.consumer_stalled = Gauge(
+            "stream_app_consumer_stalled",
+            "1 when a consumer made no progress for worker.stall_after_s while work waited "
+            "(the worker then fails /healthz).",
+            ["topic", "group"],
+            registry=r,
+        )
+        self.seconds_since_progress = Gauge(
+            "stream_app_consumer_seconds_since_progress",
+            "Seconds since a consumer last finished a batch while work waited (0 when idle).",
+            ["topic", "group"],
+            registry=r,
+        )
+        self.last_retry: float | None = None  # monotonic time of the last outage retry
         self.lifecycle_decisions = Counter(
             "stream_app_lifecycle_decisions_total",
             "Decisions of the orchestrator, by action (retrain_started, promoted, rejected...).",
             ["action"],
             registry=r,
         )
+
+    def retried(self, operation: str) -> None:
+        """An outage was retried (the worker is waiting, not stuck)."""
+        self.retries.labels(operation).inc()
+        self.last_retry = time.monotonic()

@@ -4,6 +4,9 @@
 - ``/dashboard``: a live page (plain HTML and canvas, no external scripts) polling
 - ``/dashboard/data``: the worker's monitor snapshot as JSON (also what `stream-app status`
   reads).
+- ``/healthz``: liveness. 200 while the event loop answers and every consumer makes progress
+  (``monitoring.liveness``); 503 with the stalled consumers and why, so a supervisor restarts
+  the worker.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from stream_app.bundled import package_file
+from stream_app.monitoring.liveness import Watchdog
 from stream_app.monitoring.state import Monitor
 
 
@@ -43,3 +47,17 @@ def register_dashboard(app: faust.App, monitor: Monitor) -> None:
         async def get(self, request: Request) -> Response:
             body = orjson.dumps(monitor.snapshot(), option=orjson.OPT_SERIALIZE_NUMPY)
             return self.bytes(body, content_type="application/json")
+
+
+def register_health(app: faust.App, watchdog: Watchdog | None) -> None:
+    """Serve ``/healthz``: answered on the event loop, so a blocked loop fails it too."""
+
+    @app.page("/healthz")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            healthy, body = (True, {"status": "ok", "consumers": []})
+            if watchdog is not None:
+                healthy, body = watchdog.health()
+            return self.bytes(
+                orjson.dumps(body), content_type="application/json", status=200 if healthy else 503
+            )

@@ -206,7 +206,7 @@ class ScoringService:
             "reading features",
             self.settings.scoring.retry_initial_s,
             self.settings.scoring.retry_max_s,
-            lambda exc, attempt: self.metrics.retries.labels("feature_read").inc(),
+            lambda exc, attempt: self.metrics.retried("feature_read"),
         )
         self.metrics.feature_read_seconds.observe(time.perf_counter() - read_started)
         return stored
@@ -247,7 +247,7 @@ class ScoringService:
                 return
             except PublishError as exc:
                 pending = exc.failed
-                self.metrics.retries.labels("publish").inc()
+                self.metrics.retried("publish")
                 attempt += 1
                 await asyncio.sleep(min(self.settings.scoring.retry_max_s, 0.1 * 2**attempt))
 
@@ -261,7 +261,7 @@ class ScoringService:
             "storing predictions",
             self.settings.scoring.retry_initial_s,
             self.settings.scoring.retry_max_s,
-            lambda exc, attempt: self.metrics.retries.labels("prediction_store").inc(),
+            lambda exc, attempt: self.metrics.retried("prediction_store"),
         )
 
     def _observe(

@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,12 @@ def test_one_prediction_per_valid_event_and_dead_letters_for_the_rest(
     predictions = consume_all(settings, topics.predictions, valid, timeout_s=120)
     dead = consume_all(settings, topics.dead_letter, invalid, timeout_s=60)
     assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+    with urllib.request.urlopen(f"http://127.0.0.1:{settings.worker.web_port}/healthz") as page:
+        health = orjson.loads(page.read())
+    assert health["status"] == "ok"
+    watched = {c["topic"] for c in health["consumers"]}
+    assert {topics.sensor_readings, topics.ground_truth} <= watched  # the batch consumers
+    assert all(not c["stalled"] for c in health["consumers"])
 
     schema = jsonschema.Draft202012Validator(
         orjson.loads((SCHEMAS / "prediction.schema.json").read_bytes())
