@@ -59,13 +59,15 @@ bench: services ## the benchmarks (JSON): decode, simulation, e2e
 FUZZ_SECONDS ?= 300
 .PHONY: fuzz
 fuzz: venv ## coverage-guided fuzzing of every decoder with atheris for FUZZ_SECONDS (default 300); findings saved as fuzz/crash-*
-	$(BIN)/pip install --quiet -e '.[fuzz]'
 	mkdir -p fuzz/corpus
 	$(BIN)/python tests/fuzz/fuzz_decoders.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 -max_len=80000 -artifact_prefix=fuzz/ -print_final_stats=1 fuzz/corpus
 
+CHAOS_REPEAT ?= 1
+.PHONY: chaos
+chaos: services ## faults under load (kill -9 x5, rebalance, Cassandra 30 s down, Kafka restarts), CHAOS_REPEAT times: JSON with lost == 0 per run
+	$(BIN)/stream-app bench chaos --repeat $(CHAOS_REPEAT) --json chaos.json
+
 .PHONY: browser
-chaos: services ## faults under load (kill -9 x5, rebalance, Cassandra 30 s down, Kafka restart): JSON with lost == 0 per scenario
-	$(BIN)/stream-app bench chaos --json chaos.json
 
 browser: ## Debian's chromium for the dashboard test (installed with apt-get when missing)
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)

@@ -66,3 +66,8 @@ class ModelNotFound(StreamAppError):
 
 class TrainingError(StreamAppError):
     """A model cannot be trained (e.g. too few labelled rows in the window)."""
+
+
+class BenchError(StreamAppError):
+    """A benchmark could not run: a process it started failed or never answered (the message
+    names its log)."""

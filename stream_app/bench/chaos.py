@@ -7,15 +7,20 @@ at a steady rate (2% of them invalid) for ``seconds``, and one kind of fault whi
 - ``kill``: the worker killed with SIGKILL five times, restarted each time;
 - ``rebalance``: a second worker joins the consumer groups, then leaves;
 - ``cassandra``: Cassandra stopped for 30 s, then started again;
-- ``kafka``: the broker stopped and started again;
+- ``kafka``: the broker restarted at once, then stopped for ``KAFKA_DOWN_S`` (longer than the
+  session timeout, so the group forgets the worker's members and their partitions are lost)
+  and started again;
 - ``backpressure``: 2,000 events/s, and the worker's Cassandra slowed down (every reply
   delayed 1 s, through a proxy) for 30 s: scoring slows, work waits in Kafka (the consumer
   lag grows), and the worker's memory (RSS, sampled every 0.5 s) must stay bounded; reported
   before, during and after the slow spell;
 - ``hostile``: ~100,000 hostile messages (every dead-letter kind, random bytes, huge numbers,
-  deep nesting, invalid UTF-8, wrong types) among valid events, at 5,500 messages/s.
+  deep nesting, invalid UTF-8, wrong types) among valid events, at 5,500 messages/s for 20 s
+  (or ``seconds`` when shorter).
 
-Every scenario also counts workers that exited by themselves (``crashes``).
+Every scenario also counts workers that exited by themselves (``crashes``). ``repeat`` runs
+each scenario that many times; every run's worker logs are kept in a folder of its own
+(``<home>/bench/chaos-<run>/<scenario>-<repetition>/``).
 
 When traffic ends, the harness waits until every sent event has an outcome (or nothing new
 arrives for ``settle_s``), reads the predictions and dead-letter topics and accounts for every
@@ -47,6 +52,7 @@ from stream_app.bench.e2e import (
     delete_topics,
     preload_features,
     prepare_model,
+    process_failure,
     settings_env,
     stop_process,
 )
@@ -62,6 +68,7 @@ from stream_app.simulation.world import World
 from stream_app.use_cases.spec import UseCase
 
 SCENARIOS = ("kill", "rebalance", "cassandra", "kafka", "hostile", "backpressure")
+KAFKA_DOWN_S = 20.0  # longer than the workers' session timeout (10 s)
 SLOW_REPLY_S, SLOW_FROM_S, SLOW_FOR_S, SLOW_RATE = 1.0, 12.0, 30.0, 2_000
 INVALID_SHARE = 0.02
 HOSTILE_RATE, HOSTILE_SECONDS, HOSTILE_SHARE = 5_500, 20, 10 / 11  # ~100,000 hostile messages
@@ -137,6 +144,7 @@ class Workers:
         self.settings, self.log_dir = settings, log_dir
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.ports: dict[str, int] = {}
+        self.logs: dict[str, Path] = {}
         self.starts = 0
 
     def start(self, name: str, port_offset: int = 0) -> None:
@@ -145,7 +153,8 @@ class Workers:
         settings = self.settings.model_copy(update={"worker": worker})
         self.ports[name] = port
         self.starts += 1
-        log = (self.log_dir / f"{name}-{self.starts}.log").open("wb")
+        self.logs[name] = self.log_dir / f"{name}-{self.starts}.log"
+        log = self.logs[name].open("wb")
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", "stream_app.main", "worker"],
             env={**os.environ, **settings_env(settings), **QUIET},
@@ -166,7 +175,9 @@ class Workers:
             except OSError:
                 pass
             time.sleep(0.5)
-        raise RuntimeError(f"worker {name} did not start scoring in {timeout_s} s")
+        raise process_failure(
+            f"worker {name} did not start scoring in {timeout_s:.0f} s", self.logs[name]
+        )
 
     def input_lag(self, name: str) -> int | None:
         """The worker's consumer lag on the input topic, from its dashboard."""
@@ -229,6 +240,11 @@ def inject(
     elif scenario == "kafka":
         time.sleep(15)
         control.down(base, ["kafka"], log=say)
+        control.up(base, ["kafka"], log=say)
+        time.sleep(5)
+        control.down(base, ["kafka"], log=say)
+        say(f"the broker stays down {KAFKA_DOWN_S:.0f} s (longer than the session timeout)")
+        time.sleep(KAFKA_DOWN_S)
         control.up(base, ["kafka"], log=say)
 
 
@@ -339,8 +355,11 @@ def run_scenario(
     run_id: str,
     log_dir: Path,
     progress: TextIO,
+    repetition: int = 1,
 ) -> dict[str, Any]:
-    bench = bench_settings(settings, run_id, f"chaos-{scenario}")
+    bench = bench_settings(settings, run_id, f"chaos-{scenario}-{repetition}")
+    log_dir = log_dir / f"{scenario}-{repetition}"
+    log_dir.mkdir(parents=True, exist_ok=True)
     create_topics(bench)
     proxy = TcpProxy(settings.cassandra.port) if scenario == "backpressure" else None
     served = bench
@@ -355,7 +374,8 @@ def run_scenario(
         workers.start("worker")
         time.sleep(12)  # the worker joins its groups before traffic starts
         if scenario == "hostile":
-            traffic = Traffic(bench, world, HOSTILE_RATE, HOSTILE_SECONDS, HOSTILE_SHARE, hostile)
+            hostile_s = min(HOSTILE_SECONDS, seconds)
+            traffic = Traffic(bench, world, HOSTILE_RATE, hostile_s, HOSTILE_SHARE, hostile)
         elif scenario == "backpressure":
             traffic = Traffic(bench, world, SLOW_RATE, seconds)
         else:
@@ -375,11 +395,14 @@ def run_scenario(
         if proxy is not None:
             proxy.close()
     result = {
+        "scenario": scenario,
+        "repetition": repetition,
         **account(traffic.sent, predictions, dead, stamps).as_dict(),
         "crashes": len(crashed),
         **extra,
+        "logs": str(log_dir),
     }
-    progress.write(f"{scenario}: {result}\n")
+    progress.write(f"{scenario} #{repetition}: {result}\n")
     return result
 
 
@@ -391,6 +414,7 @@ def run(
     seconds: float = 60,
     settle_s: float = 90,
     progress: TextIO = sys.stderr,
+    repeat: int = 1,
 ) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:6]
     base = bench_settings(settings, run_id, "chaos")
@@ -406,21 +430,49 @@ def run(
     finally:
         cluster.shutdown()
     progress.write(f"model {version}; worker logs in {log_dir}\n")
-    results = {}
-    for scenario in scenarios:
-        outcome = run_scenario(
-            scenario, settings, world, rate, seconds, settle_s, run_id, log_dir, progress
-        )
-        results[scenario] = outcome
+    runs = []
+    for repetition in range(1, repeat + 1):  # the whole suite, then again: faults interleave
+        for scenario in scenarios:
+            runs.append(
+                run_scenario(
+                    scenario,
+                    settings,
+                    world,
+                    rate,
+                    seconds,
+                    settle_s,
+                    run_id,
+                    log_dir,
+                    progress,
+                    repetition,
+                )
+            )
+    return summarise(runs, rate, seconds, repeat, str(log_dir))
+
+
+def summarise(
+    runs: list[dict[str, Any]], rate: float, seconds: float, repeat: int, logs: str
+) -> dict[str, Any]:
+    """Every run, and per scenario its figures over the repetitions and its targets."""
+    scenarios: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        summary = scenarios.setdefault(run["scenario"], {"repetitions": 0})
+        summary["repetitions"] += 1
+        for figure in ("lost", "duplicates", "longest_pause_s", "crashes"):
+            summary.setdefault(figure, []).append(run[figure])
+    targets: dict[str, bool] = {}
+    for name, summary in scenarios.items():
+        targets[f"{name}: lost == 0 in every run"] = not any(summary["lost"])
+        targets[f"{name}: no worker crashed"] = not any(summary["crashes"])
     return {
         "benchmark": "chaos",
         "rate": rate,
         "seconds": seconds,
-        "scenarios": results,
-        "lost": sum(r["lost"] for r in results.values()),
-        "crashes": sum(r["crashes"] for r in results.values()),
-        "targets_met": {
-            **{f"{s}: lost == 0": r["lost"] == 0 for s, r in results.items()},
-            **{f"{s}: no worker crashed": r["crashes"] == 0 for s, r in results.items()},
-        },
+        "repeat": repeat,
+        "logs": logs,
+        "runs": runs,
+        "scenarios": scenarios,
+        "lost": sum(r["lost"] for r in runs),
+        "crashes": sum(r["crashes"] for r in runs),
+        "targets_met": targets,
     }

@@ -32,6 +32,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from stream_app.bench.simulation import labelled_frame
 from stream_app.cassandra_session import open_cluster
+from stream_app.errors import BenchError
 from stream_app.features.pane_store import PaneStore
 from stream_app.features.panes import PaneAggregator, aggregate_groups
 from stream_app.features.store import CassandraFeatureStore, FeatureRow
@@ -290,6 +291,20 @@ def start_process(kind: str, settings: Settings, log_dir: Path) -> subprocess.Po
     )
 
 
+def last_line(log: Path) -> str:
+    """The last non-empty line of a process's log (what it said before it failed)."""
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "(no log)"
+    return lines[-1].strip()[:300] if lines else "(empty log)"
+
+
+def process_failure(what: str, log: Path) -> BenchError:
+    """``what`` went wrong with a process of the benchmark: one line with its log's last."""
+    return BenchError(f"{what}; its log is {log} (last line: {last_line(log)})")
+
+
 def stop_process(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     try:
@@ -335,7 +350,7 @@ def run_half_load(
         try:
             first = pregenerate(world, 1, f"{run_id}-first")
             if collect(settings, 1, produce(settings, first), timeout_s=120).count == 0:
-                raise RuntimeError(f"the worker never answered; see {log_dir / 'e2e.log'}")
+                raise process_failure("the worker never answered", log_dir / "e2e.log")
             # warm up at the measured rate (caches, connections); not counted
             warmup = pregenerate(world, int(rate * WARMUP_S), f"{run_id}-warmup")
             produce(settings, warmup, rate=rate)

@@ -14,6 +14,7 @@ with that value in its served vector ("used", read back from the prediction log)
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import subprocess
 import sys
@@ -28,14 +29,15 @@ from typing import Any, TextIO
 import numpy as np
 import orjson
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from stream_app.bench.e2e import (
     bench_settings,
+    create_topics,
     delete_topics,
     percentile,
     preload_features,
     prepare_model,
+    process_failure,
     settings_env,
     stop_process,
 )
@@ -49,16 +51,6 @@ from stream_app.simulation.payloads import client_event_records, reading_records
 from stream_app.simulation.world import World
 from stream_app.storage.predictions import PredictionStore
 from stream_app.use_cases.spec import UseCase
-
-PARTITIONS = 6
-
-
-def _create(settings: Settings) -> None:
-    admin = AdminClient(settings.kafka.client_config())
-    topics = settings.kafka.topics
-    names = [topics.sensor_readings, topics.client_events, topics.predictions, topics.dead_letter]
-    for future in admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names]).values():
-        future.result(timeout=30)
 
 
 def _produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> None:
@@ -84,7 +76,12 @@ def _metric(port: int, name: str, topic: str) -> float | None:
 
 
 def _rate(
-    process: subprocess.Popen[bytes], port: int, topic: str, count: int, timeout_s: float
+    process: subprocess.Popen[bytes],
+    port: int,
+    topic: str,
+    count: int,
+    timeout_s: float,
+    log: Path,
 ) -> float:
     """Readings/s between 5% and 95% of ``count``, from the process's own counter."""
     low, high = 0.05 * count, 0.95 * count
@@ -92,7 +89,7 @@ def _rate(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and t_high is None:
         if process.poll() is not None:
-            raise RuntimeError(f"the process exited with {process.returncode}")
+            raise process_failure(f"the process exited with {process.returncode}", log)
         value = _metric(port, "stream_app_events_in_total", topic)
         now = time.monotonic()
         if value is not None:
@@ -100,10 +97,17 @@ def _rate(
                 t_low, v_low = now, value
             if t_low is not None and value >= high:
                 t_high, v_high = now, value
-        time.sleep(0.1)
+        time.sleep(0.02)
     if t_low is None or t_high is None or t_high <= t_low:
         return float("nan")
     return (v_high - v_low) / (t_high - t_low)
+
+
+def rounded(value: float, digits: int | None = None) -> float | None:
+    """``round(value)``, or None for a figure that could not be measured (NaN)."""
+    if not math.isfinite(value):
+        return None
+    return round(value, digits) if digits is not None else round(value)
 
 
 def _start(
@@ -132,7 +136,7 @@ def run_features(
     for kind, count in (("agent", readings), ("naive", naive_readings)):
         bench = bench_settings(settings, run_id, f"f{kind}")
         ensure_keyspace(bench.cassandra)
-        _create(bench)
+        create_topics(bench)
         try:
             _produce(bench, bench.kafka.topics.sensor_readings, records[:count])
             if kind == "agent":
@@ -144,8 +148,9 @@ def run_features(
             process = _start(command, bench, extra, log_dir / f"{kind}.log")
             try:
                 rates[kind] = _rate(
-                    process, bench.worker.web_port, bench.kafka.topics.sensor_readings, count, 900
-                )
+                    process, bench.worker.web_port, bench.kafka.topics.sensor_readings, count, 900,
+                    log_dir / f"{kind}.log",
+                )  # fmt: skip
             finally:
                 stop_process(process)
         finally:
@@ -155,9 +160,10 @@ def run_features(
         "benchmark": "features",
         "readings": readings,
         "naive_readings": naive_readings,
-        "agent_readings_per_s": round(rates["agent"]),
-        "naive_readings_per_s": round(rates["naive"]),
-        "agent_vs_naive": round(rates["agent"] / rates["naive"], 1),
+        # None where a run was too short to time (its readings arrived in one step)
+        "agent_readings_per_s": rounded(rates["agent"]),
+        "naive_readings_per_s": rounded(rates["naive"]),
+        "agent_vs_naive": rounded(rates["agent"] / rates["naive"], 1),
         "targets_met": {
             "agent >= 20000 readings/s": rates["agent"] >= 20_000,
             "agent >= 5 x naive": rates["agent"] >= 5 * rates["naive"],
@@ -181,35 +187,37 @@ def run_freshness(
     rate: float,
     seconds: float,
     progress: TextIO = sys.stderr,
+    warmup_s: float = 10.0,
 ) -> dict[str, Any]:
-    """Probe freshness under ``rate`` readings/s of background traffic."""
+    """Probe freshness under ``rate`` readings/s of background traffic, after ``warmup_s``
+    at that rate (not counted)."""
     run_id = uuid.uuid4().hex[:6]
     bench = bench_settings(settings, run_id, "fresh")
     ensure_keyspace(bench.cassandra)
-    _create(bench)
+    create_topics(bench)
     world = World(use_case, 4)
     log_dir = settings.services.home.resolve() / "bench" / f"freshness-{run_id}"
     log_dir.mkdir(parents=True, exist_ok=True)
     cluster = open_cluster(bench.cassandra)
-    session = cluster.connect()
     process = None
     try:
+        session = cluster.connect()
         prepare_model(session, bench, use_case, 4)
         preload_features(session, bench, world)
-        process = _start([sys.executable, "-m", "stream_app.main", "worker"], bench, {},
-                         log_dir / "worker.log")  # fmt: skip
+        log = log_dir / "worker.log"
+        process = _start([sys.executable, "-m", "stream_app.main", "worker"], bench, {}, log)
         # warm up at the measured rate until probes show up promptly; not counted
-        warmup = _drive(bench, world, rate, WARMUP_S, session, progress, value_base=100_000.0)
+        warmup = _drive(bench, world, rate, warmup_s, session, progress, value_base=100_000.0)
         if not any(p.visible_ms for p in warmup):
-            raise RuntimeError(f"the worker never merged a reading; see {log_dir / 'worker.log'}")
+            raise process_failure("the worker never merged a reading", log)
         probes = _drive(bench, world, rate, seconds, session, progress)
         time.sleep(3)  # let the last predictions land
+        stop_process(process)
+        process = None
+        used = _first_use(session, bench, use_case, probes)
     finally:
         if process is not None:
             stop_process(process)
-    try:
-        used = _first_use(session, bench, use_case, probes)
-    finally:
         cluster.shutdown()
         delete_topics(bench)
     visible = [p.visible_ms - p.created_ms for p in probes if p.visible_ms is not None]
@@ -230,7 +238,6 @@ def run_freshness(
     }
 
 
-WARMUP_S = 10.0
 PROBE_COURIERS = 5
 PROBE_EVERY_S = 0.25
 EVENT_EVERY_S = 0.05

@@ -27,6 +27,7 @@ from stream_app.bench.e2e import (
     delete_topics,
     preload_features,
     prepare_model,
+    process_failure,
     produce,
     start_process,
     stop_process,
@@ -105,7 +106,9 @@ def run(
         finally:
             stop_process(worker)
         if scored.distinct_keys < events:
-            raise RuntimeError(f"the worker scored {scored.distinct_keys} of {events} events")
+            raise process_failure(
+                f"the worker scored {scored.distinct_keys} of {events} events", log_dir / "e2e.log"
+            )
         stamps = list(created.values())
         plan = plan_replay(bench.kafka, bench.kafka.topics.client_events, min(stamps),
                            max(stamps) + 1)  # fmt: skip

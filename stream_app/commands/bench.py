@@ -39,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     freshness.add_argument("--rate", type=float, default=5_000, help="readings per second")
     freshness.add_argument("--seconds", type=float, default=30)
+    freshness.add_argument(
+        "--warmup-seconds", type=float, default=10, help="traffic before probes are counted"
+    )
     freshness.add_argument("--use-case", help="use case name or .toml path (default: settings)")
     replay = benches.add_parser(
         "replay", help="a backtest of a range against a raw consume of the same range"
@@ -59,14 +62,25 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     chaos.add_argument("--rate", type=float, default=300, help="client events per second")
     chaos.add_argument("--seconds", type=float, default=60, help="seconds of traffic")
+    chaos.add_argument(
+        "--repeat", type=int, default=1, help="run the chosen scenarios this many times"
+    )
     chaos.add_argument("--use-case", help="use case name or .toml path (default: settings)")
     for bench in (decode, simulation, e2e, features, freshness, replay, chaos):
         bench.add_argument("--json", type=Path, help="also write the JSON to this file")
     parser.set_defaults(run=run)
 
 
+OFFLINE = ("decode", "simulation")  # the benches that need no Kafka or Cassandra
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.use_cases.spec import load_use_case
+
+    if args.bench not in OFFLINE:
+        from stream_app.kafka_admin import reach
+
+        reach(settings.kafka, timeout_s=5)  # one clear line when Kafka is not there
 
     if args.bench == "decode":
         from stream_app.bench import decode
@@ -86,7 +100,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 settings, use_case, args.readings, args.naive_readings
             )
         else:
-            result = features_bench.run_freshness(settings, use_case, args.rate, args.seconds)
+            result = features_bench.run_freshness(
+                settings, use_case, args.rate, args.seconds, warmup_s=args.warmup_seconds
+            )
     elif args.bench == "e2e":
         from stream_app.bench import e2e as e2e_bench
 
@@ -104,7 +120,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
         use_case = load_use_case(args.use_case or settings.use_case)
         scenarios = args.scenario or list(chaos_bench.SCENARIOS)
-        result = chaos_bench.run(settings, use_case, scenarios, args.rate, args.seconds)
+        result = chaos_bench.run(
+            settings, use_case, scenarios, args.rate, args.seconds, repeat=args.repeat
+        )
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

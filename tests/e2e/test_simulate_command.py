@@ -27,12 +27,3 @@ def test_simulate_refuses_an_unknown_use_case(stream_app: Run, deployment: Deplo
     assert result.returncode == 1
     assert "no use case 'weather'" in result.stderr
     assert "delivery_eta" in result.stderr
-
-
-def test_bench_decode_prints_json_with_its_baseline(stream_app: Run) -> None:
-    result = stream_app("bench", "decode", "--events", "3000")
-    assert result.returncode == 0, result.stderr
-    figures = json.loads(result.stdout)
-    assert figures["events"] == 3000
-    assert figures["decode_eps"] > 0
-    assert figures["orjson_loads_eps"] > 0
