@@ -60,10 +60,14 @@ def open_cluster(settings: CassandraSettings, connect_timeout_s: float = 10.0) -
 
 
 def connection_failure(exc: BaseException) -> str | None:
-    """What to tell the user when ``exc`` is the driver's failure to connect, else None."""
-    from cassandra import AuthenticationFailed
+    """What to tell the user when ``exc`` is the driver's failure to connect, or a keyspace or
+    table that `stream-app init` has not made yet; else None."""
+    from cassandra import AuthenticationFailed, InvalidRequest
     from cassandra.cluster import NoHostAvailable
 
+    if isinstance(exc, InvalidRequest) and "does not exist" in str(exc):
+        missing = str(exc).split('message="', 1)[-1].rstrip('"')
+        return f"Cassandra: {missing}: run `stream-app init` first"
     if not isinstance(exc, NoHostAvailable):
         return None
     reasons = []

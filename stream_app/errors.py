@@ -44,6 +44,22 @@ class UseCaseError(ConfigurationError):
     """A use-case spec file is missing or invalid; the message says where and why."""
 
 
+class NoSimulation(UseCaseError):
+    """A command needs the use case's ``[simulation]`` world, and the spec has none.
+
+    Not a failure of the command but of the request: the command line exits with 2."""
+
+    exit_code = 2
+
+    def __init__(self, use_case: str, spec: str, wanted: str) -> None:
+        super().__init__(
+            f"use case {use_case} has no [simulation] section, so there is no world to "
+            f"{wanted}. Bring its data instead: `stream-app history import EVENTS.csv "
+            f"--use-case {spec}` and then `stream-app train --use-case {spec} --since ...`, or a "
+            f"model trained elsewhere: `stream-app models import MODEL.txt --use-case {spec}`"
+        )
+
+
 class ExpressionError(UseCaseError):
     """A simulation expression in a use-case spec cannot be parsed or uses unknown names."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -13,7 +14,9 @@ from stream_app.commands import (
     bootstrap,
     config,
     evaluate,
+    events,
     features,
+    history,
     init,
     models,
     promote,
@@ -21,6 +24,7 @@ from stream_app.commands import (
     rollback,
     services,
     simulate,
+    spec,
     status,
     tail,
     train,
@@ -31,8 +35,8 @@ from stream_app.settings import Settings, load_settings
 
 Command = Callable[[argparse.Namespace, Settings], int]
 COMMANDS = (
-    services, init, bootstrap, worker, simulate, features, train, evaluate, promote, rollback,
-    models, replay, tail, status, bench, config,
+    services, init, bootstrap, worker, simulate, features, history, events, train, evaluate,
+    promote, rollback, models, replay, tail, status, bench, spec, config,
 )  # fmt: skip
 
 
@@ -61,9 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args, settings)
     except StreamAppError as exc:
         print(f"stream-app: {exc}", file=sys.stderr)
-        return 1
+        return int(getattr(exc, "exit_code", 1))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the output's reader went away (`| head`): nothing more to say
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (Python flushes it at exit)
+        return 0
     except Exception as exc:
         from stream_app.cassandra_session import connection_failure
 

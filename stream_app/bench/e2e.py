@@ -50,7 +50,7 @@ from stream_app.settings import (
 )
 from stream_app.simulation.payloads import client_event_records, sensor_readings
 from stream_app.simulation.world import World
-from stream_app.use_cases.spec import UseCase
+from stream_app.use_cases.spec import UseCase, load_use_case
 
 PARTITIONS = 6
 PACE_EVERY = 10  # events produced per pacing step at a fixed rate
@@ -76,7 +76,8 @@ class Outputs:
 
 def bench_settings(settings: Settings, run_id: str, scenario: str) -> Settings:
     """The configured services, with topics and an app id of this scenario's own."""
-    prefix = f"bench-{run_id}-{scenario}"
+    use_case = load_use_case(settings.use_case)
+    prefix = f"{use_case.prefix}bench-{run_id}-{scenario}"  # the use case's own namespace
     topics = TopicNames(
         client_events=f"{prefix}-in",
         predictions=f"{prefix}-out",

@@ -75,8 +75,12 @@ OFFLINE = ("decode", "simulation")  # the benches that need no Kafka or Cassandr
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from stream_app.use_cases.spec import load_use_case
+    from stream_app.errors import NoSimulation
+    from stream_app.use_cases.deployment import load
 
+    use_case, settings = load(args.use_case, settings)
+    if use_case.simulation is None:  # every bench runs on a simulated world
+        raise NoSimulation(use_case.name, args.use_case or settings.use_case, "benchmark on")
     if args.bench not in OFFLINE:
         from stream_app.kafka_admin import reach
 
@@ -85,16 +89,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.bench == "decode":
         from stream_app.bench import decode
 
-        result = decode.run(load_use_case(args.use_case or settings.use_case), args.events)
+        result = decode.run(use_case, args.events)
     elif args.bench == "simulation":
         from stream_app.bench import simulation as simulation_bench
 
-        use_case = load_use_case(args.use_case or settings.use_case)
         result = simulation_bench.run(use_case, args.days, args.events_per_day)
     elif args.bench in ("features", "freshness"):
         from stream_app.bench import features as features_bench
 
-        use_case = load_use_case(args.use_case or settings.use_case)
         if args.bench == "features":
             result = features_bench.run_features(
                 settings, use_case, args.readings, args.naive_readings
@@ -106,19 +108,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     elif args.bench == "e2e":
         from stream_app.bench import e2e as e2e_bench
 
-        use_case = load_use_case(args.use_case or settings.use_case)
         result = e2e_bench.run(
             settings, use_case, args.events, args.naive_events, args.half_load_seconds
         )
     elif args.bench == "replay":
         from stream_app.bench import replay as replay_bench
 
-        use_case = load_use_case(args.use_case or settings.use_case)
         result = replay_bench.run(settings, use_case, args.events, args.rounds)
     elif args.bench == "chaos":
         from stream_app.bench import chaos as chaos_bench
 
-        use_case = load_use_case(args.use_case or settings.use_case)
         scenarios = args.scenario or list(chaos_bench.SCENARIOS)
         result = chaos_bench.run(
             settings, use_case, scenarios, args.rate, args.seconds, repeat=args.repeat

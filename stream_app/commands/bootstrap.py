@@ -25,13 +25,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.cassandra_session import open_cluster
-    from stream_app.errors import ModelNotFound
+    from stream_app.errors import ModelNotFound, NoSimulation
     from stream_app.models.registry import ModelRegistry
     from stream_app.models.trainer import train_and_register
     from stream_app.simulation.backfill import write_history
-    from stream_app.use_cases.spec import load_use_case
+    from stream_app.use_cases.deployment import load
 
-    use_case = load_use_case(args.use_case or settings.use_case)
+    use_case, settings = load(args.use_case, settings)
     cluster = open_cluster(settings.cassandra)
     try:
         session = cluster.connect()
@@ -43,6 +43,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         else:
             print(f"champion {champion.version} exists for {use_case.name}; nothing to do")
             return 0
+        if use_case.simulation is None:
+            raise NoSimulation(use_case.name, args.use_case or settings.use_case,
+                               "train a first model on")  # fmt: skip
         history = write_history(
             session, settings.cassandra.keyspace, use_case, args.days, args.seed,
             settings.services.home,

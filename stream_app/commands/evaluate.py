@@ -53,9 +53,9 @@ def render(result: dict[str, Any]) -> str:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.cassandra_session import connected
     from stream_app.models.evaluation import evaluate
-    from stream_app.use_cases.spec import load_use_case
+    from stream_app.use_cases.deployment import load
 
-    use_case = load_use_case(args.use_case or settings.use_case)
+    use_case, settings = load(args.use_case, settings)
     sys.stderr.write("scoring the holdout with both versions...\n")
     with connected(settings.cassandra) as session:
         result = evaluate(session, settings, use_case, args.challenger, args.against).as_dict()

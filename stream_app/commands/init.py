@@ -9,20 +9,29 @@ from stream_app.settings import Settings
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "init", help="create the topics and the Cassandra keyspace (idempotent)"
+        "init",
+        help="create the topics and the Cassandra keyspace (idempotent)",
+        description="Creates the topics of the settings' use case, or of each --use-case "
+        "given (each use case's topics carry its prefix), and the keyspace's tables.",
     )
+    parser.add_argument(
+        "--use-case", action="append", default=[], dest="use_cases", metavar="USE_CASE",
+        help="a use case whose topics to create (name or .toml path); repeatable",
+    )  # fmt: skip
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.provisioning.keyspace import ensure_keyspace
     from stream_app.provisioning.topics import ensure_topics
+    from stream_app.worker import served_use_cases
 
     changed = False
-    for outcome in ensure_topics(settings.kafka):
-        note = f" ({outcome.detail})" if outcome.detail else ""
-        print(f"topic {outcome.name}: {outcome.action}{note}")
-        changed |= outcome.action == "created"
+    for _, own in served_use_cases(settings, args.use_cases):
+        for outcome in ensure_topics(own.kafka):
+            note = f" ({outcome.detail})" if outcome.detail else ""
+            print(f"topic {outcome.name}: {outcome.action}{note}")
+            changed |= outcome.action == "created"
     keyspace = ensure_keyspace(settings.cassandra)
     print(f"keyspace {keyspace.keyspace}: {'created' if keyspace.created_keyspace else 'exists'}")
     for migration in keyspace.applied:

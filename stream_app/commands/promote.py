@@ -44,9 +44,9 @@ def lifecycle_for(settings: Settings, use_case_name: str, session: Any) -> Lifec
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.cassandra_session import connected
-    from stream_app.use_cases.spec import load_use_case
+    from stream_app.use_cases.deployment import load
 
-    use_case = load_use_case(args.use_case or settings.use_case)
+    use_case, settings = load(args.use_case, settings)
     with connected(settings.cassandra) as session:
         lifecycle = lifecycle_for(settings, use_case.name, session)
         if args.clear == bool(args.version):

@@ -166,12 +166,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def _backtest(args: argparse.Namespace, settings: Settings, plan: Any, run_id: str) -> int:
     from stream_app.cassandra_session import connected
     from stream_app.models.registry import ModelRegistry
+    from stream_app.progress import ProgressBar
     from stream_app.replay.backtest import Backtest, ReplayRequest
     from stream_app.replay.html import render_html
-    from stream_app.replay.progress import ProgressBar
-    from stream_app.use_cases.spec import load_use_case
+    from stream_app.use_cases.deployment import load
 
-    use_case = load_use_case(args.use_case or settings.use_case)
+    use_case, settings = load(args.use_case, settings)
     folder = (args.out or settings.replay.out_dir) / run_id
     with connected(settings.cassandra) as session:
         registry = ModelRegistry(session, settings.cassandra.keyspace, use_case.name)
@@ -196,8 +196,8 @@ def _backtest(args: argparse.Namespace, settings: Settings, plan: Any, run_id: s
 
 def _reprocess(args: argparse.Namespace, settings: Settings, plan: Any, run_id: str) -> int:
     from stream_app.cassandra_session import connected
+    from stream_app.progress import ProgressBar
     from stream_app.replay.dead_letters import parse_filters, reprocess_dead_letters
-    from stream_app.replay.progress import ProgressBar
     from stream_app.replay.reader import replay_group
     from stream_app.worker import check_schema
 

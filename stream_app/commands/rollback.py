@@ -24,9 +24,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.cassandra_session import connected
     from stream_app.commands.promote import lifecycle_for
-    from stream_app.use_cases.spec import load_use_case
+    from stream_app.use_cases.deployment import load
 
-    use_case = load_use_case(args.use_case or settings.use_case)
+    use_case, settings = load(args.use_case, settings)
     with connected(settings.cassandra) as session:
         change = lifecycle_for(settings, use_case.name, session).rollback(args.reason, args.to)
     print(json.dumps({"changes": [change.__dict__]}))

@@ -44,9 +44,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from stream_app.use_cases.spec import load_use_case
+    from stream_app.errors import NoSimulation
+    from stream_app.use_cases.deployment import load
 
-    use_case = load_use_case(args.use_case or settings.use_case)
+    use_case, settings = load(args.use_case, settings)
+    if use_case.simulation is None:
+        raise NoSimulation(use_case.name, args.use_case or settings.use_case, "simulate")
     if args.history is not None:
         return _history(args, settings, use_case)
     from stream_app.simulation.live import LiveOptions, run_live

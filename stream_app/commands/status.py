@@ -9,23 +9,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import urllib.parse
 import urllib.request
 from typing import Any
 
 from stream_app.settings import Settings
 from stream_app.timeparse import format_ms
+from stream_app.use_cases.spec import UseCase
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("status", help="lag, throughput, models, accuracy, drift alarms")
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     parser.add_argument("--url", help="the worker's web address (default: from the settings)")
+    parser.add_argument(
+        "--use-case", help="use case name or .toml path (default: settings; a worker serving "
+        "several shows this one)",
+    )  # fmt: skip
     parser.set_defaults(run=run)
 
 
-def fetch(url: str) -> dict[str, Any] | None:
+def fetch(url: str, use_case: str | None = None) -> dict[str, Any] | None:
+    query = f"?use_case={urllib.parse.quote(use_case)}" if use_case else ""
     try:
-        with urllib.request.urlopen(f"{url}/dashboard/data", timeout=3) as response:
+        with urllib.request.urlopen(f"{url}/dashboard/data{query}", timeout=3) as response:
             data: dict[str, Any] = json.loads(response.read())
             return data
     except OSError:
@@ -97,30 +104,33 @@ def render(data: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app.use_cases.deployment import load
+
+    use_case, settings = load(args.use_case, settings)
     url = args.url or f"http://{settings.worker.web_host}:{settings.worker.web_port}"
-    data = fetch(url)
+    data = fetch(url, use_case.name if args.use_case else None)
     if data is not None:
         print(json.dumps(data, indent=2) if args.json else render(data))
         return 0
     print(f"no worker answers at {url}; what Kafka and Cassandra know:")
-    print(offline(settings))
+    print(offline(settings, use_case))
     return 1
 
 
-def offline(settings: Settings) -> str:
+def offline(settings: Settings, use_case: UseCase) -> str:
     """Consumer-group lag (Kafka) and model roles (registry), without a worker."""
     from confluent_kafka import Consumer, TopicPartition
 
     from stream_app.cassandra_session import open_cluster
     from stream_app.models.registry import ModelRegistry
-    from stream_app.use_cases.spec import load_use_case
+    from stream_app.use_cases.deployment import group_id
 
     lines = []
     topics = settings.kafka.topics
-    app_id = settings.worker.app_id
     for agent, topic in (("scoring", topics.client_events), ("features", topics.sensor_readings),
                          ("accuracy", topics.ground_truth)):  # fmt: skip
-        consumer = Consumer({**settings.kafka.client_config(), "group.id": f"{app_id}-{agent}"})
+        group = group_id(settings, use_case, agent)
+        consumer = Consumer({**settings.kafka.client_config(), "group.id": group})
         try:
             metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
             partitions = [
@@ -133,7 +143,6 @@ def offline(settings: Settings) -> str:
             lines.append(f"  {agent:<9} lag {lag:,} on {topic}")
         finally:
             consumer.close()
-    use_case = load_use_case(settings.use_case)
     cluster = open_cluster(settings.cassandra)
     try:
         roles = ModelRegistry(cluster.connect(), settings.cassandra.keyspace, use_case.name).roles()

@@ -22,6 +22,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
     parser.add_argument("--max", type=int, help="stop after this many records")
     parser.add_argument("--keys", action="store_true", help="print the key before each value")
+    parser.add_argument(
+        "--use-case", help="whose topic a role names (name or .toml path; default: settings)"
+    )
     parser.set_defaults(run=run)
 
 
@@ -34,6 +37,9 @@ def resolve_topic(settings: Settings, name: str) -> str:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from confluent_kafka import Consumer, KafkaError
 
+    from stream_app.use_cases.deployment import load
+
+    _, settings = load(args.use_case, settings)
     topic = resolve_topic(settings, args.topic)
     consumer = Consumer(
         {

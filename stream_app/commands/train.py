@@ -35,9 +35,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.cassandra_session import open_cluster
     from stream_app.models.trainer import train_and_register
     from stream_app.timeparse import parse_time_ms
-    from stream_app.use_cases.spec import load_use_case
+    from stream_app.use_cases.deployment import load
 
-    use_case = load_use_case(args.use_case or settings.use_case)
+    use_case, settings = load(args.use_case, settings)
     now = int(time.time() * 1000)
     since = (
         parse_time_ms(args.since, now)

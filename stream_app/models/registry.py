@@ -195,9 +195,10 @@ class ModelRegistry:
         champion = self.roles().get("champion")
         if champion is None:
             raise ModelNotFound(
-                f"no champion model for use case {self.use_case}: run `stream-app simulate "
-                "--history 3` (or let real predictions and labels accumulate) and then "
-                "`stream-app train`"
+                f"no champion model for use case {self.use_case}: import its labelled history "
+                "(`stream-app history import`) and `stream-app train`, or import a model "
+                "trained elsewhere (`stream-app models import`); a use case with a "
+                "[simulation] can also make one with `stream-app bootstrap`"
             )
         return champion
 

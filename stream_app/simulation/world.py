@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from stream_app.errors import NoSimulation
 from stream_app.simulation.expressions import Expression, Scope
 from stream_app.use_cases.spec import Simulation, UseCase
 
@@ -69,7 +70,7 @@ class World:
 
     def __init__(self, use_case: UseCase, seed: int) -> None:
         if use_case.simulation is None:
-            raise ValueError(f"use case {use_case.name} has no [simulation] section")
+            raise NoSimulation(use_case.name, use_case.name, "simulate")
         self.use_case = use_case
         self.sim: Simulation = use_case.simulation
         self.seed = seed

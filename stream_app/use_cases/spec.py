@@ -232,6 +232,20 @@ class Simulation(BaseModel):
         return value if value is None else _check_duration(value)
 
 
+class Serving(BaseModel):
+    """How the scoring path reads stored features for an event."""
+
+    model_config = _STRICT
+
+    features_at: Literal["now", "event_time"] = Field(
+        "now",
+        description="now: windows as they stand when the event is scored (live traffic); "
+        "event_time: point in time, as of the event's own time: the windows complete by then "
+        "(up to one window step behind it) and the batch features loaded before it (a stream "
+        "replayed from the past, or events scored long after they happened).",
+    )
+
+
 class UseCase(BaseModel):
     """One use case, as declared in its spec file."""
 
@@ -239,6 +253,11 @@ class UseCase(BaseModel):
 
     name: str
     description: str = ""
+    topic_prefix: str | None = Field(
+        None,
+        description="Prefix of this use case's topic names and consumer groups (default: "
+        "'<name>.', so use cases on one Kafka never share a topic; '' for the plain names).",
+    )
     task: Literal["regression", "binary_classification"]
     metrics: list[str] = Field(min_length=1)
     entities: Entities
@@ -246,6 +265,7 @@ class UseCase(BaseModel):
     missing_features: MissingFeatures = MissingFeatures()
     readings: dict[str, str] = Field({}, description="Sensor reading values and their units.")
     features: dict[str, Feature] = Field(min_length=1, description="In model column order.")
+    serving: Serving = Serving()
     simulation: Simulation | None = None
 
     @field_validator("name")
@@ -254,6 +274,18 @@ class UseCase(BaseModel):
         if not _NAME.match(value):
             raise ValueError("must be lower_snake_case")
         return value
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic_characters(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"[A-Za-z0-9._-]+", value):
+            raise ValueError("may only use letters, digits, '.', '_' and '-' (Kafka's names)")
+        return value
+
+    @property
+    def prefix(self) -> str:
+        """The prefix of this use case's topics and consumer groups."""
+        return f"{self.name}." if self.topic_prefix is None else self.topic_prefix
 
     @model_validator(mode="after")
     def _consistent(self) -> UseCase:
