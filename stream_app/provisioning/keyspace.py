@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,16 @@ from stream_app.errors import SchemaMigrationError
 from stream_app.settings import CassandraSettings
 
 _FILE_NAME = re.compile(r"^V(\d+)__([a-z0-9_]+)\.cql$")
+
+
+def _index_logged_buckets(session: Any, keyspace: str) -> None:
+    from stream_app.storage.predictions import index_logged_buckets
+
+    index_logged_buckets(session, keyspace)
+
+
+# Data steps that go with a version, run once after its CQL (before it counts as applied).
+AFTER_MIGRATION: dict[int, Callable[[Any, str], None]] = {11: _index_logged_buckets}
 
 
 @dataclass(frozen=True)
@@ -137,6 +148,9 @@ def _migrate(
                 raise SchemaMigrationError(
                     f"V{migration.version}__{migration.name}.cql failed at:\n{statement}\n{exc}"
                 ) from exc
+        after = AFTER_MIGRATION.get(migration.version)
+        if after is not None:
+            after(session, keyspace)
         session.execute(
             "INSERT INTO schema_migrations (version, name, checksum, applied_at) "
             "VALUES (%s, %s, %s, %s)",

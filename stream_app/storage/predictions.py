@@ -13,6 +13,7 @@ log an event in two chunks; readers of the log keep one row per event and model 
 from __future__ import annotations
 
 import asyncio
+import calendar
 import hashlib
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,13 +24,17 @@ import orjson
 from cassandra.concurrent import execute_concurrent
 from cassandra.query import BatchStatement, BatchType
 
+from stream_app.cassandra_session import HOT_PATH
 from stream_app.storage.cql import execute_async
 
 BUCKET_MS = 600_000  # 10 minutes of chunks per partition and shard
+DAY_MS = 86_400_000
 SHARDS = 8
 HISTORY_VERSION = "history"
 CHUNK_ROWS = 500  # predictions per log chunk
 BY_EVENT_BATCH = 50  # slim rows per unlogged batch
+SCAN_BUCKETS = 144  # buckets read together when scanning the log
+SCAN_CONCURRENCY = 128
 
 Vector = np.ndarray[Any, np.dtype[np.float64]]
 
@@ -51,6 +56,10 @@ def unpack(blob: bytes) -> Vector:
 
 def bucket_of(ms: int) -> int:
     return ms - ms % BUCKET_MS
+
+
+def day_of(ms: int) -> int:
+    return ms - ms % DAY_MS
 
 
 def shard_of(key: str) -> int:
@@ -138,6 +147,16 @@ class PredictionStore:
             f"SELECT feature_names FROM {keyspace}.feature_sets "
             "WHERE use_case = ? AND feature_set = ?"
         )
+        self._index = session.prepare(
+            f"INSERT INTO {keyspace}.prediction_log_buckets (use_case, day, bucket) "
+            "VALUES (?, ?, ?)"
+        )
+        self._buckets = session.prepare(
+            "SELECT toUnixTimestamp(bucket) FROM "
+            f"{keyspace}.prediction_log_buckets WHERE use_case = ? AND "
+            "day = ? AND bucket >= ? AND bucket < ?"
+        )
+        self._indexed: set[int] = set()  # buckets this store has written to the index
         self._feature_sets: dict[str, list[str]] = {}
 
     def register_feature_set(self, names: Sequence[str]) -> str:
@@ -173,12 +192,15 @@ class PredictionStore:
         return batches
 
     def _log_parameters(self, rows: Sequence[PredictionRow]) -> list[tuple[Any, ...]]:
-        """One log insert per chunk of rows sharing a model version, role and feature set."""
-        groups: dict[tuple[str, str, str], list[PredictionRow]] = {}
+        """One log insert per chunk of rows sharing a model version, role, feature set and
+        bucket of scoring time (a live batch is scored at once; imported history spans many
+        buckets, and a chunk never crosses one, so a time range finds all its rows)."""
+        groups: dict[tuple[str, str, str, int], list[PredictionRow]] = {}
         for row in rows:
-            groups.setdefault((row.model_version, row.role, row.feature_set), []).append(row)
+            key = (row.model_version, row.role, row.feature_set, bucket_of(row.scored_at))
+            groups.setdefault(key, []).append(row)
         parameters = []
-        for (version, role, feature_set), group in groups.items():
+        for (version, role, feature_set, _), group in groups.items():
             for start in range(0, len(group), CHUNK_ROWS):
                 chunk = group[start : start + CHUNK_ROWS]
                 first = min(r.scored_at for r in chunk)
@@ -202,37 +224,59 @@ class PredictionStore:
                 )  # fmt: skip
         return parameters
 
+    def _log_statements(self, rows: Sequence[PredictionRow]) -> tuple[list[Any], set[int]]:
+        """The log inserts of ``rows`` and, for buckets not yet in the index, theirs (the
+        index is written with the chunks, so it is never behind them)."""
+        parameters = self._log_parameters(rows)
+        statements: list[Any] = [(self._log, p) for p in parameters]
+        new = {p[1] for p in parameters} - self._indexed
+        statements += [(self._index, (self.use_case, day_of(b), b)) for b in new]
+        return statements, new
+
     async def write_async(self, rows: Sequence[PredictionRow]) -> None:
         """Store rows in both tables; returns when Cassandra acknowledged every write."""
         writes = [execute_async(self.session, b) for b in self._by_event_batches(rows)]
-        writes += [execute_async(self.session, self._log, p) for p in self._log_parameters(rows)]
+        statements, new = self._log_statements(rows)
+        writes += [execute_async(self.session, s, p) for s, p in statements]
         await asyncio.gather(*writes)
+        self._indexed |= new
 
     def write(self, rows: Sequence[PredictionRow]) -> None:
         """Store rows in both tables (blocking)."""
         statements: list[tuple[Any, Any]] = [(b, ()) for b in self._by_event_batches(rows)]
-        statements += [(self._log, p) for p in self._log_parameters(rows)]
-        execute_concurrent(self.session, statements, concurrency=32, raise_on_first_error=True)
+        log, new = self._log_statements(rows)
+        execute_concurrent(self.session, statements + log, concurrency=32,
+                           raise_on_first_error=True)  # fmt: skip
+        self._indexed |= new
 
     def write_history(self, rows: Sequence[PredictionRow]) -> int:
         """Store history rows in the log only (blocking)."""
-        statements = [(self._log, p) for p in self._log_parameters(rows)]
+        statements, new = self._log_statements(rows)
         execute_concurrent(self.session, statements, concurrency=16, raise_on_first_error=True)
+        self._indexed |= new
         return len(rows)
 
     # -- reading --------------------------------------------------------------------------
 
-    def _chunks(self, bucket: int, started: tuple[int, int] | None = None) -> list[Any]:
-        statements: list[tuple[Any, tuple[Any, ...]]]
+    def _statements(
+        self, bucket: int, started: tuple[int, int] | None
+    ) -> list[tuple[Any, tuple[Any, ...]]]:
         if started is None:
-            statements = [(self._scan, (self.use_case, bucket, shard)) for shard in range(SHARDS)]
-        else:
-            statements = [(self._scan_started, (self.use_case, bucket, shard, *started))
-                          for shard in range(SHARDS)]  # fmt: skip
+            return [(self._scan, (self.use_case, bucket, shard)) for shard in range(SHARDS)]
+        return [(self._scan_started, (self.use_case, bucket, shard, *started))
+                for shard in range(SHARDS)]  # fmt: skip
+
+    def buckets(self, start_ms: int, end_ms: int) -> list[int]:
+        """The buckets in ``[start_ms, end_ms)`` that hold chunks, oldest first (the index,
+        one query per day)."""
+        first = bucket_of(start_ms)
+        days = range(day_of(first), end_ms, DAY_MS)
         results = execute_concurrent(
-            self.session, statements, concurrency=SHARDS, raise_on_first_error=True
-        )
-        return [chunk for result in results for chunk in result.result_or_exc]
+            self.session,
+            [(self._buckets, (self.use_case, day, first, end_ms)) for day in days],
+            concurrency=SCAN_CONCURRENCY, raise_on_first_error=True, execution_profile=HOT_PATH,
+        )  # fmt: skip
+        return sorted(int(row[0]) for result in results for row in result.result_or_exc)
 
     def chunks(
         self, start_ms: int, end_ms: int, started_in_range: bool = False
@@ -240,22 +284,30 @@ class PredictionStore:
         """The logged chunks holding predictions scored in ``[start_ms, end_ms)``, bucket by
         bucket. A chunk starts in the bucket of its first row, so the bucket before
         ``start_ms`` is read too; with ``started_in_range``, only chunks whose first row was
-        scored in the range are read (every row of a live batch's chunk was scored at once,
-        so for live predictions that is the same set)."""
-        bucket = bucket_of(start_ms) - (0 if started_in_range else BUCKET_MS)
+        scored in the range are read (every row of a chunk is in its bucket, so that is the
+        same set). Only the buckets the index lists are read (a year of imported history is
+        52,560 ten-minute buckets, most of them empty), many at once, yielded in order."""
+        since = bucket_of(start_ms) - (0 if started_in_range else BUCKET_MS)
         started = (start_ms, end_ms) if started_in_range else None
-        while bucket < end_ms:
-            for chunk in self._chunks(bucket, started):
-                columns = orjson.loads(chunk.columns)
-                count = len(columns["event_ids"])
-                yield LoggedChunk(
-                    chunk.model_version,
-                    chunk.role,
-                    chunk.feature_set,
-                    columns,
-                    np.frombuffer(chunk.features, dtype="<f8").reshape(count, -1),
-                )
-            bucket += BUCKET_MS
+        buckets = self.buckets(since, end_ms)
+        for start in range(0, len(buckets), SCAN_BUCKETS):
+            statements = [s for b in buckets[start : start + SCAN_BUCKETS]
+                          for s in self._statements(b, started)]  # fmt: skip
+            results = execute_concurrent(
+                self.session, statements, concurrency=SCAN_CONCURRENCY,
+                raise_on_first_error=True, execution_profile=HOT_PATH,  # rows as tuples
+            )  # fmt: skip
+            for result in results:  # in statement order: bucket by bucket
+                for version, role, feature_set, blob, features in result.result_or_exc:
+                    columns = orjson.loads(blob)
+                    count = len(columns["event_ids"])
+                    yield LoggedChunk(
+                        version,
+                        role,
+                        feature_set,
+                        columns,
+                        np.frombuffer(features, dtype="<f8").reshape(count, -1),
+                    )
 
     def scan(self, start_ms: int, end_ms: int) -> Iterator[LoggedPrediction]:
         """Every logged prediction scored in ``[start_ms, end_ms)``, oldest first within each
@@ -308,3 +360,21 @@ def _unpack_chunk(chunk: LoggedChunk) -> Iterable[LoggedPrediction]:
             scored_ms=columns["scored_at"][i],
             latency_ms=columns["latency_ms"][i],
         )
+
+
+def index_logged_buckets(session: Any, keyspace: str) -> int:
+    """Fill ``prediction_log_buckets`` for the chunks logged before it existed (`init`, once);
+    returns the buckets indexed."""
+    rows = session.execute(
+        f"SELECT DISTINCT use_case, bucket, shard FROM {keyspace}.prediction_log"
+    )
+    # timestamps come back as naive datetimes in UTC
+    found = {(row.use_case, calendar.timegm(row.bucket.utctimetuple()) * 1000) for row in rows}
+    insert = session.prepare(
+        f"INSERT INTO {keyspace}.prediction_log_buckets (use_case, day, bucket) VALUES (?, ?, ?)"
+    )
+    execute_concurrent(
+        session, [(insert, (u, day_of(b), b)) for u, b in found], concurrency=64,
+        raise_on_first_error=True,
+    )  # fmt: skip
+    return len(found)
