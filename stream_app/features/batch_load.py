@@ -9,21 +9,19 @@ never silently skipped; a column that is not a feature of the use case refuses t
 
 from __future__ import annotations
 
-import csv
 import math
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import orjson
-
 from stream_app.errors import ConfigurationError
 from stream_app.features.store import CassandraFeatureStore, FeatureRow
+from stream_app.progress import ProgressBar
 from stream_app.storage.cql import write_all
+from stream_app.tabular import read_table
 from stream_app.use_cases.spec import BatchFeature, UseCase
 
 CHUNK_ROWS = 2_000
@@ -67,65 +65,6 @@ class LoadReport:
             ],
             "seconds": round(self.seconds, 2),
         }
-
-
-def _rows(path: Path) -> tuple[list[str], Iterator[tuple[int, dict[str, Any] | str]], int]:
-    """Column names, (line number, row or a reason it could not be read), and the number of
-    rows (for the progress bar)."""
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        handle = path.open(newline="")
-        reader = csv.DictReader(handle)
-        columns = list(reader.fieldnames or [])
-
-        def csv_rows() -> Iterator[tuple[int, dict[str, Any] | str]]:
-            with handle:
-                for row in reader:
-                    if None in row:
-                        yield reader.line_num, "malformed: more values than columns"
-                    else:
-                        yield reader.line_num, dict(row)
-
-        return columns, csv_rows(), max(_count_lines(path) - 1, 0)
-    if suffix in (".jsonl", ".ndjson"):
-        keys: list[str] = []  # the columns: the keys of the first object in the file
-        with path.open("rb") as lines:
-            for line in lines:
-                try:
-                    first = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue
-                if isinstance(first, dict):
-                    keys = list(first)
-                    break
-
-        def json_rows() -> Iterator[tuple[int, dict[str, Any] | str]]:
-            with path.open("rb") as handle:
-                for number, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = orjson.loads(line)
-                    except orjson.JSONDecodeError as exc:
-                        yield number, f"malformed: not JSON ({exc})"
-                        continue
-                    yield number, row if isinstance(row, dict) else "malformed: not an object"
-
-        return keys, json_rows(), _count_lines(path)
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        parquet = pq.ParquetFile(path)
-
-        def parquet_rows() -> Iterator[tuple[int, dict[str, Any] | str]]:
-            number = 0
-            for batch in parquet.iter_batches(batch_size=CHUNK_ROWS):
-                for row in batch.to_pylist():
-                    number += 1
-                    yield number, row
-
-        return list(parquet.schema_arrow.names), parquet_rows(), parquet.metadata.num_rows
-    raise ConfigurationError(f"{path}: use a .csv, .jsonl (.ndjson) or .parquet file")
 
 
 def plan_columns(use_case: UseCase, columns: list[str]) -> tuple[str, list[str]]:
@@ -191,7 +130,7 @@ def load_batch_features(
 ) -> LoadReport:
     """Load ``path``; returns the report (rejections included)."""
     started = time.monotonic()
-    columns, rows, size = _rows(path)
+    columns, rows, size = read_table(path)
     entity_key, features = plan_columns(use_case, columns)
     report = LoadReport(str(path), entity_key, features)
     store = CassandraFeatureStore(session, keyspace, use_case)
@@ -201,6 +140,7 @@ def load_batch_features(
     )
     pending: list[FeatureRow] = []
     now = int(time.time() * 1000)
+    bar = ProgressBar(size, "rows", progress, label="loading")
 
     def flush() -> None:
         store.write(pending)
@@ -226,25 +166,10 @@ def load_batch_features(
         ]
         if len(pending) >= CHUNK_ROWS:
             flush()
-            _progress(progress, report, size)
+            bar(report.rows)
     if pending:
         flush()
-    _progress(progress, report, size)
-    progress.write("\n")
+    bar(report.rows)
+    bar.close()
     report.seconds = time.monotonic() - started
     return report
-
-
-def _progress(out: TextIO, report: LoadReport, total_rows: int) -> None:
-    done = min(1.0, report.rows / total_rows) if total_rows else 1.0
-    filled = int(30 * done)
-    out.write(
-        f"\rloading [{'#' * filled}{'.' * (30 - filled)}] {report.rows:,}/{total_rows:,} rows, "
-        f"{report.values:,} values stored, {len(report.rejected):,} rejected"
-    )
-    out.flush()
-
-
-def _count_lines(path: Path) -> int:
-    with path.open("rb") as handle:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))

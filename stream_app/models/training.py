@@ -18,6 +18,7 @@ import numpy as np
 
 from stream_app.errors import TrainingError
 from stream_app.models.metrics import task_metrics
+from stream_app.progress import ProgressBar
 from stream_app.settings import TrainingSettings
 from stream_app.storage.ground_truth import GroundTruthStore
 from stream_app.storage.predictions import PredictionStore
@@ -114,17 +115,10 @@ def lightgbm_params(use_case: UseCase, settings: TrainingSettings) -> dict[str, 
     }
 
 
-def _progress_callback(total: int, out: TextIO) -> Any:
+def _progress_callback(bar: ProgressBar) -> Any:
     def callback(env: Any) -> None:
-        done = env.iteration + 1
-        if done % 10 and done != total:
-            return
-        filled = int(30 * done / total)
         score = env.evaluation_result_list[0][2] if env.evaluation_result_list else float("nan")
-        out.write(
-            f"\rtraining [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} valid {score:.4f}"
-        )
-        out.flush()
+        bar(env.iteration + 1, f"valid {score:.4f}")
 
     return callback
 
@@ -197,6 +191,7 @@ def fit(
     x_valid, y_valid = data.features[cut:], data.labels[cut:]
     params = lightgbm_params(use_case, settings)
     started = time.monotonic()
+    bar = ProgressBar(settings.num_boost_round, "rounds", progress, label="training")
     booster = lgb.train(
         params,
         lgb.Dataset(x_train, y_train, feature_name=data.feature_names),
@@ -204,10 +199,10 @@ def fit(
         valid_sets=[lgb.Dataset(x_valid, y_valid, feature_name=data.feature_names)],
         callbacks=[
             lgb.early_stopping(settings.early_stopping_rounds, verbose=False),
-            _progress_callback(settings.num_boost_round, progress),
+            _progress_callback(bar),
         ],
     )
-    progress.write("\n")
+    bar.close()
     predicted = np.asarray(booster.predict(x_valid, num_threads=1), dtype=np.float64)
     constant = np.full(len(y_valid), float(y_train.mean()))
     tolerance, threshold = use_case.label.tolerance, use_case.label.threshold

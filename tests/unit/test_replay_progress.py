@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from stream_app.replay.progress import ProgressBar, clock, render
+from stream_app.progress import ProgressBar, clock, render
 
 
 def test_clock() -> None:
