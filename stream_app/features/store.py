@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, NamedTuple
+
+from cassandra.concurrent import execute_concurrent_with_args
 
 from stream_app.cassandra_session import HOT_PATH
 from stream_app.errors import FeatureLookupError
 from stream_app.features.pane_store import PaneStore
 from stream_app.features.panes import AggregateGroup, aggregate_groups, window_values
+from stream_app.features.point_in_time import BatchVersions
 from stream_app.features.vector import StoredFeature
 from stream_app.storage.cql import execute_async, is_outage, write_all
 from stream_app.use_cases.spec import BatchFeature, UseCase
@@ -59,56 +62,106 @@ class CassandraFeatureStore:
             f"INSERT INTO {table} (use_case, entity_key, entity_id, feature, value, "
             "window_end, event_time, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         )
+        # per entity (partition): the newest version of a feature valid at a time
         self._batch_as_of = session.prepare(
-            "SELECT value, toUnixTimestamp(valid_from) AS valid_ms FROM "
+            "SELECT entity_id, value, toUnixTimestamp(valid_from) AS valid_ms FROM "
             f"{keyspace}.batch_feature_history WHERE use_case = ? AND entity_key = ? AND "
-            "entity_id = ? AND feature = ? AND valid_from <= ? LIMIT 1"
+            "entity_id IN ? AND feature = ? AND valid_from <= ? PER PARTITION LIMIT 1"
+        )
+        self._batch_versions = session.prepare(
+            "SELECT feature, toUnixTimestamp(valid_from) AS valid_ms, value FROM "
+            f"{keyspace}.batch_feature_history WHERE use_case = ? AND entity_key = ? AND "
+            "entity_id = ?"
         )
         self._batch_features = {
             name: feature.entity for name, feature in use_case.features_of(BatchFeature).items()
         }
 
     async def as_of(
-        self, entities: Iterable[tuple[str, str]], at_ms: int
+        self,
+        entities: Iterable[tuple[str, str]],
+        at_ms: int,
+        complete_panes_only: bool = True,
     ) -> dict[tuple[str, str], dict[str, StoredFeature]]:
         """Point-in-time lookup: each entity's features as they were at ``at_ms``.
 
         Batch features: the version valid at ``at_ms`` (``batch_feature_history``). Windowed
         features: the windows served at ``at_ms`` from panes that ended by then, so no reading
         newer than ``at_ms`` counts (a window can lack its last, unfinished step). Panes older
-        than the retention are gone: such features come back missing.
+        than the retention are gone: such features come back missing. Without
+        ``complete_panes_only``, the windows are those the scoring path serves at ``at_ms``.
+
+        One query per feature or pane group and up to ``READ_GROUP`` ids, concurrently. A
+        query that times out leaves its entities' features missing (``read_timeouts``);
+        Cassandra being unreachable raises ``FeatureLookupError``.
         """
-        found: dict[tuple[str, str], dict[str, StoredFeature]] = {}
         keys = list(dict.fromkeys(entities))
-        lookups = [
-            (entity_key, entity_id, feature)
-            for entity_key, entity_id in keys
-            for feature, owner in self._batch_features.items()
-            if owner == entity_key
-        ]
-        results = await asyncio.gather(
-            *(
-                execute_async(self.session, self._batch_as_of,
-                              (self.use_case, k, i, f, at_ms), self.read_timeout_s)
-                for k, i, f in lookups
-            )
-        )  # fmt: skip
-        for (entity_key, entity_id, feature), rows in zip(lookups, results, strict=True):
-            row = rows[0] if rows else None
-            if row is not None:
-                found.setdefault((entity_key, entity_id), {})[feature] = StoredFeature(
-                    row.value, row.valid_ms
-                )
-        for entity_key, groups in self._groups.items():
-            ids = [i for k, i in keys if k == entity_key]
-            if not ids or self.panes is None:
+        by_key: dict[str, list[str]] = {}
+        for entity_key, entity_id in keys:
+            by_key.setdefault(entity_key, []).append(entity_id)
+        reads: list[tuple[str, list[str], Awaitable[Any], str | None]] = []
+        for entity_key, ids in by_key.items():
+            for start in range(0, len(ids), READ_GROUP):
+                group_ids = ids[start : start + READ_GROUP]
+                for name, owner in self._batch_features.items():
+                    if owner == entity_key:
+                        query = execute_async(
+                            self.session, self._batch_as_of,
+                            (self.use_case, entity_key, group_ids, name, at_ms),
+                            self.read_timeout_s, HOT_PATH,
+                        )  # fmt: skip
+                        reads.append((entity_key, group_ids, query, name))
+                groups = self._groups.get(entity_key)
+                if groups and self.panes is not None:
+                    windows = self.panes.read_windows(groups, group_ids, at_ms)
+                    reads.append((entity_key, group_ids, windows, None))
+        results = await asyncio.gather(*(read for _, _, read, _ in reads), return_exceptions=True)
+        found: dict[tuple[str, str], dict[str, StoredFeature]] = {}
+        for (entity_key, ids, _, feature), result in zip(reads, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result  # cancellation
+                if is_outage(result):
+                    raise FeatureLookupError(f"reading features failed: {result}") from result
+                self.read_timeouts += len(ids)
                 continue
-            panes = await self.panes.read_windows(groups, ids, at_ms)
-            for entity_id, entity_panes in panes.items():
+            if feature is not None:  # a batch feature: the newest version valid at at_ms
+                for entity_id, value, valid_ms in result:
+                    found.setdefault((entity_key, entity_id), {})[feature] = StoredFeature(
+                        value, valid_ms
+                    )
+                continue
+            groups = self._groups[entity_key]
+            for entity_id, entity_panes in result.items():
                 found.setdefault((entity_key, entity_id), {}).update(
-                    window_values(groups, entity_panes, at_ms, complete_panes_only=True)
+                    window_values(groups, entity_panes, at_ms, complete_panes_only)
                 )
         return {key: found.get(key, {}) for key in keys}
+
+    async def read_entities_at(
+        self, entities: Iterable[tuple[str, str]], at_ms: int
+    ) -> dict[tuple[str, str], dict[str, StoredFeature]]:
+        """The features served at ``at_ms`` to a use case whose events are served at their own
+        time: ``as_of``, point in time (the windows complete at ``at_ms``)."""
+        return await self.as_of(entities, at_ms)
+
+    def batch_versions(self, entities: Iterable[tuple[str, str]]) -> BatchVersions:
+        """Every loaded version of these entities' batch features (blocking; for imports)."""
+        keys = [k for k in dict.fromkeys(entities) if k[0] in set(self._batch_features.values())]
+        results = execute_concurrent_with_args(
+            self.session, self._batch_versions, [(self.use_case, k, i) for k, i in keys],
+            concurrency=64, raise_on_first_error=True,
+        )  # fmt: skip
+        versions: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
+        for (entity_key, entity_id), result in zip(keys, results, strict=True):
+            for row in result.result_or_exc:
+                if self._batch_features.get(row.feature) == entity_key:
+                    versions.setdefault((entity_key, entity_id, row.feature), []).append(
+                        (row.valid_ms, row.value)
+                    )
+        for found in versions.values():
+            found.sort()
+        return BatchVersions(versions)
 
     async def _read_group(
         self, entity_key: str, entity_ids: list[str], at_ms: int
