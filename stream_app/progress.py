@@ -37,31 +37,45 @@ class ProgressBar:
     """Call with the count done so far; ``close`` ends the line."""
 
     def __init__(
-        self, total: int, unit: str = "records", stream: TextIO | None = None, every_s: float = 0.2
+        self,
+        total: int,
+        unit: str = "records",
+        stream: TextIO | None = None,
+        every_s: float = 0.2,
+        label: str = "",
     ) -> None:
         self.total = total
         self.unit = unit
+        self.label = f"{label} " if label else ""
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.every_s = every_s if self.tty else max(every_s, 2.0)
         self.started = time.monotonic()
         self._last = float("-inf")
         self._done = 0
+        self._drawn = -1  # the count last drawn
+        self.note = ""  # shown after the figures (e.g. a validation score)
 
-    def __call__(self, done: int) -> None:
+    def __call__(self, done: int, note: str = "") -> None:
         self._done = done
+        self.note = note
         now = time.monotonic()
         if now - self._last >= self.every_s or done >= self.total:
             self._last = now
             self._draw()
 
     def _draw(self) -> None:
-        line = render(self._done, self.total, time.monotonic() - self.started, self.unit)
+        line = self.label + render(self._done, self.total, time.monotonic() - self.started,
+                                   self.unit)  # fmt: skip
+        if self.note:
+            line += f" {self.note}"
         self.stream.write(f"\r{line}" if self.tty else f"{line}\n")
         self.stream.flush()
+        self._drawn = self._done
 
     def close(self) -> None:
-        self._draw()
+        if self._drawn != self._done:  # into a pipe, the last line is not written twice
+            self._draw()
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
