@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import orjson
@@ -28,6 +29,7 @@ from stream_app.contracts.decode import ClientEvent
 from stream_app.errors import FeatureLookupError, InvalidEvent
 from stream_app.features.cache import FeatureCache
 from stream_app.features.vector import FeatureVectorBuilder, ServedVector, StoredFeatures
+from stream_app.features.windows import served_window_start
 from stream_app.models.scorer import Scorer
 from stream_app.monitoring.metrics import WorkerMetrics, observe_many
 from stream_app.monitoring.state import Monitor
@@ -44,7 +46,7 @@ from stream_app.scoring.model_set import ModelSet, ScoringModel, to_challenger
 from stream_app.settings import Settings
 from stream_app.storage.cql import worth_retrying
 from stream_app.storage.predictions import PredictionRow, PredictionStore
-from stream_app.use_cases.spec import UseCase
+from stream_app.use_cases.spec import AggregateFeature, UseCase
 
 
 def _now_ms() -> int:
@@ -52,6 +54,10 @@ def _now_ms() -> int:
 
 
 Scored = list[tuple[InputMessage, ClientEvent, ServedVector]]
+# per event: the stored features it is served, and the time they are served for
+ServedAt = Callable[[ClientEvent], tuple[StoredFeatures, int]]
+ReadAt = Callable[[list[tuple[str, str]], int], Awaitable[StoredFeatures]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -79,6 +85,7 @@ class ScoringService:
         metrics: WorkerMetrics,
         monitor: Monitor,
         agent: str = "scoring",
+        read_at: ReadAt | None = None,
     ) -> None:
         self.settings = settings
         self.use_case = use_case
@@ -89,6 +96,9 @@ class ScoringService:
         self.metrics = metrics
         self.monitor = monitor
         self.agent = agent
+        self.read_at = read_at  # features as of a time (use cases served at event time)
+        windows = use_case.features_of(AggregateFeature).values()
+        self._windows = sorted({(f.window.size_ms, f.window.step_ms) for f in windows})
 
     def model_for(self, scorer: Scorer, role: str) -> ScoringModel:
         """Wrap a loaded scorer with its vector builder (its feature set registered)."""
@@ -111,10 +121,9 @@ class ScoringService:
         self.metrics.batch_size.observe(len(messages))
         entity_keys = models.champion.builder.entity_keys
         accepted, refused = decode_events(
-            messages, entity_keys, self.settings.worker.max_message_bytes
+            messages, self._required_entities(entity_keys), self.settings.worker.max_message_bytes
         )
-        stored = await self._read_features(accepted, entity_keys)
-        now = _now_ms()
+        served_at = await self._read_features(accepted, entity_keys)
         groups: list[tuple[ScoringModel, list[tuple[InputMessage, ClientEvent]]]]
         if models.splits_traffic and models.challenger is not None:
             split_key = self.use_case.entities.split_key
@@ -132,7 +141,7 @@ class ScoringService:
         live: Scored = []
         result = BatchResult()
         for model, items in groups:
-            scored, missing_refused = self._vectors(items, model, stored, now, refuse=True)
+            scored, missing_refused = self._vectors(items, model, served_at, refuse=True)
             refused += missing_refused
             model_records, model_rows = self._score(model, scored, topics.predictions)
             records += model_records
@@ -144,7 +153,7 @@ class ScoringService:
         if models.shadow is not None and live:
             shadow = models.shadow
             items = [(message, event) for message, event, _ in live]
-            scored, _ = self._vectors(items, shadow, stored, now, refuse=False)
+            scored, _ = self._vectors(items, shadow, served_at, refuse=False)
             shadow_records, shadow_rows = self._score(shadow, scored, topics.predictions_shadow)
             records += shadow_records
             if shadow_rows:
@@ -160,6 +169,11 @@ class ScoringService:
         for r in refused:
             result.dead_letters[r.error.code] = result.dead_letters.get(r.error.code, 0) + 1
         return result
+
+    def _required_entities(self, entity_keys: Sequence[str]) -> list[str]:
+        """The entities an event must name: those its features are looked up by, and the key
+        that splits traffic between champion and challenger."""
+        return sorted({*entity_keys, self.use_case.entities.split_key})
 
     def _score(
         self, model: ScoringModel, scored: Scored, topic: str
@@ -196,27 +210,72 @@ class ScoringService:
 
     async def _read_features(
         self, accepted: list[tuple[InputMessage, ClientEvent]], entity_keys: Sequence[str]
-    ) -> StoredFeatures:
-        """The stored features of every entity of the batch (each read once)."""
-        keys = [(key, event.entities[key]) for _, event in accepted for key in entity_keys]
+    ) -> ServedAt:
+        """The stored features every event of the batch is served, and the time they are
+        served for: now (each entity read once, through the cache), or with the use case's
+        ``features_at = "event_time"`` each event's own time (entities read once per group
+        of events that are served the same windows)."""
         read_started = time.perf_counter()
-        stored = await retry_forever(
-            lambda: self.features.get_many(keys),
+        if self.use_case.serving.features_at == "event_time" and self.read_at is not None:
+            served_at = await self._read_at_event_times(accepted, entity_keys)
+        else:
+            keys = [(key, event.entities[key]) for _, event in accepted for key in entity_keys]
+            stored = await self._retrying(lambda: self.features.get_many(keys))
+            now = _now_ms()
+
+            def served_at(event: ClientEvent) -> tuple[StoredFeatures, int]:
+                return stored, now
+
+        self.metrics.feature_read_seconds.observe(time.perf_counter() - read_started)
+        return served_at
+
+    async def _read_at_event_times(
+        self, accepted: list[tuple[InputMessage, ClientEvent]], entity_keys: Sequence[str]
+    ) -> ServedAt:
+        read_at = self.read_at
+        assert read_at is not None
+        now = _now_ms()
+        groups: dict[tuple[int, ...], tuple[int, list[tuple[str, str]]]] = {}
+        for _, event in accepted:
+            at = min(event.event_time, now)
+            key = self._served_windows(at)
+            earliest, keys = groups.get(key, (at, []))
+            keys += [(k, event.entities[k]) for k in entity_keys]
+            groups[key] = (min(earliest, at), keys)
+
+        def reader(keys: list[tuple[str, str]], at: int) -> Callable[[], Awaitable[StoredFeatures]]:
+            return lambda: read_at(keys, at)
+
+        results = await asyncio.gather(
+            *(self._retrying(reader(keys, at)) for at, keys in groups.values())
+        )
+        stored = dict(zip(groups, results, strict=True))
+
+        def served_at(event: ClientEvent) -> tuple[StoredFeatures, int]:
+            at = min(event.event_time, now)
+            return stored[self._served_windows(at)], at
+
+        return served_at
+
+    def _served_windows(self, at_ms: int) -> tuple[int, ...]:
+        """The windows served at ``at_ms`` (events with the same are served the same)."""
+        return tuple(served_window_start(at_ms, size, step) for size, step in self._windows)
+
+    async def _retrying(self, read: Callable[[], Awaitable[T]]) -> T:
+        return await retry_forever(
+            read,
             lambda exc: isinstance(exc, FeatureLookupError),
             "reading features",
             self.settings.scoring.retry_initial_s,
             self.settings.scoring.retry_max_s,
             lambda exc, attempt: self.metrics.retried("feature_read"),
         )
-        self.metrics.feature_read_seconds.observe(time.perf_counter() - read_started)
-        return stored
 
     def _vectors(
         self,
         accepted: list[tuple[InputMessage, ClientEvent]],
         model: ScoringModel,
-        stored: StoredFeatures,
-        now: int,
+        served_at: ServedAt,
         refuse: bool,
     ) -> tuple[Scored, list[Refused]]:
         """Vectors in ``model``'s column order; with ``refuse`` (live models), events missing
@@ -226,7 +285,8 @@ class ScoringService:
         refused: list[Refused] = []
         build = model.builder.build
         for message, event in accepted:
-            served = build(event.fields, event.entities, stored, now)
+            stored, at = served_at(event)
+            served = build(event.fields, event.entities, stored, at)
             if served.missing and refusing:
                 error = InvalidEvent(
                     codes.MISSING_FEATURES,
