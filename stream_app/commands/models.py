@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 from stream_app.settings import Settings
@@ -20,6 +22,27 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument("--use-case", help="use case name or .toml path (default: settings)")
     parser.add_argument("--history", type=int, default=10, help="role changes to show")
     parser.add_argument("--json", action="store_true", help="print everything as JSON")
+    actions = parser.add_subparsers(dest="models_command", metavar="[import]")
+    imports = actions.add_parser(
+        "import",
+        help="register a LightGBM model trained elsewhere (text or JSON file)",
+        description="Registers MODEL_FILE (LightGBM text, Booster.save_model, or JSON, "
+        "Booster.dump_model) as a version of the use case. Its objective must fit the task "
+        "and its features must be the spec's, in the spec's column order (a mismatch is "
+        "refused, naming them). Validation metrics come from stored labelled rows of "
+        "--since/--until (default: the training window) where there are any. The first "
+        "version becomes champion, later ones challenger, unless --role says otherwise.",
+    )
+    imports.add_argument("model_file", type=Path, metavar="MODEL_FILE")
+    imports.add_argument("--use-case", help="use case name or .toml path (default: settings)")
+    imports.add_argument("--role", choices=["champion", "challenger", "shadow"])
+    imports.add_argument("--since", help="validation rows from (default: training.window_days)")
+    imports.add_argument("--until", help="validation rows until (default: now)")
+    imports.add_argument(
+        "--assume-spec-order", action="store_true",
+        help="take a model whose columns are unnamed (Column_0, ...) as in the spec's order",
+    )  # fmt: skip
+    imports.add_argument("--reason", default="imported", help="recorded with the role change")
     parser.set_defaults(run=run)
 
 
@@ -127,13 +150,66 @@ def render(data: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "models_command", None) == "import":
+        return import_model(args, settings)
     from stream_app.cassandra_session import connected
     from stream_app.models.registry import ModelRegistry
-    from stream_app.use_cases.spec import load_use_case
+    from stream_app.use_cases.deployment import load
 
-    use_case = load_use_case(args.use_case or settings.use_case)
+    use_case, settings = load(args.use_case, settings)
     with connected(settings.cassandra) as session:
         data = listing(ModelRegistry(session, settings.cassandra.keyspace, use_case.name),
                        args.history)  # fmt: skip
     print(json.dumps(data) if args.json else render(data))
+    return 0
+
+
+def import_model(args: argparse.Namespace, settings: Settings) -> int:
+    import lightgbm as lgb
+
+    from stream_app.cassandra_session import connected
+    from stream_app.commands.promote import lifecycle_for
+    from stream_app.errors import ModelNotFound
+    from stream_app.models import importing
+    from stream_app.models.registry import ModelRegistry
+    from stream_app.models.training import load_training_set
+    from stream_app.storage.ground_truth import GroundTruthStore
+    from stream_app.storage.predictions import PredictionStore
+    from stream_app.timeparse import parse_time_ms
+    from stream_app.use_cases.deployment import load
+
+    use_case, settings = load(args.use_case, settings)
+    model = importing.read_model_file(args.model_file)
+    importing.check_task(model, use_case)
+    text = importing.aligned_text(model, use_case, args.assume_spec_order)
+    now = int(time.time() * 1000)
+    since = (parse_time_ms(args.since, now) if args.since
+             else now - int(settings.training.window_days * 86_400_000))  # fmt: skip
+    until = parse_time_ms(args.until, now) if args.until else now + 1
+    keyspace = settings.cassandra.keyspace
+    with connected(settings.cassandra) as session:
+        registry = ModelRegistry(session, keyspace, use_case.name)
+        rows = load_training_set(
+            PredictionStore(session, keyspace, use_case.name),
+            GroundTruthStore(session, keyspace, use_case.name),
+            use_case.feature_names, since, until,
+        )  # fmt: skip
+        metrics, distributions = importing.validation(
+            lgb.Booster(model_str=text), rows, use_case, since, until
+        )
+        try:
+            parent: str | None = registry.champion().version
+        except ModelNotFound:
+            parent = None
+        version = importing.describe_import(model, use_case, metrics, distributions, parent)
+        registry.register(version, text)
+        role = args.role or ("challenger" if parent else "champion")
+        lifecycle = lifecycle_for(settings, use_case.name, session)
+        reason = f"{args.reason}: {model.path.name}"
+        if role == "champion":
+            lifecycle.promote(version.version, reason)
+        else:
+            lifecycle.assign(role, version.version, reason)
+    print(json.dumps({"version": version.version, "role": role, "metrics": metrics,
+                      "file": str(model.path), "sha256": model.sha256}))  # fmt: skip
     return 0
