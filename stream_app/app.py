@@ -17,9 +17,11 @@ from stream_app.agents.attach import attach
 from stream_app.agents.batch_consumer import BatchConsumer, BatchOptions, consumer_config
 from stream_app.monitoring.web import register_dashboard, register_health, register_pages
 from stream_app.settings import KafkaSettings, Settings
+from stream_app.use_cases.deployment import group_id
 
 if TYPE_CHECKING:
-    from stream_app.worker import Dependencies
+    from stream_app.monitoring.liveness import Watchdog
+    from stream_app.worker import Dependencies, UseCaseServices
 
 WATCHDOG_EVERY_S = 5.0
 
@@ -79,40 +81,56 @@ def create_app(
     if deps is None:
         register_health(app, None)
         return app
-    app_id = settings.worker.app_id
-    monitor = deps.monitor
     watchdog = deps.watchdog
+    for services in deps.use_cases:
+        wire_use_case(app, services, watchdog)
+
+    @app.timer(WATCHDOG_EVERY_S)  # type: ignore[untyped-decorator]
+    async def watch_progress() -> None:
+        watchdog.check()
+
+    register_dashboard(app, {u.use_case.name: u.monitor for u in deps.use_cases})
+    register_health(app, watchdog)
+    return app
+
+
+def wire_use_case(app: faust.App, services: UseCaseServices, watchdog: Watchdog) -> None:
+    """One use case's agents in the app: its consumers (in groups of its own), the watcher
+    of its models, its label retries and its orchestrator."""
+    settings, use_case, monitor = services.settings, services.use_case, services.monitor
+    topics = settings.kafka.topics
 
     def report_lag(topic: str, group: str, messages: int) -> None:
         monitor.lags[(topic, group)] = messages
 
-    def consume(topic: str, group: str, service: Any, size: int, in_flight: int) -> None:
+    def consume(topic: str, agent: str, service: Any, size: int, in_flight: int) -> None:
         options = BatchOptions(
             batch_size=size,
             batches_in_flight=in_flight,
             batch_wait_s=settings.scoring.batch_wait_s,
             commit_interval_s=settings.scoring.commit_interval_s,
         )
-        config = consumer_config(kafka, f"{app_id}-{group}", settings.worker.session_timeout_s)
+        group = group_id(settings, use_case, agent)
+        config = consumer_config(settings.kafka, group, settings.worker.session_timeout_s)
         consumer = BatchConsumer(
             config, service, topic=topic, options=options, report_lag=report_lag
         )
         batch_consumer.register(app, consumer)
         watchdog.watch(consumer.progress)
 
-    topics = kafka.topics
-    if deps.scoring is not None and settings.scoring.consumer == "batch":
-        consume(topics.client_events, "scoring", deps.scoring, settings.scoring.batch_size,
+    if services.scoring is not None and settings.scoring.consumer == "batch":
+        consume(topics.client_events, "scoring", services.scoring, settings.scoring.batch_size,
                 settings.scoring.batches_in_flight)  # fmt: skip
-    elif deps.scoring is not None:
-        scoring.register(app, settings, deps.scoring)
-    if deps.watcher is not None:
-        attach(app, "ModelWatcher", deps.watcher.start, deps.watcher.stop)
-    if deps.features is not None:
-        consume(topics.sensor_readings, "features", deps.features, settings.features.batch_size,
-                settings.features.batches_in_flight)  # fmt: skip
-    if deps.accuracy is not None:
-        accuracy = deps.accuracy
+    elif services.scoring is not None:
+        scoring.register(app, settings, services.scoring, name=f"{use_case.prefix}scoring")
+    if services.watcher is not None:
+        watcher = services.watcher
+        attach(app, f"ModelWatcher_{use_case.name}", watcher.start, watcher.stop)
+    if services.features is not None:
+        consume(topics.sensor_readings, "features", services.features,
+                settings.features.batch_size, settings.features.batches_in_flight)  # fmt: skip
+    if services.accuracy is not None:
+        accuracy = services.accuracy
         # labels join in order: one batch at a time
         consume(topics.ground_truth, "accuracy", accuracy, settings.scoring.batch_size, 1)
 
@@ -120,12 +138,6 @@ def create_app(
         async def retry_waiting_labels() -> None:
             await accuracy.retry_waiting()
 
-    @app.timer(WATCHDOG_EVERY_S)  # type: ignore[untyped-decorator]
-    async def watch_progress() -> None:
-        watchdog.check()
-
-    if deps.orchestrator is not None:
-        orchestrator.register(app, deps.orchestrator, settings.lifecycle.check_interval_s)
-    register_dashboard(app, deps.monitor)
-    register_health(app, watchdog)
-    return app
+    if services.orchestrator is not None:
+        orchestrator.register(app, services.orchestrator, settings.lifecycle.check_interval_s,
+                              name=f"Orchestrator_{use_case.name}")  # fmt: skip

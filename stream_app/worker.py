@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from stream_app.models.watcher import ModelWatcher
 from stream_app.monitoring.accuracy import AccuracyService
 from stream_app.monitoring.accuracy_feed import AccuracyFeed
 from stream_app.monitoring.liveness import Watchdog
-from stream_app.monitoring.metrics import WorkerMetrics
+from stream_app.monitoring.metrics import UseCaseLabelled, WorkerGauges, WorkerMetrics
 from stream_app.monitoring.state import Monitor, MonitorCollector
 from stream_app.provisioning.keyspace import pending_migrations
 from stream_app.publishing import KafkaPublisher
@@ -32,26 +33,37 @@ from stream_app.scoring.service import ScoringService
 from stream_app.settings import Settings
 from stream_app.storage.labels import LabelStore
 from stream_app.storage.predictions import PredictionStore
-from stream_app.use_cases.spec import load_use_case
+from stream_app.use_cases.deployment import load
+from stream_app.use_cases.spec import UseCase
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
+class UseCaseServices:
+    """The services of one use case in a worker: its agents, models and monitoring."""
+
+    use_case: UseCase
+    settings: Settings  # as the use case sees them (its topics)
+    metrics: WorkerMetrics  # in a registry of its own: /metrics labels it with the use case
+    monitor: Monitor
+    registry: ModelRegistry
+    scoring: ScoringService | None = None
+    features: FeatureService | None = None
+    accuracy: AccuracyService | None = None
+    watcher: ModelWatcher | None = None
+    orchestrator: Orchestrator | None = None
+
+
+@dataclass
 class Dependencies:
-    """What the agents need, built once per worker process."""
+    """What the agents need, built once per worker process: what the use cases share (the
+    Cassandra cluster, the producer, the liveness watchdog) and each use case's services."""
 
     cluster: Any
     publisher: KafkaPublisher
-    scoring: ScoringService | None
-    features: FeatureService | None
-    accuracy: AccuracyService | None
-    metrics: WorkerMetrics
-    monitor: Monitor
-    registry: ModelRegistry
     watchdog: Watchdog
-    watcher: ModelWatcher | None = None
-    orchestrator: Orchestrator | None = None
+    use_cases: list[UseCaseServices]
 
     def close(self) -> None:
         undelivered = self.publisher.close()
@@ -103,86 +115,128 @@ def topic_id(settings: Settings, topic: str) -> str:
     return str(description.topic_id)
 
 
-def build_dependencies(settings: Settings, registry: CollectorRegistry = REGISTRY) -> Dependencies:
-    """Connect to Cassandra, load the champion (refusing to start without one), and wire the
-    services of the agents this worker runs. Raises ``ModelNotFound`` with what to do when
-    no model exists."""
-    use_case = load_use_case(settings.use_case)
-    check_topics(settings)
+def served_use_cases(
+    settings: Settings, names: Sequence[str] = ()
+) -> list[tuple[UseCase, Settings]]:
+    """The use cases a worker serves (default: the settings' own), each with the settings it
+    sees; refused when two share a name or a topic."""
+    loaded = [load(name, settings) for name in (names or [settings.use_case])]
+    seen: dict[str, str] = {}
+    for use_case, own in loaded:
+        if use_case.name in {u.name for u, _ in loaded if u is not use_case}:
+            raise ConfigurationError(f"use case {use_case.name} is named twice")
+        for topic in own.kafka.topics.all():
+            if topic in seen and seen[topic] != use_case.name:
+                raise ConfigurationError(
+                    f"use cases {seen[topic]} and {use_case.name} would share topic {topic}: "
+                    "give one of them its own topic_prefix in its spec"
+                )
+            seen[topic] = use_case.name
+    return loaded
+
+
+def build_dependencies(
+    settings: Settings, registry: CollectorRegistry = REGISTRY, use_cases: Sequence[str] = ()
+) -> Dependencies:
+    """Connect to Cassandra, load each use case's champion (refusing to start without one),
+    and wire the services of the agents this worker runs. Raises ``ModelNotFound`` with what
+    to do when a use case has no model."""
+    served = served_use_cases(settings, use_cases)
+    for _, own in served:
+        check_topics(own)
     keyspace = settings.cassandra.keyspace
     cluster = open_cluster(settings.cassandra)
     publisher: KafkaPublisher | None = None
     try:
         session = cluster.connect()
         check_schema(session, keyspace)
-        metrics = WorkerMetrics(registry)
-        monitor = Monitor(use_case, settings.monitoring)
-        registry.register(MonitorCollector(monitor))
-        models = ModelRegistry(session, keyspace, use_case.name)
-        panes = PaneStore(
-            session,
-            keyspace,
-            use_case.name,
-            retention_s=int(settings.features.retention_days * 86_400),
-            read_timeout_s=settings.scoring.feature_read_timeout_s,
-        )
-        scoring = None
-        watcher = None
-        if "scoring" in settings.worker.agents:
-            models.champion()  # refuse to start without one, saying how to get one
+        for use_case, _ in served:
+            if "scoring" in settings.worker.agents:  # refuse to start without one, saying how
+                ModelRegistry(session, keyspace, use_case.name).champion()
         publisher = KafkaPublisher(settings.kafka, client_id=f"{settings.worker.app_id}-outputs")
-        if "scoring" in settings.worker.agents:
-            store = CassandraFeatureStore(
-                session, keyspace, use_case, panes, settings.scoring.feature_read_timeout_s
-            )
-            scoring = ScoringService(
-                settings=settings,
-                use_case=use_case,
-                features=FeatureCache(store.read_entities, settings.scoring.feature_cache_ms),
-                predictions=PredictionStore(session, keyspace, use_case.name),
-                publisher=publisher,
-                metrics=metrics,
-                monitor=monitor,
-            )
-            watcher = ModelWatcher(settings, models, scoring, monitor, metrics)
-            watcher.load()  # the registry's roles now; model-updates keeps them current
-        features = None
-        if "features" in settings.worker.agents:
-            panes.source_topic_id = topic_id(settings, settings.kafka.topics.sensor_readings)
-            features = FeatureService(
-                settings=settings,
-                use_case=use_case,
-                panes=panes,
-                publisher=publisher,
-                metrics=metrics,
-                monitor=monitor,
-            )
-        accuracy = None
-        if "accuracy" in settings.worker.agents:
-            accuracy = AccuracyService(
-                settings=settings,
-                use_case=use_case,
-                labels=LabelStore(session, keyspace, use_case.name),
-                publisher=publisher,
-                monitor=monitor,
-                metrics=metrics,
-            )
-        orchestrator = None
-        if settings.lifecycle.orchestrator:
-            orchestrator = Orchestrator(
-                settings, use_case, models, monitor, metrics, AccuracyFeed(settings, use_case)
-            )
+        labelled = UseCaseLabelled()
+        services = []
+        for use_case, own in served:
+            metrics_registry = CollectorRegistry()
+            services.append(use_case_services(session, own, use_case, publisher, metrics_registry))
+            labelled.add(use_case.name, metrics_registry)
+        registry.register(labelled)
     except BaseException:
         if publisher is not None:
             publisher.close()
         cluster.shutdown()
         raise
-    watchdog = Watchdog(settings.worker.stall_after_s, lambda: metrics.last_retry, metrics)
-    return Dependencies(
-        cluster=cluster, publisher=publisher, scoring=scoring, features=features,
-        accuracy=accuracy, metrics=metrics, monitor=monitor, registry=models, watchdog=watchdog,
-        watcher=watcher, orchestrator=orchestrator,
-    )  # fmt: skip
+
+    def last_retry() -> float | None:
+        retries = [u.metrics.last_retry for u in services if u.metrics.last_retry is not None]
+        return max(retries, default=None)
+
+    watchdog = Watchdog(settings.worker.stall_after_s, last_retry, WorkerGauges(registry))
+    return Dependencies(cluster, publisher, watchdog, services)
+
+
+def use_case_services(
+    session: Any,
+    settings: Settings,
+    use_case: UseCase,
+    publisher: KafkaPublisher,
+    metrics_registry: CollectorRegistry,
+) -> UseCaseServices:
+    """The services of one use case (``settings`` as it sees them)."""
+    keyspace = settings.cassandra.keyspace
+    metrics = WorkerMetrics(metrics_registry)
+    monitor = Monitor(use_case, settings.monitoring)
+    metrics_registry.register(MonitorCollector(monitor))
+    models = ModelRegistry(session, keyspace, use_case.name)
+    services = UseCaseServices(use_case, settings, metrics, monitor, models)
+    agents = settings.worker.agents
+    panes = PaneStore(
+        session,
+        keyspace,
+        use_case.name,
+        retention_s=int(settings.features.retention_days * 86_400),
+        read_timeout_s=settings.scoring.feature_read_timeout_s,
+    )
+    if "scoring" in agents:
+        store = CassandraFeatureStore(
+            session, keyspace, use_case, panes, settings.scoring.feature_read_timeout_s
+        )
+        services.scoring = ScoringService(
+            settings=settings,
+            use_case=use_case,
+            features=FeatureCache(store.read_entities, settings.scoring.feature_cache_ms),
+            read_at=store.read_entities_at,
+            predictions=PredictionStore(session, keyspace, use_case.name),
+            publisher=publisher,
+            metrics=metrics,
+            monitor=monitor,
+        )
+        services.watcher = ModelWatcher(settings, models, services.scoring, monitor, metrics)
+        services.watcher.load()  # the registry's roles now; model-updates keeps them current
+    if "features" in agents:
+        panes.source_topic_id = topic_id(settings, settings.kafka.topics.sensor_readings)
+        services.features = FeatureService(
+            settings=settings,
+            use_case=use_case,
+            panes=panes,
+            publisher=publisher,
+            metrics=metrics,
+            monitor=monitor,
+        )
+    if "accuracy" in agents:
+        services.accuracy = AccuracyService(
+            settings=settings,
+            use_case=use_case,
+            labels=LabelStore(session, keyspace, use_case.name),
+            publisher=publisher,
+            monitor=monitor,
+            metrics=metrics,
+        )
+    if settings.lifecycle.orchestrator:
+        services.orchestrator = Orchestrator(
+            settings, use_case, models, monitor, metrics, AccuracyFeed(settings, use_case)
+        )
+    return services
 
 
 def quiet_garbage_collector() -> None:
@@ -199,12 +253,13 @@ def quiet_garbage_collector() -> None:
     gc.set_threshold(700, 10, 100)
 
 
-def run_worker(settings: Settings) -> int:
-    """Build everything and run until SIGINT or SIGTERM."""
+def run_worker(settings: Settings, use_cases: Sequence[str] = ()) -> int:
+    """Build everything for ``use_cases`` (default: the settings' own) and run until SIGINT
+    or SIGTERM."""
     import uvloop
 
     uvloop.install()  # a faster event loop: Faust's per-message asyncio overhead dominates
-    deps = build_dependencies(settings)
+    deps = build_dependencies(settings, use_cases=use_cases)
     worker_datadir(settings).mkdir(parents=True, exist_ok=True)
     app = create_app(settings, deps)
     quiet_garbage_collector()

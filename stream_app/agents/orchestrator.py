@@ -8,7 +8,9 @@ from stream_app.agents.attach import attach
 from stream_app.models.orchestrator import Orchestrator
 
 
-def register(app: faust.App, orchestrator: Orchestrator, interval_s: float) -> None:
+def register(
+    app: faust.App, orchestrator: Orchestrator, interval_s: float, name: str = "Orchestrator"
+) -> None:
     """Check the champion every ``interval_s`` on the leader; elsewhere stay idle.
 
     Not ``on_leader=True``: a worker that loses the leadership must also stop following
@@ -26,4 +28,4 @@ def register(app: faust.App, orchestrator: Orchestrator, interval_s: float) -> N
     async def nothing() -> None:
         return None
 
-    attach(app, "Orchestrator", nothing, orchestrator.stand_down)
+    attach(app, name, nothing, orchestrator.stand_down)

@@ -38,14 +38,16 @@ def to_inputs(events: list[Any]) -> list[InputMessage]:
     ]
 
 
-def register(app: faust.App, settings: Settings, service: ScoringService) -> Any:
+def register(
+    app: faust.App, settings: Settings, service: ScoringService, name: str = "scoring"
+) -> Any:
     """Add the scoring agent to ``app``."""
     source = app.topic(
         settings.kafka.topics.client_events, key_serializer="raw", value_serializer="raw"
     )
     scoring_settings = settings.scoring
 
-    @app.agent(source, name="scoring")
+    @app.agent(source, name=name)
     async def scoring(stream: Any) -> None:
         # Batches in flight, oldest first; the queue bound is the backpressure.
         in_flight: asyncio.Queue[tuple[list[Any], asyncio.Task[Any]]] = asyncio.Queue(

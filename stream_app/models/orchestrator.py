@@ -278,8 +278,8 @@ class Orchestrator:
         reasons = [*trigger.reasons, "training window: " + ", ".join(window.reasons)]
         await self._decide(decision(name, "retrain_started", None, champion, reasons,
                                     by, details, f"{decision_id}-1"))  # fmt: skip
-        arguments = ["train", "--since", str(since), "--until", str(until),
-                     "--trigger", trigger.kind]  # fmt: skip
+        arguments = ["train", "--use-case", self.settings.use_case, "--since", str(since),
+                     "--until", str(until), "--trigger", trigger.kind]  # fmt: skip
         if window.regime_since_ms is not None:
             arguments += ["--regime-since", str(window.regime_since_ms)]
         code, out, err = await run_stream_app(arguments, self.policy.retrain_timeout_s)
@@ -290,7 +290,16 @@ class Orchestrator:
             return
         version = orjson.loads(out.strip().splitlines()[-1])["version"]
         code, out, err = await run_stream_app(
-            ["evaluate", version, "--against", champion, "--json"], EVALUATE_TIMEOUT_S
+            [
+                "evaluate",
+                version,
+                "--use-case",
+                self.settings.use_case,
+                "--against",
+                champion,
+                "--json",
+            ],
+            EVALUATE_TIMEOUT_S,
         )
         if code != 0:
             await self._decide(decision(name, "retrain_failed", version, champion,

@@ -7,10 +7,11 @@ carry entity or event ids, so cardinality stays bounded.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Metric
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 AGE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600)
@@ -147,19 +148,6 @@ class WorkerMetrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
-        self.consumer_stalled = Gauge(
-            "stream_app_consumer_stalled",
-            "1 when a consumer made no progress for worker.stall_after_s while work waited "
-            "(the worker then fails /healthz).",
-            ["topic", "group"],
-            registry=r,
-        )
-        self.seconds_since_progress = Gauge(
-            "stream_app_consumer_seconds_since_progress",
-            "Seconds since a consumer last finished a batch while work waited (0 when idle).",
-            ["topic", "group"],
-            registry=r,
-        )
         self.last_retry: float | None = None  # monotonic time of the last outage retry
         self.lifecycle_decisions = Counter(
             "stream_app_lifecycle_decisions_total",
@@ -172,3 +160,49 @@ class WorkerMetrics:
         """An outage was retried (the worker is waiting, not stuck)."""
         self.retries.labels(operation).inc()
         self.last_retry = time.monotonic()
+
+
+class WorkerGauges:
+    """The worker's own gauges, whatever use cases it serves (the liveness watchdog's)."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.consumer_stalled = Gauge(
+            "stream_app_consumer_stalled",
+            "1 when a consumer made no progress for worker.stall_after_s while work waited "
+            "(the worker then fails /healthz).",
+            ["topic", "group"],
+            registry=registry,
+        )
+        self.seconds_since_progress = Gauge(
+            "stream_app_consumer_seconds_since_progress",
+            "Seconds since a consumer last finished a batch while work waited (0 when idle).",
+            ["topic", "group"],
+            registry=registry,
+        )
+
+
+class UseCaseLabelled(Collector):
+    """Each use case's metrics (a registry of its own) under one name, labelled
+    ``use_case``: one worker may serve several use cases, and /metrics shows them apart."""
+
+    def __init__(self) -> None:
+        self.registries: dict[str, CollectorRegistry] = {}
+
+    def add(self, use_case: str, registry: CollectorRegistry) -> None:
+        self.registries[use_case] = registry
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for use_case, registry in self.registries.items():
+            for family in registry.collect():
+                target = merged.get(family.name)
+                if target is None:
+                    target = merged[family.name] = Metric(
+                        family.name, family.documentation, family.type, family.unit
+                    )
+                for sample in family.samples:
+                    target.add_sample(
+                        sample.name, {**sample.labels, "use_case": use_case}, sample.value,
+                        sample.timestamp, sample.exemplar,
+                    )  # fmt: skip
+        yield from merged.values()

@@ -33,9 +33,11 @@ def register_pages(app: faust.App, registry: CollectorRegistry = REGISTRY) -> No
             return self.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
 
-def register_dashboard(app: faust.App, monitor: Monitor) -> None:
-    """Serve ``/dashboard`` and its data."""
+def register_dashboard(app: faust.App, monitors: dict[str, Monitor]) -> None:
+    """Serve ``/dashboard`` and its data, per use case (``?use_case=NAME``; default: the
+    first); the data names every use case the worker serves."""
     page = package_file("monitoring/dashboard.html").read_bytes()
+    default = next(iter(monitors))
 
     @app.page("/dashboard")
     class Dashboard(View):
@@ -45,7 +47,14 @@ def register_dashboard(app: faust.App, monitor: Monitor) -> None:
     @app.page("/dashboard/data")
     class DashboardData(View):
         async def get(self, request: Request) -> Response:
-            body = orjson.dumps(monitor.snapshot(), option=orjson.OPT_SERIALIZE_NUMPY)
+            name = request.query.get("use_case", default)
+            monitor = monitors.get(name)
+            if monitor is None:
+                known = {"error": f"no use case {name!r} here", "use_cases": list(monitors)}
+                return self.bytes(orjson.dumps(known), content_type="application/json",
+                                  status=404)  # fmt: skip
+            snapshot = {**monitor.snapshot(), "use_cases": list(monitors)}
+            body = orjson.dumps(snapshot, option=orjson.OPT_SERIALIZE_NUMPY)
             return self.bytes(body, content_type="application/json")
 
 

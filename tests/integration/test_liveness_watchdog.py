@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from stream_app.agents.batch_consumer import BatchConsumer, BatchOptions, consumer_config
 from stream_app.monitoring.liveness import Watchdog
-from stream_app.monitoring.metrics import WorkerMetrics
+from stream_app.monitoring.metrics import WorkerGauges
 from stream_app.scoring.batch import InputMessage
 from stream_app.settings import Settings
 
@@ -55,8 +55,8 @@ def test_a_frozen_consumer_with_work_waiting_fails_liveness(
     live_settings: Settings, scratch_topics: Callable[..., str], tag: str
 ) -> None:
     topic = scratch_topics("liveness", partitions=1)
-    metrics = WorkerMetrics(CollectorRegistry())
-    watchdog = Watchdog(STALL_AFTER_S, lambda: metrics.last_retry, metrics)
+    gauges = WorkerGauges(CollectorRegistry())
+    watchdog = Watchdog(STALL_AFTER_S, lambda: None, gauges)
 
     async def scenario() -> None:
         service = Frozen()
@@ -80,7 +80,7 @@ def test_a_frozen_consumer_with_work_waiting_fails_liveness(
             assert verdict["topic"] == topic
             assert verdict["stalled"] is True
             assert "no batch finished" in verdict["reason"]
-            assert metrics.consumer_stalled.labels(topic, config["group.id"])._value.get() == 1
+            assert gauges.consumer_stalled.labels(topic, config["group.id"])._value.get() == 1
 
             service.release.set()  # it moves again: healthy once a batch finished
             await until(lambda: watchdog.health()[0], 30, "recovery")

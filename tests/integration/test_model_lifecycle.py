@@ -40,7 +40,7 @@ def _versions(deployment: Deployment, count: int) -> tuple[str, list[str]]:
 
 
 def _lifecycle(deps: Dependencies, deployment: Deployment) -> Lifecycle:
-    return Lifecycle(deps.registry, deployment.settings.kafka, actor("cli"))
+    return Lifecycle(deps.use_cases[0].registry, deployment.settings.kafka, actor("cli"))
 
 
 async def _until(condition: Any, timeout_s: float, what: str) -> None:
@@ -72,13 +72,13 @@ def test_roles_go_through_the_registry_and_both_topics_and_roll_back(
             ("challenger", None, second),
             ("champion", second, first),
         ]
-        assert deps.registry.get(first).status == "retired"
-        assert deps.registry.get(second).status == "champion"
+        assert deps.use_cases[0].registry.get(first).status == "retired"
+        assert deps.use_cases[0].registry.get(second).status == "champion"
         assert lifecycle.previous_champion() == first
         lifecycle.promote(third, "even better")
         restored = lifecycle.rollback("third misbehaves")
         assert (restored.version, restored.previous) == (second, third)
-        assert deps.registry.champion().version == second
+        assert deps.use_cases[0].registry.champion().version == second
     finally:
         deps.close()
     topics = deployment.settings.kafka.topics
@@ -107,7 +107,7 @@ def test_a_swap_while_batches_run_scores_every_event_exactly_once(
     batches = [client_messages(world, 100, f"b{i}", settings) for i in range(40)]
     deps = build_dependencies(settings, prometheus_registry)
     try:
-        service, watcher = deps.scoring, deps.watcher
+        service, watcher = deps.use_cases[0].scoring, deps.use_cases[0].watcher
         assert service is not None
         assert watcher is not None
         lifecycle = _lifecycle(deps, deployment)
@@ -146,7 +146,7 @@ def test_a_swap_while_batches_run_scores_every_event_exactly_once(
     assert by_version[old] == switched_at * 100
     assert by_version[new] == (40 - switched_at) * 100
     switch = prometheus_registry.get_sample_value(
-        "stream_app_model_switch_seconds_count", {"role": "champion"}
+        "stream_app_model_switch_seconds_count", {"role": "champion", "use_case": "delivery_eta"}
     )
     assert switch == 1
 
@@ -160,7 +160,7 @@ def test_a_b_traffic_by_entity_and_shadow_scoring_on_its_own_topic(
     messages = client_messages(world, 600, "ab", settings)
     deps = build_dependencies(settings, prometheus_registry)
     try:
-        service, watcher = deps.scoring, deps.watcher
+        service, watcher = deps.use_cases[0].scoring, deps.use_cases[0].watcher
         assert service is not None
         assert watcher is not None
         lifecycle = _lifecycle(deps, deployment)
@@ -182,7 +182,9 @@ def test_a_b_traffic_by_entity_and_shadow_scoring_on_its_own_topic(
         assert result.predictions == 600
         assert result.shadow_predictions == 600
         predictions = PredictionStore(
-            deps.registry.session, settings.cassandra.keyspace, deps.registry.use_case
+            deps.use_cases[0].registry.session,
+            settings.cassandra.keyspace,
+            deps.use_cases[0].registry.use_case,
         )
         stored = predictions.for_event("ab-0")
     finally:

@@ -36,7 +36,7 @@ def test_an_outage_pauses_scoring_and_it_resumes_by_itself(
         try:
 
             async def scenario() -> tuple[bool, float]:
-                service = deps.scoring
+                service = deps.use_cases[0].scoring
                 await service.process(client_messages(world, 50, "before", settings))
                 proxy.cut()
                 task = asyncio.ensure_future(
@@ -55,7 +55,7 @@ def test_an_outage_pauses_scoring_and_it_resumes_by_itself(
     assert paused, "scoring went on while Cassandra was unreachable"
     assert recovery_s < 30
     retries = prometheus_registry.get_sample_value(
-        "stream_app_retries_total", {"operation": "feature_read"}
+        "stream_app_retries_total", {"operation": "feature_read", "use_case": "delivery_eta"}
     )
     assert retries
     assert retries >= 1
@@ -87,7 +87,7 @@ def test_the_dead_letter_policy_refuses_events_with_missing_features(
             payload = orjson.loads(message.value or b"")
             payload["entities"]["courier_id"] = "courier-never-seen"
             unknown.append(message._replace(value=orjson.dumps(payload)))
-        result = asyncio.run(deps.scoring.process(known + unknown))
+        result = asyncio.run(deps.use_cases[0].scoring.process(known + unknown))
     finally:
         deps.close()
     assert result.predictions == 40

@@ -7,7 +7,7 @@ from dataclasses import replace
 from prometheus_client import CollectorRegistry
 
 from stream_app.monitoring.liveness import ConsumerProgress, Watchdog, judge
-from stream_app.monitoring.metrics import WorkerMetrics
+from stream_app.monitoring.metrics import WorkerGauges
 
 STALL = 60.0
 BASE = ConsumerProgress("client-events", "g", started=0.0, last_poll=100.0, last_batch=100.0,
@@ -53,8 +53,7 @@ def test_a_loop_that_stopped_polling_is_a_stall_even_with_nothing_waiting() -> N
 def test_the_watchdog_reports_each_consumer_sets_its_gauges_and_recovers() -> None:
     now = [100.0]
     registry = CollectorRegistry()
-    metrics = WorkerMetrics(registry)
-    watchdog = Watchdog(STALL, lambda: metrics.last_retry, metrics, clock=lambda: now[0])
+    watchdog = Watchdog(STALL, lambda: None, WorkerGauges(registry), clock=lambda: now[0])
     state = {"scoring": replace(BASE, in_flight=1, last_batch=100.0, last_poll=100.0)}
     watchdog.watch(lambda: state["scoring"])
     watchdog.watch(lambda: replace(BASE, topic="sensor-readings", last_poll=now[0]))
