@@ -72,8 +72,12 @@ chaos: services ## faults under load (kill -9 x5, rebalance, Cassandra 30 s down
 browser: ## Debian's chromium for the dashboard test (installed with apt-get when missing)
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
+.PHONY: kcat
+kcat: ## Debian's kcat, the Kafka client the README's walks produce with (apt-get when missing)
+	@command -v kcat >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null)
+
 .PHONY: test
-test: services browser ## all set-up, then every test suite against the real services
+test: services browser kcat ## all set-up, then every test suite against the real services
 	$(BIN)/pytest tests --durations=15
 
 .PHONY: test-unit
@@ -82,14 +86,14 @@ test-unit: venv ## the unit tests only (no services needed)
 
 .PHONY: lint
 lint: venv ## ruff (lint and format check) and mypy (strict on stream_app/)
-	$(BIN)/ruff check stream_app tests
-	$(BIN)/ruff format --check stream_app tests
+	$(BIN)/ruff check stream_app tests examples
+	$(BIN)/ruff format --check stream_app tests examples
 	$(BIN)/mypy
 
 .PHONY: format
 format: venv ## format the code with ruff
-	$(BIN)/ruff check --fix stream_app tests
-	$(BIN)/ruff format stream_app tests
+	$(BIN)/ruff check --fix stream_app tests examples
+	$(BIN)/ruff format stream_app tests examples
 
 .PHONY: clean
 clean: services-down ## stop the services and delete .stream-app (jars, data, logs) and .venv
