@@ -150,7 +150,8 @@ def deployment(
     if owned:
         for future in kafka_admin.delete_topics(owned).values():
             future.result(timeout=30)
-    cassandra_session.execute(f"DROP KEYSPACE IF EXISTS t_{tag}")
+    # schema changes take long on a busy node: wait for them longer than for a query
+    cassandra_session.execute(f"DROP KEYSPACE IF EXISTS t_{tag}", timeout=120)
 
 
 def consume_all(settings: Settings, topic: str, expected: int, timeout_s: float = 60) -> list[Any]:
