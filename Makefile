@@ -85,10 +85,11 @@ test-unit: venv ## the unit tests only (no services needed)
 	$(BIN)/pytest tests/unit
 
 .PHONY: lint
-lint: venv ## ruff (lint and format check) and mypy (strict on stream_app/)
+lint: venv ## ruff (lint and format check), mypy (strict on stream_app/), the import layers
 	$(BIN)/ruff check stream_app tests examples
 	$(BIN)/ruff format --check stream_app tests examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 .PHONY: format
 format: venv ## format the code with ruff

@@ -6,10 +6,9 @@ import socket
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
 from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy
 from cassandra.query import tuple_factory
 
@@ -18,7 +17,7 @@ from stream_app.settings import CassandraSettings
 HOT_PATH = "hot-path"  # execution profile returning rows as tuples
 
 
-def open_cluster(settings: CassandraSettings, connect_timeout_s: float = 10.0) -> Any:
+def open_cluster(settings: CassandraSettings, connect_timeout_s: float = 10.0) -> Cluster:
     """A ``cassandra.cluster.Cluster`` for the configured nodes (not yet connected).
 
     Protocol v5 and the local datacenter are pinned so the driver skips version probing.
@@ -80,7 +79,7 @@ def connection_failure(exc: BaseException) -> str | None:
 
 
 @contextmanager
-def connected(settings: CassandraSettings) -> Iterator[Any]:
+def connected(settings: CassandraSettings) -> Iterator[Session]:
     """A session for one command; the cluster is shut down afterwards."""
     cluster = open_cluster(settings)
     try:

@@ -33,6 +33,39 @@ def render(done: int, total: int, elapsed_s: float, unit: str = "records", width
     )
 
 
+class StatusLine:
+    """One line of status on stderr: redrawn in place on a terminal at most every ``every_s``,
+    written as a new line every few seconds into a file or a pipe (never a ``\\r`` there)."""
+
+    def __init__(self, stream: TextIO | None = None, every_s: float = 0.2) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.every_s = every_s if self.tty else max(every_s, 2.0)
+        self._last = float("-inf")
+        self._text = ""
+        self._shown = ""  # the text last written
+
+    def __call__(self, text: str, force: bool = False) -> None:
+        self._text = text
+        now = time.monotonic()
+        if force or now - self._last >= self.every_s:
+            self._last = now
+            self._write()
+
+    def _write(self) -> None:
+        self.stream.write(f"\r{self._text}" if self.tty else f"{self._text}\n")
+        self.stream.flush()
+        self._shown = self._text
+
+    def close(self) -> None:
+        """Show the latest text (once) and end the line."""
+        if self._text and self._shown != self._text:
+            self._write()
+        if self.tty and self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
 class ProgressBar:
     """Call with the count done so far; ``close`` ends the line."""
 
@@ -47,35 +80,15 @@ class ProgressBar:
         self.total = total
         self.unit = unit
         self.label = f"{label} " if label else ""
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.every_s = every_s if self.tty else max(every_s, 2.0)
+        self.line = StatusLine(stream, every_s)
         self.started = time.monotonic()
-        self._last = float("-inf")
-        self._done = 0
-        self._drawn = -1  # the count last drawn
         self.note = ""  # shown after the figures (e.g. a validation score)
 
     def __call__(self, done: int, note: str = "") -> None:
-        self._done = done
         self.note = note
-        now = time.monotonic()
-        if now - self._last >= self.every_s or done >= self.total:
-            self._last = now
-            self._draw()
-
-    def _draw(self) -> None:
-        line = self.label + render(self._done, self.total, time.monotonic() - self.started,
-                                   self.unit)  # fmt: skip
-        if self.note:
-            line += f" {self.note}"
-        self.stream.write(f"\r{line}" if self.tty else f"{line}\n")
-        self.stream.flush()
-        self._drawn = self._done
+        elapsed = time.monotonic() - self.started
+        text = self.label + render(done, self.total, elapsed, self.unit)
+        self.line(f"{text} {note}" if note else text, force=done >= self.total)
 
     def close(self) -> None:
-        if self._drawn != self._done:  # into a pipe, the last line is not written twice
-            self._draw()
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.line.close()

@@ -197,8 +197,29 @@ class WorkerSettings(BaseModel):
     )
 
 
+class ConsumerSettings(BaseModel):
+    """What the three agents' consumers and services share: batching, commits, retries."""
+
+    model_config = _SECTION
+
+    batch_wait_s: float = Field(
+        0.02,
+        gt=0,
+        description="Batch consumer: longest wait for the first message (a batch is what has "
+        "arrived, up to the agent's batch_size). Faust agent: longest wait for a batch to fill.",
+    )
+    commit_interval_s: float = Field(
+        0.5,
+        ge=0,
+        description="Commit finished offsets at most this often (a crash re-processes at most "
+        "this much work; each commit is a write to Kafka).",
+    )
+    retry_initial_s: float = Field(0.2, gt=0, description="First back-off after an outage.")
+    retry_max_s: float = Field(10.0, gt=0, description="Longest back-off between retries.")
+
+
 class ScoringSettings(BaseModel):
-    """The scoring path: micro-batches, the feature cache, retries."""
+    """The scoring agent: how it reads client events, its batches, the feature cache."""
 
     model_config = _SECTION
 
@@ -208,18 +229,6 @@ class ScoringSettings(BaseModel):
         "Faust app; several times the throughput) or `faust` (a Faust stream agent).",
     )
     batch_size: int = Field(1000, ge=1, description="Most client events scored together.")
-    batch_wait_s: float = Field(
-        0.02,
-        gt=0,
-        description="Faust agent: longest wait for a batch to fill. Batch consumer: longest "
-        "wait for the first message (a batch is what has arrived, up to batch_size).",
-    )
-    commit_interval_s: float = Field(
-        0.5,
-        ge=0,
-        description="Batch consumer: commit finished offsets at most this often (a crash "
-        "re-scores at most this much work; each commit is a write to Kafka).",
-    )
     batches_in_flight: int = Field(
         6, ge=1, description="Batches processed at once (bounds memory and unacknowledged work)."
     )
@@ -232,8 +241,17 @@ class ScoringSettings(BaseModel):
     feature_read_timeout_s: float = Field(
         1.0, gt=0, description="A feature read slower than this counts as missing."
     )
-    retry_initial_s: float = Field(0.2, gt=0, description="First back-off after an outage.")
-    retry_max_s: float = Field(10.0, gt=0, description="Longest back-off between retries.")
+
+
+class AccuracySettings(BaseModel):
+    """The accuracy agent: ground truth joined with predictions."""
+
+    model_config = _SECTION
+
+    batch_size: int = Field(1000, ge=1, description="Most labels joined together.")
+    label_retry_max_s: float = Field(
+        30.0, gt=0, description="Longest wait between two joins of a label still unmatched."
+    )
 
 
 class FeatureSettings(BaseModel):
@@ -267,9 +285,6 @@ class MonitoringSettings(BaseModel):
         ge=1,
         description="A feature of an entity served for fewer distinct entities in the window "
         "(a dozen zones) is not compared: its PSI and KS are reported as missing.",
-    )
-    label_retry_max_s: float = Field(
-        30.0, gt=0, description="Longest wait between two joins of a label still unmatched."
     )
 
 
@@ -391,8 +406,10 @@ class Settings(BaseSettings):
     cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
     services: ServicesSettings = Field(default_factory=ServicesSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
+    accuracy: AccuracySettings = Field(default_factory=AccuracySettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from stream_app.errors import ConfigurationError
-from stream_app.use_cases.spec import parse_duration_ms
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_duration_ms(text: str) -> int:
+    """``"500ms"``, ``"30s"``, ``"5m"``, ``"2h"``, ``"7d"`` in milliseconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 30s, 5m, 2h or 7d")
+    return int(float(match.group(1)) * _UNIT_MS[match.group(2)])
 
 
 def parse_time_ms(text: str, now_ms: int) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 import faust
 
-from stream_app.scoring.batch import InputMessage
+from stream_app.messages import InputMessage
 from stream_app.scoring.service import ScoringService
 from stream_app.settings import Settings
 from stream_app.supervision import crash_without_commit
@@ -67,7 +67,7 @@ def register(
         acknowledger = asyncio.ensure_future(acknowledge_in_order())
         try:
             async for events in stream.noack_take(
-                scoring_settings.batch_size, within=scoring_settings.batch_wait_s
+                scoring_settings.batch_size, within=settings.consumer.batch_wait_s
             ):
                 task = asyncio.ensure_future(service.process(to_inputs(events)))
                 await in_flight.put((events, task))

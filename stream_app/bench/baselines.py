@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import orjson
 
-from stream_app.publishing import produce_when_room
+from stream_app.kafka.producer import produce_when_room
 from stream_app.settings import Settings, load_settings
 
 
 def _faust_app(settings: Settings, kind: str) -> Any:
-    from stream_app.app import create_app, worker_datadir
+    from stream_app.runtime.app import create_app, worker_datadir
 
     worker_datadir(settings).mkdir(parents=True, exist_ok=True)
     app = create_app(settings, app_id=f"{settings.worker.app_id}-{kind}")
@@ -98,7 +98,7 @@ def run_naive_features(settings: Settings) -> None:
     from stream_app.contracts.decode import decode_sensor_reading
     from stream_app.features.pane_store import PaneStore
     from stream_app.features.panes import PaneAggregator, aggregate_groups
-    from stream_app.monitoring.metrics import WorkerMetrics
+    from stream_app.monitoring.prometheus import WorkerMetrics
     from stream_app.use_cases.spec import load_use_case
 
     use_case = load_use_case(settings.use_case)
@@ -118,7 +118,7 @@ def run_naive_features(settings: Settings) -> None:
             aggregator.load(aggregator.unknown_panes([(partition, reading)]), {})
             aggregator.apply(partition, offset, reading)
             for key, state in aggregator.take_dirty():
-                await panes.write(panes.write_statements([(key, state)]))
+                await panes.write(panes.snapshot([(key, state)]))
             metrics.events_in.labels(topic).inc()
 
     faust.Worker(app, loglevel="WARNING").execute_from_commandline()

@@ -50,20 +50,19 @@ from stream_app.bench.e2e import (
     bench_settings,
     create_topics,
     delete_topics,
-    preload_features,
-    prepare_model,
     process_failure,
     settings_env,
     stop_process,
 )
-from stream_app.bench.tcp_proxy import TcpProxy
-from stream_app.cassandra_session import open_cluster
+from stream_app.cassandra_session import connected
+from stream_app.kafka.producer import produce_when_room
 from stream_app.provisioning.keyspace import ensure_keyspace
-from stream_app.publishing import produce_when_room
 from stream_app.services import control
+from stream_app.services.tcp_proxy import TcpProxy
 from stream_app.settings import CassandraSettings, Settings, WorkerSettings
 from stream_app.simulation.corrupt import corrupt, hostile
 from stream_app.simulation.payloads import client_event_records
+from stream_app.simulation.seeded import preload_features, prepare_model
 from stream_app.simulation.world import World
 from stream_app.use_cases.spec import UseCase
 
@@ -421,14 +420,10 @@ def run(
     ensure_keyspace(base.cassandra)
     log_dir = settings.services.home.resolve() / "bench" / f"chaos-{run_id}"
     log_dir.mkdir(parents=True, exist_ok=True)
-    cluster = open_cluster(base.cassandra)
-    try:
-        session = cluster.connect()
+    with connected(base.cassandra) as session:
         world = World(use_case, 7)
         version = prepare_model(session, base, use_case, 7)
         preload_features(session, base, world)
-    finally:
-        cluster.shutdown()
     progress.write(f"model {version}; worker logs in {log_dir}\n")
     runs = []
     for repetition in range(1, repeat + 1):  # the whole suite, then again: faults interleave

@@ -31,17 +31,10 @@ import numpy as np
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from stream_app.bench.simulation import labelled_frame
-from stream_app.cassandra_session import open_cluster
+from stream_app.cassandra_session import connected
 from stream_app.errors import BenchError
-from stream_app.features.pane_store import PaneStore
-from stream_app.features.panes import PaneAggregator, aggregate_groups
-from stream_app.features.store import CassandraFeatureStore, FeatureRow
-from stream_app.models.registry import ModelRegistry
-from stream_app.models.trainer import describe_version
-from stream_app.models.training import lightgbm_params
+from stream_app.kafka.producer import produce_when_room
 from stream_app.provisioning.keyspace import ensure_keyspace
-from stream_app.publishing import produce_when_room
 from stream_app.settings import (
     CassandraSettings,
     KafkaSettings,
@@ -49,7 +42,8 @@ from stream_app.settings import (
     TopicNames,
     WorkerSettings,
 )
-from stream_app.simulation.payloads import client_event_records, sensor_readings
+from stream_app.simulation.payloads import client_event_records
+from stream_app.simulation.seeded import preload_features, prepare_model
 from stream_app.simulation.world import World
 from stream_app.use_cases.spec import UseCase, load_use_case
 
@@ -145,71 +139,6 @@ def delete_topics(settings: Settings) -> None:
     if names:
         for future in admin.delete_topics(names).values():
             future.result(timeout=30)
-
-
-def prepare_model(session: Any, settings: Settings, use_case: UseCase, seed: int) -> str:
-    """A champion trained on one simulated day (in memory), registered in the bench keyspace."""
-    registry = ModelRegistry(session, settings.cassandra.keyspace, use_case.name)
-    existing = registry.roles().get("champion")
-    if existing is not None:
-        return existing.version
-    version = register_simulated_model(session, settings, use_case, seed)
-    registry.assign("champion", version, "bench e2e")
-    return version
-
-
-def register_simulated_model(
-    session: Any, settings: Settings, use_case: UseCase, seed: int, rounds: int = 200
-) -> str:
-    """A version trained on one simulated day of world ``seed`` (in memory), registered
-    without a role."""
-    import lightgbm as lgb
-
-    registry = ModelRegistry(session, settings.cassandra.keyspace, use_case.name)
-    world = World(use_case, seed)
-    x, y = labelled_frame(world, int(time.time() * 1000) - 86_400_000, 1, 20_000)
-    params = lightgbm_params(use_case, settings.training)
-    booster = lgb.train(params, lgb.Dataset(x, y), num_boost_round=rounds)
-    model = describe_version(
-        use_case, params,
-        training_window={"source": f"one simulated day of world {seed}, in memory"},
-    )  # fmt: skip
-    registry.register(model, booster.model_to_string())
-    return model.version
-
-
-def preload_features(session: Any, settings: Settings, world: World) -> int:
-    """Panes of fresh simulated readings for every simulated entity (as the feature agent
-    would have written them) and the batch features (as `features load` would). Returns the
-    rows written."""
-    import asyncio
-
-    use_case = world.use_case
-    now = int(time.time() * 1000)
-    aggregator = PaneAggregator(aggregate_groups(use_case))
-    readings = []
-    for key in world.sim.reading_entities:
-        for index in range(world.sim.population[key]):
-            times = np.sort(now - np.random.default_rng(index).integers(1_000, 60_000, 8))
-            batch = world.readings(times, fixed={key: np.full(8, index)})
-            readings += sensor_readings(world, batch)
-    readings.sort(key=lambda r: r.event_time)
-    aggregator.load(aggregator.unknown_panes((0, r) for r in readings), {})
-    for offset, reading in enumerate(readings):
-        aggregator.apply(0, offset, reading)
-    panes = PaneStore(
-        session, settings.cassandra.keyspace, use_case.name,
-        retention_s=int(settings.features.retention_days * 86_400),
-    )  # fmt: skip
-    dirty = aggregator.take_dirty()
-    asyncio.run(panes.write(panes.write_statements(dirty)))
-    store = CassandraFeatureStore(session, settings.cassandra.keyspace, use_case)
-    rows = [
-        FeatureRow(entity, world.ids[entity][index], name, value, now, None)
-        for name, (entity, values) in world.batch_features().items()
-        for index, value in enumerate(values.tolist())
-    ]
-    return store.write(rows) + len(dirty)
 
 
 def pregenerate(world: World, count: int, run_id: str) -> list[tuple[bytes, bytes]]:
@@ -392,16 +321,12 @@ def run(
     run_id = uuid.uuid4().hex[:6]
     base = bench_settings(settings, run_id, "setup")
     ensure_keyspace(base.cassandra)
-    cluster = open_cluster(base.cassandra)
     log_dir = settings.services.home.resolve() / "bench" / run_id
     log_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        session = cluster.connect()
+    with connected(base.cassandra) as session:
         world = World(use_case, seed)
         version = prepare_model(session, base, use_case, seed)
         preloaded = preload_features(session, base, world)
-    finally:
-        cluster.shutdown()
     progress.write(f"model {version}, {preloaded:,} feature rows preloaded, logs in {log_dir}\n")
     records = pregenerate(world, events, f"{run_id}-e")
     results = {

@@ -35,19 +35,18 @@ from stream_app.bench.e2e import (
     create_topics,
     delete_topics,
     percentile,
-    preload_features,
-    prepare_model,
     process_failure,
     settings_env,
     stop_process,
 )
-from stream_app.cassandra_session import open_cluster
+from stream_app.cassandra_session import connected
 from stream_app.features.pane_store import PaneStore
 from stream_app.features.panes import PaneKey, aggregate_groups
+from stream_app.kafka.producer import produce_when_room
 from stream_app.provisioning.keyspace import ensure_keyspace
-from stream_app.publishing import produce_when_room
 from stream_app.settings import Settings
 from stream_app.simulation.payloads import client_event_records, reading_records
+from stream_app.simulation.seeded import preload_features, prepare_model
 from stream_app.simulation.world import World
 from stream_app.storage.predictions import PredictionStore
 from stream_app.use_cases.spec import UseCase
@@ -198,27 +197,25 @@ def run_freshness(
     world = World(use_case, 4)
     log_dir = settings.services.home.resolve() / "bench" / f"freshness-{run_id}"
     log_dir.mkdir(parents=True, exist_ok=True)
-    cluster = open_cluster(bench.cassandra)
     process = None
     try:
-        session = cluster.connect()
-        prepare_model(session, bench, use_case, 4)
-        preload_features(session, bench, world)
-        log = log_dir / "worker.log"
-        process = _start([sys.executable, "-m", "stream_app.main", "worker"], bench, {}, log)
-        # warm up at the measured rate until probes show up promptly; not counted
-        warmup = _drive(bench, world, rate, warmup_s, session, progress, value_base=100_000.0)
-        if not any(p.visible_ms for p in warmup):
-            raise process_failure("the worker never merged a reading", log)
-        probes = _drive(bench, world, rate, seconds, session, progress)
-        time.sleep(3)  # let the last predictions land
-        stop_process(process)
-        process = None
-        used = _first_use(session, bench, use_case, probes)
+        with connected(bench.cassandra) as session:
+            prepare_model(session, bench, use_case, 4)
+            preload_features(session, bench, world)
+            log = log_dir / "worker.log"
+            process = _start([sys.executable, "-m", "stream_app.main", "worker"], bench, {}, log)
+            # warm up at the measured rate until probes show up promptly; not counted
+            warmup = _drive(bench, world, rate, warmup_s, session, progress, value_base=100_000.0)
+            if not any(p.visible_ms for p in warmup):
+                raise process_failure("the worker never merged a reading", log)
+            probes = _drive(bench, world, rate, seconds, session, progress)
+            time.sleep(3)  # let the last predictions land
+            stop_process(process)
+            process = None
+            used = _first_use(session, bench, use_case, probes)
     finally:
         if process is not None:
             stop_process(process)
-        cluster.shutdown()
         delete_topics(bench)
     visible = [p.visible_ms - p.created_ms for p in probes if p.visible_ms is not None]
     used_latencies = [u for u in used if u is not None]

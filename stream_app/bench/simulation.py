@@ -12,24 +12,11 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from stream_app.simulation.history import history_chunks
+from stream_app.simulation.history import labelled_frame
 from stream_app.simulation.world import DAY_MS, World
 from stream_app.use_cases.spec import UseCase
 
 START_MS = 1_795_000_000_000
-
-
-def labelled_frame(
-    world: World, start_ms: int, days: float, events_per_day: int, drift_at_ms: int | None = None
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """Served vectors and true labels of ``days`` of simulated events."""
-    vectors: list[list[float]] = []
-    labels: list[float] = []
-    end_ms = start_ms + int(days * DAY_MS)
-    for chunk in history_chunks(world, start_ms, end_ms, "bench", drift_at_ms, events_per_day):
-        vectors += chunk.vectors
-        labels += chunk.events.labels.tolist()
-    return np.array(vectors), np.array(labels)
 
 
 def loss(use_case: UseCase, predicted: Any, actual: Any) -> float:

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if use_case.simulation is None:  # every bench runs on a simulated world
         raise NoSimulation(use_case.name, args.use_case or settings.use_case, "benchmark on")
     if args.bench not in OFFLINE:
-        from stream_app.kafka_admin import reach
+        from stream_app.kafka.admin import reach
 
         reach(settings.kafka, timeout_s=5)  # one clear line when Kafka is not there
 
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             settings, use_case, args.events, args.naive_events, args.half_load_seconds
         )
     elif args.bench == "replay":
-        from stream_app.bench import replay as replay_bench
+        from stream_app.bench import replay_speed as replay_bench
 
         result = replay_bench.run(settings, use_case, args.events, args.rounds)
     elif args.bench == "chaos":

@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from stream_app.cassandra_session import open_cluster
+    from stream_app.cassandra_session import connected
     from stream_app.errors import ModelNotFound, NoSimulation
     from stream_app.models.registry import ModelRegistry
     from stream_app.models.trainer import train_and_register
@@ -32,9 +32,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.use_cases.deployment import load
 
     use_case, settings = load(args.use_case, settings)
-    cluster = open_cluster(settings.cassandra)
-    try:
-        session = cluster.connect()
+    with connected(settings.cassandra) as session:
         registry = ModelRegistry(session, settings.cassandra.keyspace, use_case.name)
         try:
             champion = registry.champion()
@@ -52,8 +50,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )  # fmt: skip
         now = int(time.time() * 1000)
         outcome = train_and_register(session, settings, use_case, history.start_ms, now + 1)
-    finally:
-        cluster.shutdown()
     print(json.dumps({"version": outcome.model.version, "role": outcome.role,
                       "metrics": outcome.model.metrics}))  # fmt: skip
     return 0

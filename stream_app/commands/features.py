@@ -7,11 +7,13 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from stream_app.settings import Settings
 
 if TYPE_CHECKING:
+    from cassandra.cluster import Session
+
     from stream_app.use_cases.spec import UseCase
 
 
@@ -40,16 +42,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from stream_app.cassandra_session import open_cluster
+    from stream_app.cassandra_session import connected
     from stream_app.errors import ConfigurationError
     from stream_app.timeparse import parse_time_ms
     from stream_app.use_cases.deployment import load
 
     use_case, settings = load(args.use_case, settings)
     now = int(time.time() * 1000)
-    cluster = open_cluster(settings.cassandra)
-    try:
-        session = cluster.connect()
+    with connected(settings.cassandra) as session:
         if args.action == "load":
             from stream_app.features.batch_load import load_batch_features
 
@@ -67,12 +67,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(json.dumps(report.summary()))
             return 0
         return _get(args, settings, session, use_case, now)
-    finally:
-        cluster.shutdown()
 
 
 def _get(
-    args: argparse.Namespace, settings: Settings, session: Any, use_case: UseCase, now: int
+    args: argparse.Namespace, settings: Settings, session: Session, use_case: UseCase, now: int
 ) -> int:
     from stream_app.errors import ConfigurationError
     from stream_app.features.pane_store import PaneStore

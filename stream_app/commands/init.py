@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.provisioning.keyspace import ensure_keyspace
     from stream_app.provisioning.topics import ensure_topics
-    from stream_app.worker import served_use_cases
+    from stream_app.runtime.dependencies import served_use_cases
 
     changed = False
     for _, own in served_use_cases(settings, args.use_cases):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from stream_app.errors import StreamAppError
 from stream_app.settings import Settings
 
 if TYPE_CHECKING:
-    from stream_app.models.lifecycle import Lifecycle
+    from cassandra.cluster import Session
+
+    from stream_app.models.roles import Roles
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,13 +35,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.set_defaults(run=run)
 
 
-def lifecycle_for(settings: Settings, use_case_name: str, session: Any) -> Lifecycle:
+def lifecycle_for(settings: Settings, use_case_name: str, session: Session) -> Roles:
     """Role changes decided by a person at the command line."""
-    from stream_app.models.lifecycle import Lifecycle, actor
     from stream_app.models.registry import ModelRegistry
+    from stream_app.models.roles import Roles, actor
 
     registry = ModelRegistry(session, settings.cassandra.keyspace, use_case_name)
-    return Lifecycle(registry, settings.kafka, actor("cli"))
+    return Roles(registry, settings.kafka, actor("cli"))
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -8,6 +8,7 @@ import json
 import secrets
 import sys
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,7 @@ def render_plan(plan: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_report(report: dict[str, Any], folder: Path) -> str:
+def render_report(report: Mapping[str, Any], folder: Path) -> str:
     """A summary of the report for the terminal."""
     events, features = report["events"], report["features"]
     lines = [
@@ -199,7 +200,7 @@ def _reprocess(args: argparse.Namespace, settings: Settings, plan: Any, run_id: 
     from stream_app.progress import ProgressBar
     from stream_app.replay.dead_letters import parse_filters, reprocess_dead_letters
     from stream_app.replay.reader import replay_group
-    from stream_app.worker import check_schema
+    from stream_app.runtime.dependencies import check_schema
 
     filters = parse_filters(args.filter)
     with connected(settings.cassandra) as session:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from stream_app.settings import Settings
 
@@ -67,7 +66,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         prime=not args.no_prime,
     )
     report = run_live(settings, use_case, options)
-    sys.stderr.write("\n")
     summary = {
         "run_id": report.run_id,
         "use_case": use_case.name,
@@ -89,12 +87,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _history(args: argparse.Namespace, settings: Settings, use_case: object) -> int:
-    from stream_app.cassandra_session import open_cluster
+    from stream_app.cassandra_session import connected
     from stream_app.simulation.backfill import write_history
 
-    cluster = open_cluster(settings.cassandra)
-    try:
-        session = cluster.connect()
+    with connected(settings.cassandra) as session:
         report = write_history(
             session,
             settings.cassandra.keyspace,
@@ -105,7 +101,5 @@ def _history(args: argparse.Namespace, settings: Settings, use_case: object) -> 
             drift_at_s=args.drift_at,
             events_per_day=args.events_per_day,
         )
-    finally:
-        cluster.shutdown()
     print(json.dumps({"history": report.__dict__}, default=str))
     return 0

@@ -121,7 +121,7 @@ def offline(settings: Settings, use_case: UseCase) -> str:
     """Consumer-group lag (Kafka) and model roles (registry), without a worker."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from stream_app.cassandra_session import open_cluster
+    from stream_app.cassandra_session import connected
     from stream_app.models.registry import ModelRegistry
     from stream_app.use_cases.deployment import group_id
 
@@ -143,11 +143,8 @@ def offline(settings: Settings, use_case: UseCase) -> str:
             lines.append(f"  {agent:<9} lag {lag:,} on {topic}")
         finally:
             consumer.close()
-    cluster = open_cluster(settings.cassandra)
-    try:
-        roles = ModelRegistry(cluster.connect(), settings.cassandra.keyspace, use_case.name).roles()
-    finally:
-        cluster.shutdown()
+    with connected(settings.cassandra) as session:
+        roles = ModelRegistry(session, settings.cassandra.keyspace, use_case.name).roles()
     for role, assignment in sorted(roles.items()):
         lines.append(f"  {role:<9} {assignment.version}")
     return "\n".join(lines)

@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from stream_app.cassandra_session import open_cluster
+    from stream_app.cassandra_session import connected
     from stream_app.models.trainer import train_and_register
     from stream_app.timeparse import parse_time_ms
     from stream_app.use_cases.deployment import load
@@ -45,10 +45,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         else now - int(settings.training.window_days * 86_400_000)
     )
     until = parse_time_ms(args.until, now) if args.until else now + 1
-    cluster = open_cluster(settings.cassandra)
-    try:
+    with connected(settings.cassandra) as session:
         outcome = train_and_register(
-            cluster.connect(),
+            session,
             settings,
             use_case,
             since,
@@ -56,8 +55,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             trigger=args.trigger,
             regime_since=args.regime_since,
         )
-    finally:
-        cluster.shutdown()
     model = outcome.model
     print(
         json.dumps(

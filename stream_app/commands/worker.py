@@ -23,6 +23,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from stream_app.worker import run_worker
+    from stream_app.runtime.run import run_worker
 
     return run_worker(settings, args.use_cases)

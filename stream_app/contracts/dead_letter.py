@@ -3,17 +3,38 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypedDict
 
 import orjson
 
 from stream_app.errors import InvalidEvent
+from stream_app.messages import Record, Refused
 
 PREVIEW_CHARS = 200
 
 
 def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+class _DeadLetterRequired(TypedDict):
+    schema_version: int
+    source_topic: str
+    partition: int
+    offset: int
+    key_b64: str | None
+    value_b64: str | None
+    error_code: str
+    error_message: str
+    failed_at: int
+
+
+class DeadLetter(_DeadLetterRequired, total=False):
+    """A value of the dead-letter topic (schemas/dead_letter.schema.json)."""
+
+    value_preview: str  # optional in the contract; always written by stream-app
+    agent: str
 
 
 def dead_letter_payload(
@@ -26,7 +47,7 @@ def dead_letter_payload(
     error: InvalidEvent,
     agent: str,
     failed_at: int,
-) -> dict[str, Any]:
+) -> DeadLetter:
     """The dead-letter record for one refused message (see schemas/dead_letter.schema.json)."""
     preview = "" if value is None else value[: PREVIEW_CHARS * 4].decode("utf-8", "replace")
     return {
@@ -56,3 +77,26 @@ def original_bytes(record: dict[str, Any]) -> tuple[bytes | None, bytes | None]:
         None if key is None else base64.b64decode(key),
         None if value is None else base64.b64decode(value),
     )
+
+
+def dead_letter_records(
+    refused: Sequence[Refused], dead_letter_topic: str, agent: str, now_ms: int
+) -> list[Record]:
+    """One dead-letter record per refused message, keyed by its original key."""
+    return [
+        Record(
+            dead_letter_topic,
+            r.message.key,
+            encode_dead_letter(
+                source_topic=r.message.topic,
+                partition=r.message.partition,
+                offset=r.message.offset,
+                key=r.message.key,
+                value=r.message.value,
+                error=r.error,
+                agent=agent,
+                failed_at=now_ms,
+            ),
+        )
+        for r in refused
+    ]

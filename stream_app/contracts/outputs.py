@@ -1,11 +1,80 @@
-"""Payloads stream-app publishes: predictions, accuracy events and model updates."""
+"""Payloads stream-app publishes: predictions, accuracy events, model updates and decisions.
+
+Each is a ``TypedDict`` with exactly the fields of its JSON Schema in ``schemas/`` (a test holds
+the two equal, field by field), built by one function from keyword arguments.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, TypedDict
 
 SCHEMA_VERSION = 1
+
+
+class Prediction(TypedDict):
+    """A value of the predictions topic (schemas/prediction.schema.json)."""
+
+    schema_version: int
+    prediction_id: str
+    event_id: str
+    use_case: str
+    model_version: str
+    role: str
+    value: float
+    missing_features: list[str]
+    feature_age_ms: int
+    event_time: int
+    scored_at: int
+    latency_ms: float
+
+
+class _ModelUpdateRequired(TypedDict):
+    schema_version: int
+    use_case: str
+    role: str
+    model_version: str | None
+    announced_at: int
+
+
+class ModelUpdate(_ModelUpdateRequired, total=False):
+    """A value of the compacted model-updates topic (schemas/model_update.schema.json)."""
+
+    reason: str  # optional in the contract; always written by stream-app
+    traffic_fraction: float
+
+
+class AccuracyEvent(TypedDict):
+    """A value of the accuracy-events topic (schemas/accuracy_event.schema.json)."""
+
+    schema_version: int
+    prediction_id: str
+    event_id: str
+    use_case: str
+    model_version: str
+    role: str
+    predicted: float
+    actual: float
+    error: float
+    abs_error: float
+    correct: bool
+    label_delay_ms: int
+    evaluated_at: int
+
+
+class ModelDecision(TypedDict):
+    """A value of the model-decisions topic (schemas/model_decision.schema.json)."""
+
+    schema_version: int
+    decision_id: str
+    use_case: str
+    action: str
+    model_version: str | None
+    champion_version: str | None
+    reasons: list[str]
+    details: dict[str, Any]
+    decided_at: int
+    decided_by: str
 
 
 def prediction_id(event_id: str, model_version: str) -> str:
@@ -29,7 +98,7 @@ def prediction_payload(
     event_time: int,
     scored_at: int,
     latency_ms: float,
-) -> dict[str, Any]:
+) -> Prediction:
     """A prediction (see schemas/prediction.schema.json)."""
     return {
         "schema_version": SCHEMA_VERSION,
@@ -55,9 +124,9 @@ def model_update_payload(
     announced_at: int,
     reason: str,
     traffic_fraction: float | None = None,
-) -> dict[str, Any]:
+) -> ModelUpdate:
     """A role announcement for the compacted model-updates topic."""
-    payload: dict[str, Any] = {
+    payload: ModelUpdate = {
         "schema_version": SCHEMA_VERSION,
         "use_case": use_case,
         "role": role,
@@ -87,7 +156,7 @@ def accuracy_payload(
     correct: bool,
     label_delay_ms: int,
     evaluated_at: int,
-) -> dict[str, Any]:
+) -> AccuracyEvent:
     """An accuracy event (see schemas/accuracy_event.schema.json)."""
     error = predicted - actual
     return {
@@ -129,7 +198,7 @@ def model_decision_payload(
     decided_at: int,
     decided_by: str,
     details: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> ModelDecision:
     """A lifecycle decision for the model-decisions topic (see its schema)."""
     if action not in DECISION_ACTIONS:
         raise ValueError(f"unknown decision action {action!r}")

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from cassandra.cluster import Session
+
 from stream_app.errors import ConfigurationError
 from stream_app.features.store import CassandraFeatureStore, FeatureRow
 from stream_app.progress import ProgressBar
@@ -121,7 +123,7 @@ def parse_row(
 
 
 def load_batch_features(
-    session: Any,
+    session: Session,
     keyspace: str,
     use_case: UseCase,
     path: Path,

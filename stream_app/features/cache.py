@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
 
 from stream_app.features.vector import StoredFeature
 
@@ -22,6 +23,13 @@ Features = dict[str, StoredFeature]
 Reader = Callable[[list[EntityKey]], Awaitable[dict[EntityKey, Features]]]
 
 log = logging.getLogger(__name__)
+
+
+class FeatureReader(Protocol):
+    """Where the scoring path reads the stored features of many entities (``FeatureCache``
+    over the Cassandra store)."""
+
+    async def get_many(self, keys: Iterable[EntityKey]) -> dict[EntityKey, Features]: ...
 
 
 class FeatureCache:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
+from cassandra.cluster import Session
 from cassandra.query import BatchStatement, BatchType
 
 from stream_app.cassandra_session import HOT_PATH
@@ -49,12 +50,30 @@ def _state(row: Sequence[Any], offset: int) -> PaneState:
     return PaneState(aggregate, max_offset if max_offset is not None else -1)
 
 
+class PaneStorage(Protocol):
+    """Where the feature agent keeps its panes and watermarks (Cassandra: ``PaneStore``)."""
+
+    source_topic_id: str
+
+    async def load(self, keys: Iterable[PaneKey]) -> dict[PaneKey, PaneState]: ...
+
+    def snapshot(self, dirty: Iterable[tuple[PaneKey, PaneState]]) -> Sequence[Any]:
+        """The writes of these panes as they are now (states go on changing afterwards)."""
+        ...
+
+    async def write(self, snapshot: Sequence[Any]) -> None: ...
+
+    async def load_watermarks(self, partitions: Iterable[int]) -> dict[int, int]: ...
+
+    async def write_watermarks(self, watermarks: Mapping[int, int]) -> None: ...
+
+
 class PaneStore:
     """Reads and writes ``feature_panes`` for one use case."""
 
     def __init__(
         self,
-        session: Any,
+        session: Session,
         keyspace: str,
         use_case: str,
         retention_s: int,
@@ -99,9 +118,10 @@ class PaneStore:
 
     # -- the feature agent ------------------------------------------------------------------
 
-    def write_statements(self, dirty: Iterable[tuple[PaneKey, PaneState]]) -> list[BatchStatement]:
-        """Unlogged batches of up to ``WRITE_BATCH`` panes (an entity's panes together),
-        bound now (a snapshot of the states) with one write timestamp."""
+    def snapshot(self, dirty: Iterable[tuple[PaneKey, PaneState]]) -> list[BatchStatement]:
+        """The writes of these panes as they are now: unlogged batches of up to
+        ``WRITE_BATCH`` panes (an entity's panes together), bound now with one write
+        timestamp."""
         stamp = self.clock.next()
         now = int(time.time() * 1000)
         batches: list[BatchStatement] = []
@@ -121,7 +141,7 @@ class PaneStore:
             )  # fmt: skip
         return batches
 
-    async def write(self, statements: list[BatchStatement]) -> None:
+    async def write(self, statements: Sequence[Any]) -> None:
         await asyncio.gather(*(execute_async(self.session, s) for s in statements))
 
     async def write_watermarks(self, watermarks: Mapping[int, int]) -> None:

@@ -21,7 +21,8 @@ from typing import NamedTuple
 from stream_app.contracts.decode import SensorReading
 from stream_app.features.vector import StoredFeature
 from stream_app.features.windows import RunningAggregate, served_window_start
-from stream_app.use_cases.spec import AggregateFeature, UseCase, parse_duration_ms
+from stream_app.timeparse import parse_duration_ms
+from stream_app.use_cases.spec import AggregateFeature, UseCase
 
 NEVER = -(2**62)
 

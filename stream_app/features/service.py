@@ -23,20 +23,20 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
-from cassandra.query import BatchStatement
 
+from stream_app.contracts.dead_letter import dead_letter_records
 from stream_app.contracts.decode import SensorReading, decode_sensor_reading
 from stream_app.errors import FeatureLookupError, InvalidEvent
-from stream_app.features.pane_store import PaneStore
+from stream_app.features.pane_store import PaneStorage
 from stream_app.features.panes import PaneAggregator, aggregate_groups
-from stream_app.monitoring.metrics import WorkerMetrics
+from stream_app.kafka.producer import Publisher
+from stream_app.messages import InputMessage, Refused
+from stream_app.monitoring.prometheus import WorkerMetrics
 from stream_app.monitoring.state import Monitor
-from stream_app.publishing import KafkaPublisher
 from stream_app.retry import retry_forever
-from stream_app.scoring.batch import InputMessage, Refused, dead_letter_records
 from stream_app.settings import Settings
 from stream_app.storage.cql import worth_retrying
 from stream_app.use_cases.spec import UseCase
@@ -67,8 +67,8 @@ class FeatureService:
         *,
         settings: Settings,
         use_case: UseCase,
-        panes: PaneStore,
-        publisher: KafkaPublisher,
+        panes: PaneStorage,
+        publisher: Publisher,
         metrics: WorkerMetrics,
         monitor: Monitor,
         agent: str = "features",
@@ -110,7 +110,7 @@ class FeatureService:
                 result.late += applied.late
                 result.duplicates += applied.duplicates
             dirty = self.aggregator.take_dirty()
-            statements = self.panes.write_statements(dirty)
+            statements = self.panes.snapshot(dirty)
             self.aggregator.evict_closed()
             marks = {
                 partition: self.aggregator.watermarks[partition]
@@ -157,8 +157,8 @@ class FeatureService:
             action,
             _retryable,
             what,
-            self.settings.scoring.retry_initial_s,
-            self.settings.scoring.retry_max_s,
+            self.settings.consumer.retry_initial_s,
+            self.settings.consumer.retry_max_s,
             lambda exc, attempt: self.metrics.retried(label),
         )
 
@@ -168,7 +168,7 @@ class FeatureService:
                 lambda: self.panes.write_watermarks(marks), "writing watermarks", "watermark_write"
             )
 
-    async def _write(self, statements: list[BatchStatement]) -> None:
+    async def _write(self, statements: Sequence[Any]) -> None:
         if statements:
             await self._until_done(
                 lambda: self.panes.write(statements), "writing panes", "pane_write"

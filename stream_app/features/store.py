@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, NamedTuple
 
+from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
 
 from stream_app.cassandra_session import HOT_PATH
@@ -39,7 +40,7 @@ class CassandraFeatureStore:
 
     def __init__(
         self,
-        session: Any,
+        session: Session,
         keyspace: str,
         use_case: UseCase,
         panes: PaneStore | None = None,

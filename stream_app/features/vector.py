@@ -9,13 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from stream_app.use_cases.spec import (
-    AggregateFeature,
-    BatchFeature,
-    EventFeature,
-    UseCase,
-    parse_duration_ms,
-)
+from stream_app.timeparse import parse_duration_ms
+from stream_app.use_cases.spec import AggregateFeature, BatchFeature, EventFeature, UseCase
 
 
 class StoredFeature(NamedTuple):

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from cassandra.cluster import Session
+
 from stream_app.contracts.decode import SensorReading
 from stream_app.contracts.outputs import prediction_id
 from stream_app.errors import ConfigurationError
@@ -147,7 +149,7 @@ def import_id(
 class HistoryImports:
     """The ``history_imports`` table of one use case."""
 
-    def __init__(self, session: Any, keyspace: str, use_case: str) -> None:
+    def __init__(self, session: Session, keyspace: str, use_case: str) -> None:
         self.session = session
         self.use_case = use_case
         self._read = session.prepare(
@@ -173,7 +175,7 @@ class HistoryImports:
 
 
 def import_history(
-    session: Any,
+    session: Session,
     keyspace: str,
     use_case: UseCase,
     event_files: Sequence[Path],
@@ -248,7 +250,7 @@ def _unique(
 
 
 def _store(
-    session: Any,
+    session: Session,
     keyspace: str,
     use_case: UseCase,
     past: list[LabelledEvent],

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from cassandra.cluster import Session
 
 from stream_app.models.metrics import HIGHER_IS_BETTER, task_metrics
 from stream_app.models.registry import ModelRegistry
@@ -152,7 +153,7 @@ class Evaluation:
 
 
 def evaluate(
-    session: Any,
+    session: Session,
     settings: Settings,
     use_case: UseCase,
     challenger_version: str,

@@ -13,7 +13,9 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
+
+from cassandra.cluster import Session
 
 from stream_app.errors import ModelNotFound
 from stream_app.models.scorer import LightGBMScorer
@@ -56,10 +58,24 @@ class RoleAssignment:
     reason: str
 
 
+class RegistryReader(Protocol):
+    """What a worker reads of the registry to serve the roles (Cassandra: ``ModelRegistry``)."""
+
+    use_case: str
+
+    def roles(self) -> dict[str, RoleAssignment]: ...
+
+    def get(self, version: str) -> ModelVersion: ...
+
+    def artifact(self, version: str) -> str: ...
+
+    def champion(self) -> RoleAssignment: ...
+
+
 class ModelRegistry:
     """Registry access for one use case; owns its prepared statements."""
 
-    def __init__(self, session: Any, keyspace: str, use_case: str) -> None:
+    def __init__(self, session: Session, keyspace: str, use_case: str) -> None:
         self.session = session
         self.use_case = use_case
         ks = keyspace

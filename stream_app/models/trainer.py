@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from cassandra.cluster import Session
+
 from stream_app.errors import ModelNotFound
 from stream_app.models.announce import announce
 from stream_app.models.registry import ModelRegistry, ModelVersion, new_version
@@ -45,7 +47,7 @@ def describe_version(use_case: UseCase, params: dict[str, Any], **fields: Any) -
 
 
 def train_and_register(
-    session: Any,
+    session: Session,
     settings: Settings,
     use_case: UseCase,
     since_ms: int,

@@ -13,23 +13,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
 
+from stream_app.contracts.dead_letter import dead_letter_records
 from stream_app.contracts.decode import decode_ground_truth
 from stream_app.contracts.outputs import accuracy_payload
 from stream_app.errors import InvalidEvent
-from stream_app.monitoring.metrics import WorkerMetrics
+from stream_app.kafka.producer import Publisher
+from stream_app.messages import InputMessage, Record, Refused
+from stream_app.monitoring.prometheus import WorkerMetrics
 from stream_app.monitoring.state import Monitor
-from stream_app.publishing import KafkaPublisher, Record
 from stream_app.retry import retry_forever
-from stream_app.scoring.batch import InputMessage, Refused, dead_letter_records
 from stream_app.settings import Settings
 from stream_app.storage.cql import worth_retrying
-from stream_app.storage.labels import Label, LabelStore, StoredPrediction
-from stream_app.use_cases.spec import UseCase, parse_duration_ms
+from stream_app.storage.labels import Label, LabelStorage, StoredPrediction
+from stream_app.timeparse import parse_duration_ms
+from stream_app.use_cases.spec import UseCase
 
 log = logging.getLogger(__name__)
 FIRST_RETRY_MS = 1_000
@@ -59,12 +61,14 @@ class AccuracyService:
         *,
         settings: Settings,
         use_case: UseCase,
-        labels: LabelStore,
-        publisher: KafkaPublisher,
+        labels: LabelStorage,
+        publisher: Publisher,
         monitor: Monitor,
         metrics: WorkerMetrics,
         agent: str = "accuracy",
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.clock = clock  # seconds since the epoch (label ages, expiry)
         self.settings = settings
         self.use_case = use_case
         self.labels = labels
@@ -80,14 +84,14 @@ class AccuracyService:
             make,  # type: ignore[arg-type]
             worth_retrying,
             action,
-            self.settings.scoring.retry_initial_s,
-            self.settings.scoring.retry_max_s,
+            self.settings.consumer.retry_initial_s,
+            self.settings.consumer.retry_max_s,
             lambda exc, attempt: self.metrics.retried(action),
         )
 
     async def process(self, messages: Sequence[InputMessage]) -> int:
         """Store, join and publish one batch of labels; returns the accuracy events made."""
-        now = int(time.time() * 1000)
+        now = int(self.clock() * 1000)
         labels: list[Label] = []
         refused: list[Refused] = []
         for message in messages:
@@ -155,7 +159,7 @@ class AccuracyService:
                     label_delay_ms=label.label_time - p.event_time,
                     evaluated_at=now,
                 )  # fmt: skip
-                records.append((topic, p.event_id.encode(), orjson.dumps(payload)))
+                records.append(Record(topic, p.event_id.encode(), orjson.dumps(payload)))
                 self.monitor.labelled(p.model_version, p.role, p.value, label.label, now)
         matched = len(labels) - len(unmatched)
         self.monitor.labels_matched += matched
@@ -168,7 +172,7 @@ class AccuracyService:
 
     async def retry_waiting(self) -> None:
         """Join the waiting labels whose time has come; expire those past ``max_delay``."""
-        now = int(time.time() * 1000)
+        now = int(self.clock() * 1000)
         due = [w for w in self.waiting.values() if w.next_attempt_ms <= now]
         if not due:
             return
@@ -188,7 +192,7 @@ class AccuracyService:
             entry.attempts += 1
             pause = min(
                 FIRST_RETRY_MS * 2**entry.attempts,
-                self.settings.monitoring.label_retry_max_s * 1000,
+                self.settings.accuracy.label_retry_max_s * 1000,
             )
             entry.next_attempt_ms = now + int(pause)
         if expired:
@@ -198,7 +202,7 @@ class AccuracyService:
 
     async def on_partitions_assigned(self, partitions: list[int]) -> None:
         """Take over the labels waiting on these partitions (after a restart or a rebalance)."""
-        now = int(time.time() * 1000)
+        now = int(self.clock() * 1000)
         for partition in partitions:
             for label in await self.labels.waiting(partition, now - self.max_delay_ms):
                 self.waiting.setdefault(label.event_id, Waiting(label, 1, now))

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from stream_app.kafka.consumer import ConsumerProgress
+
 log = logging.getLogger(__name__)
 
 
@@ -30,19 +32,6 @@ class StallGauges(Protocol):
 
     consumer_stalled: Any
     seconds_since_progress: Any
-
-
-@dataclass(frozen=True)
-class ConsumerProgress:
-    """One consumer's state, on the monotonic clock (seconds)."""
-
-    topic: str
-    group: str
-    started: float  # when the consumer started
-    last_poll: float | None  # the loop's last return from Kafka
-    last_batch: float | None  # the last batch whose outputs were acknowledged
-    in_flight: int  # batches being processed
-    lag: int | None  # messages behind the consumer's position (None: not known yet)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -85,9 +85,9 @@ class Monitor:
         """A model swap this worker made (roles before and after, and how long it took)."""
         self.switches.append(record)
 
-    def decided(self, decision: dict[str, Any]) -> None:
+    def decided(self, decision: Mapping[str, Any]) -> None:
         """A lifecycle decision this worker's orchestrator made."""
-        self.decisions.append(decision)
+        self.decisions.append(dict(decision))
 
     def count(self, topic: str, n: int, at_ms: int | None = None) -> None:
         second = (at_ms or _now()) // 1000

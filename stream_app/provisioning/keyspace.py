@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cassandra.cluster import Session
+
 from stream_app.bundled import bundled_path
 from stream_app.cassandra_session import open_cluster
 from stream_app.errors import SchemaMigrationError
@@ -23,7 +25,7 @@ from stream_app.settings import CassandraSettings
 _FILE_NAME = re.compile(r"^V(\d+)__([a-z0-9_]+)\.cql$")
 
 
-def _index_logged_buckets(session: Any, keyspace: str) -> None:
+def _index_logged_buckets(session: Session, keyspace: str) -> None:
     from stream_app.storage.predictions import index_logged_buckets
 
     index_logged_buckets(session, keyspace)
@@ -99,7 +101,9 @@ def ensure_keyspace(settings: CassandraSettings, folder: Path | None = None) -> 
         cluster.shutdown()
 
 
-def pending_migrations(session: Any, keyspace: str, folder: Path | None = None) -> list[Migration]:
+def pending_migrations(
+    session: Session, keyspace: str, folder: Path | None = None
+) -> list[Migration]:
     """The migrations not applied to ``keyspace`` (all of them when it does not exist)."""
     migrations = load_migrations(folder)
     tables = session.execute(
@@ -114,7 +118,7 @@ def pending_migrations(session: Any, keyspace: str, folder: Path | None = None) 
 
 
 def _migrate(
-    session: Any, settings: CassandraSettings, migrations: list[Migration]
+    session: Session, settings: CassandraSettings, migrations: list[Migration]
 ) -> KeyspaceOutcome:
     keyspace = settings.keyspace
     exists = session.execute(

@@ -12,7 +12,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from stream_app.errors import TopicSetupError
-from stream_app.kafka_admin import reach
+from stream_app.kafka.admin import reach
 from stream_app.settings import KafkaSettings
 
 ADMIN_TIMEOUT_S = 30.0

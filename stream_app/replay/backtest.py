@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
+from cassandra.cluster import Session
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from stream_app.contracts import codes
@@ -36,20 +37,20 @@ from stream_app.errors import ConfigurationError, InvalidEvent
 from stream_app.features.pane_store import PaneStore
 from stream_app.features.store import CassandraFeatureStore
 from stream_app.features.vector import FeatureVectorBuilder, ServedVector
-from stream_app.models.evaluation import primary_metric
-from stream_app.models.metrics import HIGHER_IS_BETTER, task_metrics
+from stream_app.kafka.producer import KafkaPublisher
+from stream_app.messages import InputMessage, Record
 from stream_app.models.registry import ModelRegistry, ModelVersion
 from stream_app.models.scorer import LightGBMScorer
-from stream_app.publishing import KafkaPublisher, Record
 from stream_app.replay import report as build
 from stream_app.replay.plan import ReplayPlan, plan_replay
 from stream_app.replay.reader import RangeReader, read_range, replay_group
 from stream_app.replay.served import ServedIndex, load_served
-from stream_app.scoring.batch import InputMessage, decode_events
+from stream_app.scoring.batch import decode_events
 from stream_app.settings import Settings, TopicNames
 from stream_app.storage.ground_truth import GroundTruthStore
 from stream_app.storage.predictions import PredictionStore
-from stream_app.use_cases.spec import UseCase, parse_duration_ms
+from stream_app.timeparse import parse_duration_ms
+from stream_app.use_cases.spec import UseCase
 
 Array = np.ndarray[Any, Any]
 LOG_LEAD_MS = 60_000  # the log is read from a minute before the range (clock skew)
@@ -126,7 +127,7 @@ class Backtest:
     """One replay run over a plan (``run`` it once)."""
 
     def __init__(
-        self, settings: Settings, session: Any, use_case: UseCase, request: ReplayRequest
+        self, settings: Settings, session: Session, use_case: UseCase, request: ReplayRequest
     ) -> None:
         self.settings = settings
         self.use_case = use_case
@@ -160,7 +161,7 @@ class Backtest:
         self.label_sources: dict[str, int] = {}
         self.phases: dict[str, float] = {}
 
-    def run(self, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    def run(self, progress: Callable[[int], None] | None = None) -> build.ReplayReport:
         """Replay the plan; returns the report. Interrupted (Ctrl-C), it deletes its output
         topic, if it made one, before the interruption propagates.
 
@@ -383,7 +384,7 @@ class Backtest:
     ) -> list[Record]:
         topic, now = output_topic(self.request.run_id), int(time.time() * 1000)
         return [
-            (
+            Record(
                 topic,
                 event_id.encode(),
                 orjson.dumps(
@@ -449,112 +450,32 @@ class Backtest:
         self.label_sources = {"topic": from_topic, "table": len(found) - from_topic}
         return found
 
-    def _report(self, collected: _Collector, found: dict[str, float]) -> dict[str, Any]:
+    def _report(self, collected: _Collector, found: dict[str, float]) -> build.ReplayReport:
         started = time.perf_counter()
-        use_case, settings, plan = self.use_case, self.settings, self.request.plan
+        assert self.served is not None
         ids = collected.event_ids
-        predictions = {
-            v: np.concatenate(parts) if parts else np.empty(0)
-            for v, parts in collected.predictions.items()
-        }
         width = len(self.models[0].columns)
         scored = build.Scored(
             event_ids=ids,
             event_times=np.asarray(collected.event_times, dtype=np.int64),
-            predictions=predictions,
+            predictions={
+                v: np.concatenate(parts) if parts else np.empty(0)
+                for v, parts in collected.predictions.items()
+            },
             labels=np.array([found.get(e, np.nan) for e in ids], dtype=np.float64),
             vectors=np.vstack(collected.vectors) if collected.vectors else np.empty((0, width)),
             entities=collected.entities,
         )
-        labelled = np.isfinite(scored.labels)
-        actual = scored.labels[labelled]
-        metric = primary_metric(use_case, settings.lifecycle)
-        label = use_case.label
-        metrics = {
-            v: {k: build.finite(x) for k, x in task_metrics(
-                use_case.task, p[labelled], actual, label.tolerance, label.threshold).items()}
-            if len(actual) else {}
-            for v, p in predictions.items()
-        }  # fmt: skip
-        assert self.served is not None
-        versions = [
-            {
-                "version": v,
-                "metrics": metrics[v],
-                "labelled": int(labelled.sum()),
-                "production": build.production_agreement(
-                    ids, predictions[v], self.served.production[v]
-                ),
-            }
-            for v in predictions
-        ]
-        best = build.winner(
-            use_case, metric, metrics,  # type: ignore[arg-type]
-            {v: p[labelled] for v, p in predictions.items()}, actual,
-            settings.lifecycle.bootstrap_rounds, settings.training.seed,
-            settings.lifecycle.significance,
+        first = self.models[0].meta
+        report = build.assemble(
+            build.ReplayInputs(
+                run_id=self.request.run_id, plan=self.request.plan, scored=scored,
+                messages=collected.messages, invalid=dict(collected.invalid),
+                sources=dict(collected.sources), label_sources=self.label_sources,
+                production=self.served.production, first=first,
+                second=self.models[1].meta.version if len(self.models) > 1 else None,
+            ),
+            self.use_case, self.settings,
         )  # fmt: skip
-        size = build.bucket_ms(plan.from_ms, plan.to_ms, settings.replay.report_buckets)
-        buckets = max(-(-(plan.to_ms - plan.from_ms) // size), 1)
-        first = self.models[0]
-        if len(self.models) > 1:
-            second = self.models[1].meta.version
-            x_name, x, y_name, y = (
-                first.meta.version,
-                predictions[first.meta.version],
-                second,
-                predictions[second],
-            )
-        else:
-            production = self.served.production[first.meta.version]
-            x_name, y_name, y = "production", first.meta.version, predictions[first.meta.version]
-            x = np.array([production.get(e, np.nan) for e in ids], dtype=np.float64)
-            if not np.isfinite(x).any():
-                x_name, x = "label", scored.labels
-        report: dict[str, Any] = {
-            "run_id": self.request.run_id,
-            "use_case": use_case.name,
-            "task": use_case.task,
-            "topic": plan.topic,
-            "from": plan.from_ms,
-            "to": plan.to_ms,
-            "created_at": int(time.time() * 1000),
-            "interrupted": False,
-            "primary_metric": metric,
-            "higher_is_better": sorted(m for m, up in HIGHER_IS_BETTER.items() if up),
-            "plan": plan.as_dict(),
-            "events": {
-                "messages": collected.messages,
-                "scored": len(ids),
-                "labelled": int(labelled.sum()),
-                "labels_from": self.label_sources,
-                "invalid": dict(collected.invalid),
-            },
-            "features": {
-                "served": collected.sources["served"],
-                "point_in_time": collected.sources["point_in_time"],
-            },
-            "versions": versions,
-            "winner": best,
-            "series": {
-                "error_over_time": build.metric_over_time(
-                    use_case, metric, scored.event_times[labelled],
-                    {v: p[labelled] for v, p in predictions.items()}, actual,
-                    plan.from_ms, size, buckets,
-                ),
-                "error_distribution": build.error_distribution(
-                    use_case.task, {v: p[labelled] for v, p in predictions.items()}, actual
-                ),
-                "versus": build.versus(x_name, x, y_name, y, settings.training.seed),
-                "drift": {
-                    "threshold": settings.monitoring.psi_threshold,
-                    **build.drift_over_time(
-                        use_case, first.meta.feature_names, first.meta.distributions, scored,
-                        predictions[first.meta.version], plan.from_ms, size, buckets,
-                        settings.monitoring.drift_min_entities,
-                    ),
-                },
-            },
-        }  # fmt: skip
         self.phases["report"] = time.perf_counter() - started
         return report

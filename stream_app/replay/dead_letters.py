@@ -26,6 +26,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 import orjson
+from cassandra.cluster import Session
 
 from stream_app.contracts import codes
 from stream_app.contracts.dead_letter import original_bytes
@@ -35,7 +36,8 @@ from stream_app.contracts.decode import (
     decode_sensor_reading,
 )
 from stream_app.errors import ConfigurationError, InvalidEvent, TopicSetupError
-from stream_app.publishing import PublishError, Record, produce_when_room
+from stream_app.kafka.producer import PublishError, produce_when_room
+from stream_app.messages import Record
 from stream_app.replay.plan import ReplayPlan
 from stream_app.replay.reader import read_range
 from stream_app.settings import Settings, TopicNames
@@ -211,7 +213,7 @@ class ReprocessOutcome:
 class ReinjectionLog:
     """The ``reprocessed_dead_letters`` table: which originals were re-injected."""
 
-    def __init__(self, session: Any, keyspace: str) -> None:
+    def __init__(self, session: Session, keyspace: str) -> None:
         self._session = session
         table = f"{keyspace}.reprocessed_dead_letters"
         self._select = session.prepare(
@@ -321,7 +323,7 @@ def _store_report(reports: list[tuple[Any, Any] | None], index: int, err: Any, m
 
 def reprocess_dead_letters(
     settings: Settings,
-    session: Any,
+    session: Session,
     plan: ReplayPlan,
     filters: DeadLetterFilter,
     *,
@@ -412,6 +414,6 @@ def _reinject(
     outcome.reinjected.update(c.origin[0] for c, _, _ in delivered)
     if errors:
         sent = {c.origin for c, _, _ in delivered}
-        failed: list[Record] = [(c.origin[0], c.key, c.value) for c in fresh
+        failed: list[Record] = [Record(c.origin[0], c.key, c.value) for c in fresh
                                 if c.origin not in sent]  # fmt: skip
         raise PublishError(failed, errors)

@@ -10,7 +10,7 @@ gap, and a chart with nothing to draw says "no data".
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
@@ -92,7 +92,7 @@ class Scale:
         return self.start + (value - self.lo) / span * (self.end - self.start)
 
 
-def render_html(report: dict[str, Any]) -> str:
+def render_html(report: Mapping[str, Any]) -> str:
     """The whole page: header, summary, metrics per version, winner, four charts, the plan."""
     series = _dict(report.get("series"))
     title = f"Replay {report.get('use_case', '')} {report.get('run_id', '')}"
@@ -118,7 +118,7 @@ def render_html(report: dict[str, Any]) -> str:
 # -- the parts of the page ------------------------------------------------------------------
 
 
-def _header(report: dict[str, Any]) -> str:
+def _header(report: Mapping[str, Any]) -> str:
     span = f"{_iso(report.get('from'))} → {_iso(report.get('to'))}"
     warning = ""
     if report.get("interrupted"):
@@ -133,7 +133,7 @@ def _header(report: dict[str, Any]) -> str:
     )
 
 
-def _summary(report: dict[str, Any]) -> str:
+def _summary(report: Mapping[str, Any]) -> str:
     events, features = _dict(report.get("events")), _dict(report.get("features"))
     messages = events.get("messages")
     rows = [_row("messages", _count(messages))]
@@ -151,7 +151,7 @@ def _summary(report: dict[str, Any]) -> str:
     return f'<section id="summary"><h2>Summary</h2><table>{"".join(rows)}</table></section>'
 
 
-def _metrics(report: dict[str, Any]) -> str:
+def _metrics(report: Mapping[str, Any]) -> str:
     versions = [v for v in report.get("versions") or [] if isinstance(v, dict)]
     primary = report.get("primary_metric")
     higher = set(report.get("higher_is_better") or [])
@@ -191,7 +191,7 @@ def _identical(production: dict[str, Any]) -> str:
     return f'<span class="alarm">{_count(identical)}</span>' if differ else _count(identical)
 
 
-def _winner(report: dict[str, Any]) -> str:
+def _winner(report: Mapping[str, Any]) -> str:
     winner = report.get("winner")
     if not isinstance(winner, dict):
         return ""
@@ -211,7 +211,7 @@ def _winner(report: dict[str, Any]) -> str:
     )
 
 
-def _plan(report: dict[str, Any]) -> str:
+def _plan(report: Mapping[str, Any]) -> str:
     plan = _dict(report.get("plan"))
     partitions = [_dict(p) for p in plan.get("partitions") or []]
     head = "<tr><th>partition</th><th>start</th><th>end</th><th>messages</th></tr>"

@@ -16,8 +16,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from stream_app.messages import InputMessage
 from stream_app.replay.plan import ReplayPlan
-from stream_app.scoring.batch import InputMessage
 from stream_app.settings import KafkaSettings
 
 

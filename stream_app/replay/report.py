@@ -11,14 +11,16 @@ against the first version's training distributions.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
-from stream_app.models.evaluation import paired_bootstrap, row_losses
+from stream_app.models.evaluation import paired_bootstrap, primary_metric, row_losses
 from stream_app.models.metrics import HIGHER_IS_BETTER, task_metrics
 from stream_app.monitoring.drift import PREDICTION, ModelDrift
+from stream_app.settings import Settings
 from stream_app.use_cases.spec import UseCase
 
 Array = np.ndarray[Any, Any]
@@ -237,3 +239,154 @@ def drift_over_time(
         "buckets": [start_ms + b * size_ms for b in range(buckets)],
         "features": ordered,
     }
+
+
+class EventCounts(TypedDict):
+    messages: int  # records read from the range
+    scored: int
+    labelled: int
+    labels_from: dict[str, int]  # topic / table
+    invalid: dict[str, int]  # refused records by dead-letter code
+
+
+class VersionResult(TypedDict):
+    version: str
+    metrics: dict[str, float | None]
+    labelled: int
+    production: dict[str, Any] | None  # agreement with what production served
+
+
+class Timing(TypedDict):
+    seconds: float
+    events_per_s: int
+    phases: dict[str, float]
+
+
+class _ReportRequired(TypedDict):
+    run_id: str
+    use_case: str
+    task: str
+    topic: str
+    # "from" is a keyword: the field is set and read by its name in the mapping
+    to: int
+    created_at: int
+    interrupted: bool
+    primary_metric: str
+    higher_is_better: list[str]
+    plan: dict[str, Any]
+    events: EventCounts
+    features: dict[str, int]  # served / point_in_time
+    versions: list[VersionResult]
+    winner: dict[str, Any] | None
+    series: dict[str, Any]  # the HTML page's charts
+
+
+class ReplayReport(_ReportRequired, total=False):
+    """A replay's report: report.json, the HTML page and the command's summary read it."""
+
+    timing: Timing
+
+
+@dataclass
+class ReplayInputs:
+    """What a replay scored and where it came from, for ``assemble``."""
+
+    run_id: str
+    plan: Any  # replay.plan.ReplayPlan
+    scored: Scored
+    messages: int
+    invalid: dict[str, int]
+    sources: dict[str, int]
+    label_sources: dict[str, int]
+    production: dict[str, dict[str, float]]  # version -> event id -> production's value
+    first: Any  # models.registry.ModelVersion of the first version
+    second: str | None  # the compared version
+
+
+def assemble(inputs: ReplayInputs, use_case: UseCase, settings: Settings) -> ReplayReport:
+    """The report of a replay: metrics per version, the winner, and the charts' series."""
+    plan, scored = inputs.plan, inputs.scored
+    ids, predictions = scored.event_ids, scored.predictions
+    labelled = np.isfinite(scored.labels)
+    actual = scored.labels[labelled]
+    metric = primary_metric(use_case, settings.lifecycle)
+    label = use_case.label
+    metrics = {
+        v: {k: finite(x) for k, x in task_metrics(
+            use_case.task, p[labelled], actual, label.tolerance, label.threshold).items()}
+        if len(actual) else {}
+        for v, p in predictions.items()
+    }  # fmt: skip
+    versions: list[VersionResult] = [
+        {
+            "version": v,
+            "metrics": metrics[v],
+            "labelled": int(labelled.sum()),
+            "production": production_agreement(ids, predictions[v], inputs.production[v]),
+        }
+        for v in predictions
+    ]
+    best = winner(
+        use_case, metric, metrics,  # type: ignore[arg-type]
+        {v: p[labelled] for v, p in predictions.items()}, actual,
+        settings.lifecycle.bootstrap_rounds, settings.training.seed,
+        settings.lifecycle.significance,
+    )  # fmt: skip
+    size = bucket_ms(plan.from_ms, plan.to_ms, settings.replay.report_buckets)
+    buckets = max(-(-(plan.to_ms - plan.from_ms) // size), 1)
+    first = inputs.first
+    if inputs.second is not None:
+        x_name, x = first.version, predictions[first.version]
+        y_name, y = inputs.second, predictions[inputs.second]
+    else:
+        production = inputs.production[first.version]
+        x_name, y_name, y = "production", first.version, predictions[first.version]
+        x = np.array([production.get(e, np.nan) for e in ids], dtype=np.float64)
+        if not np.isfinite(x).any():
+            x_name, x = "label", scored.labels
+    report: dict[str, Any] = {
+        "run_id": inputs.run_id,
+        "use_case": use_case.name,
+        "task": use_case.task,
+        "topic": plan.topic,
+        "from": plan.from_ms,
+        "to": plan.to_ms,
+        "created_at": int(time.time() * 1000),
+        "interrupted": False,
+        "primary_metric": metric,
+        "higher_is_better": sorted(m for m, up in HIGHER_IS_BETTER.items() if up),
+        "plan": plan.as_dict(),
+        "events": {
+            "messages": inputs.messages,
+            "scored": len(ids),
+            "labelled": int(labelled.sum()),
+            "labels_from": inputs.label_sources,
+            "invalid": inputs.invalid,
+        },
+        "features": {
+            "served": inputs.sources.get("served", 0),
+            "point_in_time": inputs.sources.get("point_in_time", 0),
+        },
+        "versions": versions,
+        "winner": best,
+        "series": {
+            "error_over_time": metric_over_time(
+                use_case, metric, scored.event_times[labelled],
+                {v: p[labelled] for v, p in predictions.items()}, actual,
+                plan.from_ms, size, buckets,
+            ),
+            "error_distribution": error_distribution(
+                use_case.task, {v: p[labelled] for v, p in predictions.items()}, actual
+            ),
+            "versus": versus(x_name, x, y_name, y, settings.training.seed),
+            "drift": {
+                "threshold": settings.monitoring.psi_threshold,
+                **drift_over_time(
+                    use_case, first.feature_names, first.distributions, scored,
+                    predictions[first.version], plan.from_ms, size, buckets,
+                    settings.monitoring.drift_min_entities,
+                ),
+            },
+        },
+    }  # fmt: skip
+    return report  # type: ignore[return-value]  # "from": see _ReportRequired

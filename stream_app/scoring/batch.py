@@ -3,34 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import orjson
 
 from stream_app.contracts import codes
-from stream_app.contracts.dead_letter import encode_dead_letter
 from stream_app.contracts.decode import ClientEvent, decode_client_event
 from stream_app.contracts.outputs import prediction_payload
 from stream_app.errors import InvalidEvent
 from stream_app.features.vector import ServedVector
-from stream_app.publishing import Record
+from stream_app.messages import InputMessage, Record, Refused
 from stream_app.storage.predictions import PredictionRow, pack
-
-
-class InputMessage(NamedTuple):
-    """A consumed Kafka record, as the agents hand it to the services."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int
-
-
-class Refused(NamedTuple):
-    message: InputMessage
-    error: InvalidEvent
 
 
 def decode_events(
@@ -54,29 +36,6 @@ def decode_events(
             continue
         accepted.append((message, event))
     return accepted, refused
-
-
-def dead_letter_records(
-    refused: Sequence[Refused], dead_letter_topic: str, agent: str, now_ms: int
-) -> list[Record]:
-    """One dead-letter record per refused message, keyed by its original key."""
-    return [
-        (
-            dead_letter_topic,
-            r.message.key,
-            encode_dead_letter(
-                source_topic=r.message.topic,
-                partition=r.message.partition,
-                offset=r.message.offset,
-                key=r.message.key,
-                value=r.message.value,
-                error=r.error,
-                agent=agent,
-                failed_at=now_ms,
-            ),
-        )
-        for r in refused
-    ]
 
 
 def prediction_outputs(
@@ -107,7 +66,7 @@ def prediction_outputs(
             scored_at=scored_at,
             latency_ms=latency_ms,
         )
-        records.append((predictions_topic, event.event_id.encode(), orjson.dumps(payload)))
+        records.append(Record(predictions_topic, event.event_id.encode(), orjson.dumps(payload)))
         rows.append(
             PredictionRow(
                 event_id=event.event_id,

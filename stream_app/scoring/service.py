@@ -25,27 +25,23 @@ import numpy as np
 import orjson
 
 from stream_app.contracts import codes
+from stream_app.contracts.dead_letter import dead_letter_records
 from stream_app.contracts.decode import ClientEvent
 from stream_app.errors import FeatureLookupError, InvalidEvent
-from stream_app.features.cache import FeatureCache
+from stream_app.features.cache import FeatureReader
 from stream_app.features.vector import FeatureVectorBuilder, ServedVector, StoredFeatures
 from stream_app.features.windows import served_window_start
+from stream_app.kafka.producer import Publisher, PublishError
+from stream_app.messages import InputMessage, Record, Refused
 from stream_app.models.scorer import Scorer
-from stream_app.monitoring.metrics import WorkerMetrics, observe_many
+from stream_app.monitoring.prometheus import WorkerMetrics, observe_many
 from stream_app.monitoring.state import Monitor
-from stream_app.publishing import KafkaPublisher, PublishError, Record
 from stream_app.retry import retry_forever
-from stream_app.scoring.batch import (
-    InputMessage,
-    Refused,
-    dead_letter_records,
-    decode_events,
-    prediction_outputs,
-)
+from stream_app.scoring.batch import decode_events, prediction_outputs
 from stream_app.scoring.model_set import ModelSet, ScoringModel, to_challenger
 from stream_app.settings import Settings
 from stream_app.storage.cql import worth_retrying
-from stream_app.storage.predictions import PredictionRow, PredictionStore
+from stream_app.storage.predictions import PredictionRow, PredictionWriter
 from stream_app.use_cases.spec import AggregateFeature, UseCase
 
 
@@ -78,9 +74,9 @@ class ScoringService:
         *,
         settings: Settings,
         use_case: UseCase,
-        features: FeatureCache,
-        predictions: PredictionStore,
-        publisher: KafkaPublisher,
+        features: FeatureReader,
+        predictions: PredictionWriter,
+        publisher: Publisher,
         models: ModelSet | None = None,
         metrics: WorkerMetrics,
         monitor: Monitor,
@@ -266,8 +262,8 @@ class ScoringService:
             read,
             lambda exc: isinstance(exc, FeatureLookupError),
             "reading features",
-            self.settings.scoring.retry_initial_s,
-            self.settings.scoring.retry_max_s,
+            self.settings.consumer.retry_initial_s,
+            self.settings.consumer.retry_max_s,
             lambda exc, attempt: self.metrics.retried("feature_read"),
         )
 
@@ -309,7 +305,7 @@ class ScoringService:
                 pending = exc.failed
                 self.metrics.retried("publish")
                 attempt += 1
-                await asyncio.sleep(min(self.settings.scoring.retry_max_s, 0.1 * 2**attempt))
+                await asyncio.sleep(min(self.settings.consumer.retry_max_s, 0.1 * 2**attempt))
 
     async def _store(self, rows: list[PredictionRow]) -> None:
         if not rows:
@@ -319,8 +315,8 @@ class ScoringService:
             lambda: self.predictions.write_async(rows),
             worth_retrying,
             "storing predictions",
-            self.settings.scoring.retry_initial_s,
-            self.settings.scoring.retry_max_s,
+            self.settings.consumer.retry_initial_s,
+            self.settings.consumer.retry_max_s,
             lambda exc, attempt: self.metrics.retried("prediction_store"),
         )
 

@@ -302,7 +302,7 @@ def create_client_user(kafka: KafkaSettings, password: str) -> None:
         UserScramCredentialUpsertion,
     )
 
-    from stream_app.kafka_admin import reach
+    from stream_app.kafka.admin import reach
 
     user, secret, name = kafka.sasl_username, kafka.sasl_password, kafka.sasl_mechanism
     if not (user and secret and name and wants_security(kafka)):
@@ -327,6 +327,6 @@ def create_client_user(kafka: KafkaSettings, password: str) -> None:
 
 def probe_kafka(settings: Settings) -> None:
     """One metadata request through the project's own client configuration."""
-    from stream_app.kafka_admin import reach
+    from stream_app.kafka.admin import reach
 
     reach(settings.kafka, timeout_s=5, extra={"socket.timeout.ms": 5000})

@@ -14,8 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from cassandra.cluster import Session
+
 from stream_app.contracts.outputs import prediction_id
 from stream_app.features.store import CassandraFeatureStore, FeatureRow
+from stream_app.progress import StatusLine
 from stream_app.simulation.history import history_chunks
 from stream_app.simulation.world import DAY_MS, World
 from stream_app.storage.ground_truth import GroundTruthStore, LabelRow
@@ -56,7 +59,7 @@ def write_batch_files(world: World, folder: Path) -> list[Path]:
 
 
 def write_history(
-    session: Any,
+    session: Session,
     keyspace: str,
     use_case: UseCase,
     days: float,
@@ -87,6 +90,7 @@ def write_history(
     )
     drift_at_ms = None if drift_at_s is None else start_ms + int(drift_at_s * 1000)
     feature_set = predictions.register_feature_set(use_case.feature_names)
+    status = StatusLine(progress)
     for chunk in history_chunks(
         world, start_ms, end_ms, report.run_id, drift_at_ms, events_per_day
     ):
@@ -117,11 +121,10 @@ def write_history(
         )
         report.events += len(rows)
         elapsed = time.monotonic() - began
-        progress.write(
-            f"\rhistory: {report.events:,} events, {report.labels:,} labels "
+        status(
+            f"history: {report.events:,} events, {report.labels:,} labels "
             f"({report.events / elapsed:,.0f} events/s)"
         )
-        progress.flush()
-    progress.write("\n")
+    status.close()
     report.seconds = time.monotonic() - began
     return report

@@ -16,8 +16,9 @@ import numpy as np
 
 from stream_app.features.vector import FeatureVectorBuilder, StoredFeature
 from stream_app.features.windows import aggregate_rows
-from stream_app.simulation.world import Array, EventBatch, World
-from stream_app.use_cases.spec import AggregateFeature, parse_duration_ms
+from stream_app.simulation.world import DAY_MS, Array, EventBatch, World
+from stream_app.timeparse import parse_duration_ms
+from stream_app.use_cases.spec import AggregateFeature
 
 MAX_READINGS_PER_WINDOW = 640  # more readings than this in a window are subsampled
 CHUNK_EVENTS = 5_000
@@ -182,3 +183,16 @@ def _chunk(
         ages.append(served.age_ms)
     event_ids = [f"{run_id}-{offset + i}" for i in range(len(events))]
     return HistoryChunk(event_ids, events, ids, vectors, missing, ages)
+
+
+def labelled_frame(
+    world: World, start_ms: int, days: float, events_per_day: int, drift_at_ms: int | None = None
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Served vectors and true labels of ``days`` of simulated events (in memory)."""
+    vectors: list[list[float]] = []
+    labels: list[float] = []
+    end_ms = start_ms + int(days * DAY_MS)
+    for chunk in history_chunks(world, start_ms, end_ms, "frame", drift_at_ms, events_per_day):
+        vectors += chunk.vectors
+        labels += chunk.events.labels.tolist()
+    return np.array(vectors), np.array(labels)

@@ -17,7 +17,8 @@ import numpy as np
 from confluent_kafka import Producer
 
 from stream_app.errors import StreamAppError
-from stream_app.publishing import produce_when_room
+from stream_app.kafka.producer import produce_when_room
+from stream_app.progress import StatusLine
 from stream_app.settings import Settings
 from stream_app.simulation.corrupt import corrupt
 from stream_app.simulation.payloads import (
@@ -27,7 +28,8 @@ from stream_app.simulation.payloads import (
     reading_records,
 )
 from stream_app.simulation.world import World
-from stream_app.use_cases.spec import AggregateFeature, UseCase, parse_duration_ms
+from stream_app.timeparse import parse_duration_ms
+from stream_app.use_cases.spec import AggregateFeature, UseCase
 
 TICK_S = 0.05
 
@@ -113,7 +115,7 @@ def run_live(
         report.readings += _prime(world, producer, topics.sensor_readings, reading_rate, rng)
     pending: list[tuple[int, str, float]] = []  # (due ms, event id, label)
     started = time.monotonic()
-    next_progress = 1.0
+    status = StatusLine(progress, every_s=1.0)
     sent = 0
     total = int(options.rate * options.duration_s)
     # Exactly rate x duration events: if the machine cannot keep the rate, it takes longer
@@ -138,19 +140,16 @@ def run_live(
             report.readings += readings
             readings_sent += readings
         _emit_labels(producer, topics.ground_truth, pending, now_ms, report)
-        if elapsed >= next_progress:
-            _progress(progress, report, elapsed, len(pending))
-            next_progress += 1.0
+        status(_status(report, elapsed, len(pending)))
         time.sleep(max(0.0, started + elapsed + TICK_S - time.monotonic()))
     report.events_seconds = time.monotonic() - started
     while options.wait_for_labels and pending:
         now_ms = int(time.time() * 1000)
         _emit_labels(producer, topics.ground_truth, pending, now_ms, report)
-        if (elapsed := time.monotonic() - started) >= next_progress:
-            _progress(progress, report, elapsed, len(pending))
-            next_progress += 1.0
+        status(_status(report, time.monotonic() - started, len(pending)))
         if pending:
             time.sleep(min(TICK_S, max(0.0, (pending[0][0] - now_ms) / 1000)))
+    status.close()
     report.unlabelled += len(pending)
     remaining = producer.flush(60)
     report.seconds = time.monotonic() - started
@@ -228,11 +227,10 @@ def _emit_labels(
         report.ground_truth += len(ids)
 
 
-def _progress(out: TextIO, report: LiveReport, elapsed: float, pending: int) -> None:
+def _status(report: LiveReport, elapsed: float, pending: int) -> str:
     rate = report.client_events / elapsed if elapsed else 0.0
-    out.write(
-        f"\r[{elapsed:6.1f}s] client events {report.client_events:>9,} ({rate:,.0f}/s)  "
+    return (
+        f"[{elapsed:6.1f}s] client events {report.client_events:>9,} ({rate:,.0f}/s)  "
         f"readings {report.readings:>10,}  ground truth {report.ground_truth:>9,}  "
         f"labels pending {pending:>8,}"
     )
-    out.flush()

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from stream_app.errors import NoSimulation
-from stream_app.simulation.expressions import Expression, Scope
+from stream_app.use_cases.expressions import Expression, Scope
 from stream_app.use_cases.spec import Simulation, UseCase
 
 DAY_MS = 86_400_000

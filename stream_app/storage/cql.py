@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
 
 from stream_app.errors import StoreError
@@ -14,7 +15,7 @@ WRITE_CONCURRENCY = 128
 
 
 def execute_async(
-    session: Any,
+    session: Session,
     statement: Any,
     parameters: Sequence[Any] | None = None,
     timeout_s: float | None = None,
@@ -87,7 +88,7 @@ def worth_retrying(exc: BaseException) -> bool:
     )
 
 
-def write_all(session: Any, statement: Any, rows: Iterable[Sequence[Any]]) -> int:
+def write_all(session: Session, statement: Any, rows: Iterable[Sequence[Any]]) -> int:
     """Execute a prepared write for every row, many in flight; raise on the first failure."""
     results = execute_concurrent_with_args(
         session, statement, list(rows), concurrency=WRITE_CONCURRENCY, raise_on_first_error=True

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
+from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent
 
 from stream_app.storage.cql import write_all
+
+
+def label_insert(keyspace: str) -> str:
+    """The one statement that writes a label (the accuracy agent and `history import`)."""
+    return (
+        f"INSERT INTO {keyspace}.ground_truth (use_case, event_id, label, label_time, "
+        "received_at) VALUES (?, ?, ?, ?, ?)"
+    )
 
 
 class LabelRow(NamedTuple):
@@ -22,13 +31,10 @@ class LabelRow(NamedTuple):
 class GroundTruthStore:
     """Reads and writes ``ground_truth`` for one use case."""
 
-    def __init__(self, session: Any, keyspace: str, use_case: str) -> None:
+    def __init__(self, session: Session, keyspace: str, use_case: str) -> None:
         self.session = session
         self.use_case = use_case
-        self._write = session.prepare(
-            f"INSERT INTO {keyspace}.ground_truth (use_case, event_id, label, label_time, "
-            "received_at) VALUES (?, ?, ?, ?, ?)"
-        )
+        self._write = session.prepare(label_insert(keyspace))
         self._read = session.prepare(
             f"SELECT event_id, label, toUnixTimestamp(label_time) AS label_ms "
             f"FROM {keyspace}.ground_truth WHERE use_case = ? AND event_id IN ?"

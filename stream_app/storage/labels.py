@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
+from cassandra.cluster import Session
 from cassandra.query import BatchStatement, BatchType
 
 from stream_app.cassandra_session import HOT_PATH
 from stream_app.storage.cql import execute_async
+from stream_app.storage.ground_truth import label_insert
 
 HOUR_MS = 3_600_000
 BATCH_ROWS = 50
@@ -40,16 +42,29 @@ class StoredPrediction(NamedTuple):
     scored_at: int
 
 
+class LabelStorage(Protocol):
+    """Where the accuracy path keeps labels and finds predictions (Cassandra: ``LabelStore``)."""
+
+    async def store(self, labels: Sequence[Label]) -> None: ...
+
+    async def predictions_of(
+        self, event_ids: Iterable[str]
+    ) -> dict[str, list[StoredPrediction]]: ...
+
+    async def wait(self, labels: Sequence[Label]) -> None: ...
+
+    async def done(self, labels: Sequence[Label]) -> None: ...
+
+    async def waiting(self, partition: int, since_ms: int) -> list[Label]: ...
+
+
 class LabelStore:
     """Labels and the prediction join for one use case."""
 
-    def __init__(self, session: Any, keyspace: str, use_case: str) -> None:
+    def __init__(self, session: Session, keyspace: str, use_case: str) -> None:
         self.session = session
         self.use_case = use_case
-        self._label = session.prepare(
-            f"INSERT INTO {keyspace}.ground_truth (use_case, event_id, label, label_time, "
-            "received_at) VALUES (?, ?, ?, ?, ?)"
-        )
+        self._label = session.prepare(label_insert(keyspace))
         self._predictions = session.prepare(
             "SELECT event_id, model_version, prediction_id, role, value, "
             "toUnixTimestamp(event_time), toUnixTimestamp(scored_at) "

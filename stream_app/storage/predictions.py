@@ -17,10 +17,11 @@ import calendar
 import hashlib
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import orjson
+from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent
 from cassandra.query import BatchStatement, BatchType
 
@@ -110,10 +111,18 @@ class LoggedChunk(NamedTuple):
     matrix: Vector  # one served vector per row
 
 
+class PredictionWriter(Protocol):
+    """Where the scoring path stores what it served (Cassandra: ``PredictionStore``)."""
+
+    def register_feature_set(self, names: Sequence[str]) -> str: ...
+
+    async def write_async(self, rows: Sequence[PredictionRow]) -> None: ...
+
+
 class PredictionStore:
     """Reads and writes the prediction tables of one use case; owns its statements."""
 
-    def __init__(self, session: Any, keyspace: str, use_case: str) -> None:
+    def __init__(self, session: Session, keyspace: str, use_case: str) -> None:
         self.session = session
         self.use_case = use_case
         self._by_event = session.prepare(
@@ -362,7 +371,7 @@ def _unpack_chunk(chunk: LoggedChunk) -> Iterable[LoggedPrediction]:
         )
 
 
-def index_logged_buckets(session: Any, keyspace: str) -> int:
+def index_logged_buckets(session: Session, keyspace: str) -> int:
     """Fill ``prediction_log_buckets`` for the chunks logged before it existed (`init`, once);
     returns the buckets indexed."""
     rows = session.execute(

@@ -18,23 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from stream_app.bundled import bundled_path
 from stream_app.errors import UseCaseError
+from stream_app.timeparse import parse_duration_ms
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 REGRESSION_METRICS = ("mae", "rmse", "mape", "within_tolerance")
 BINARY_METRICS = ("accuracy", "log_loss", "auc", "calibration")
 AGGREGATE_FUNCTIONS = ("count", "sum", "mean", "min", "max", "std", "last")
-
-
-def parse_duration_ms(text: str) -> int:
-    """``"500ms"``, ``"30s"``, ``"5m"``, ``"2h"``, ``"7d"`` in milliseconds."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(f"{text!r} is not a duration like 30s, 5m, 2h or 7d")
-    return int(float(match.group(1)) * _UNIT_MS[match.group(2)])
 
 
 Duration = Annotated[str, Field(description="A duration: 500ms, 30s, 5m, 2h, 7d")]
@@ -378,7 +369,7 @@ def load_use_case(name_or_path: str, folder: Path | None = None) -> UseCase:
         )
         raise UseCaseError(f"{path} is not a valid use case spec:\n{problems}") from None
     if use_case.simulation is not None:
-        from stream_app.simulation.expressions import check_simulation_expressions
+        from stream_app.use_cases.expressions import check_simulation_expressions
 
         check_simulation_expressions(use_case, path)
     return use_case

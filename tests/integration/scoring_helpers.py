@@ -6,11 +6,11 @@ import time
 
 import numpy as np
 
-from stream_app.bench.e2e import preload_features, prepare_model
 from stream_app.cassandra_session import connected
-from stream_app.scoring.batch import InputMessage
+from stream_app.messages import InputMessage
 from stream_app.settings import Settings
 from stream_app.simulation.payloads import client_event_records
+from stream_app.simulation.seeded import preload_features, prepare_model
 from stream_app.simulation.world import World
 from stream_app.use_cases.spec import load_use_case
 

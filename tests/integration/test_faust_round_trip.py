@@ -10,7 +10,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from stream_app.app import create_app
+from stream_app.runtime.app import create_app
 from stream_app.settings import Settings, WorkerSettings
 from tests.conftest import free_port
 

@@ -43,7 +43,7 @@ def write_readings(panes: PaneStore, readings: list[tuple[int, float]]) -> None:
     aggregator.load(aggregator.unknown_panes((0, r) for r in events), {})
     for offset, reading in enumerate(events):
         aggregator.apply(0, offset, reading)
-    asyncio.run(panes.write(panes.write_statements(aggregator.take_dirty())))
+    asyncio.run(panes.write(panes.snapshot(aggregator.take_dirty())))
 
 
 def test_point_in_time_lookups_across_window_boundaries(
@@ -184,7 +184,7 @@ def test_offsets_of_a_recreated_topic_are_not_taken_for_a_replay(
     reading = SensorReading("s", T0, {"courier_id": "c9"}, {"speed_kmh": 10.0})
     aggregator.load(aggregator.unknown_panes([(0, reading)]), {})
     aggregator.apply(0, 500, reading)
-    asyncio.run(old.write(old.write_statements(aggregator.take_dirty())))
+    asyncio.run(old.write(old.snapshot(aggregator.take_dirty())))
     key = PaneKey("courier_id", "c9", "speed_kmh/60000", T0, 0)
     same = asyncio.run(old.load([key]))[key]
     assert same.max_offset == 500  # same topic: offsets at or below 500 are replays
@@ -202,10 +202,10 @@ def test_a_worker_taking_a_partition_over_drops_the_readings_its_predecessor_dro
     from prometheus_client import CollectorRegistry
 
     from stream_app.features.service import FeatureService
-    from stream_app.monitoring.metrics import WorkerMetrics
+    from stream_app.kafka.producer import KafkaPublisher
+    from stream_app.messages import InputMessage
+    from stream_app.monitoring.prometheus import WorkerMetrics
     from stream_app.monitoring.state import Monitor
-    from stream_app.publishing import KafkaPublisher
-    from stream_app.scoring.batch import InputMessage
 
     settings = deployment.settings
     keyspace = settings.cassandra.keyspace

@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry
 
-from stream_app.agents.batch_consumer import BatchConsumer, BatchOptions, consumer_config
+from stream_app.kafka.consumer import BatchConsumer, BatchOptions, consumer_config
+from stream_app.messages import InputMessage
 from stream_app.monitoring.liveness import Watchdog
-from stream_app.monitoring.metrics import WorkerGauges
-from stream_app.scoring.batch import InputMessage
+from stream_app.monitoring.prometheus import WorkerGauges
 from stream_app.settings import Settings
 
 STALL_AFTER_S = 2.0

@@ -12,15 +12,15 @@ from typing import Any
 import orjson
 import pytest
 
-from stream_app.bench.e2e import register_simulated_model
 from stream_app.cassandra_session import connected
 from stream_app.errors import ModelNotFound, StreamAppError
-from stream_app.models.lifecycle import Lifecycle, actor
 from stream_app.models.registry import ModelRegistry
+from stream_app.models.roles import Roles, actor
+from stream_app.runtime.dependencies import Dependencies, build_dependencies
 from stream_app.scoring.model_set import to_challenger
+from stream_app.simulation.seeded import register_simulated_model
 from stream_app.storage.predictions import PredictionStore
 from stream_app.use_cases.spec import load_use_case
-from stream_app.worker import Dependencies, build_dependencies
 from tests.conftest import Deployment, consume_all
 from tests.integration.scoring_helpers import client_messages, ready_world
 
@@ -39,8 +39,8 @@ def _versions(deployment: Deployment, count: int) -> tuple[str, list[str]]:
     return champion, others
 
 
-def _lifecycle(deps: Dependencies, deployment: Deployment) -> Lifecycle:
-    return Lifecycle(deps.use_cases[0].registry, deployment.settings.kafka, actor("cli"))
+def _lifecycle(deps: Dependencies, deployment: Deployment) -> Roles:
+    return Roles(deps.use_cases[0].registry, deployment.settings.kafka, actor("cli"))
 
 
 async def _until(condition: Any, timeout_s: float, what: str) -> None:

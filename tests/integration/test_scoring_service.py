@@ -11,9 +11,9 @@ from typing import Any
 
 import orjson
 
-from stream_app.bench.tcp_proxy import TcpProxy
+from stream_app.runtime.dependencies import build_dependencies
+from stream_app.services.tcp_proxy import TcpProxy
 from stream_app.settings import CassandraSettings
-from stream_app.worker import build_dependencies
 from tests.conftest import Deployment, consume_all
 from tests.integration.scoring_helpers import client_messages, ready_world
 

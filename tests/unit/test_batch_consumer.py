@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError
 
-from stream_app.agents.batch_consumer import BatchConsumer, BatchOptions, recoverable
-from stream_app.scoring.batch import InputMessage
+from stream_app.kafka.consumer import BatchConsumer, BatchOptions, recoverable
+from stream_app.messages import InputMessage
 from tests.fakes.kafka import FakeConsumer, raise_from_consume
 
 TOPIC = "client-events"

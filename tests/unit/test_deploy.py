@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from stream_app.monitoring.metrics import WorkerMetrics
+from stream_app.monitoring.prometheus import WorkerMetrics
 from stream_app.monitoring.state import Monitor, MonitorCollector
 from stream_app.settings import MonitoringSettings
 from stream_app.use_cases.spec import load_use_case

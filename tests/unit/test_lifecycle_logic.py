@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
+from stream_app.lifecycle.orchestrator import Watch, assess, is_degraded
 from stream_app.models.evaluation import decide, paired_bootstrap, row_losses
 from stream_app.models.metrics import task_metrics
-from stream_app.models.orchestrator import Watch, assess, is_degraded
 from stream_app.scoring.model_set import to_challenger, traffic_bucket
 from stream_app.settings import LifecycleSettings
 

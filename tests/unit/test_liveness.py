@@ -7,7 +7,7 @@ from dataclasses import replace
 from prometheus_client import CollectorRegistry
 
 from stream_app.monitoring.liveness import ConsumerProgress, Watchdog, judge
-from stream_app.monitoring.metrics import WorkerGauges
+from stream_app.monitoring.prometheus import WorkerGauges
 
 STALL = 60.0
 BASE = ConsumerProgress("client-events", "g", started=0.0, last_poll=100.0, last_batch=100.0,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream_app.models.retrain_window import LossTimeline, change_point, retrain_window
+from stream_app.lifecycle.retrain_window import LossTimeline, change_point, retrain_window
 
 NOW = 1_800_000_000_000
 WINDOW = 60_000

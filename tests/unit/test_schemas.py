@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,8 @@ import jsonschema
 import orjson
 import pytest
 
-from stream_app.contracts.dead_letter import dead_letter_payload, original_bytes
+from stream_app.contracts import outputs
+from stream_app.contracts.dead_letter import DeadLetter, dead_letter_payload, original_bytes
 from stream_app.contracts.decode import (
     decode_client_event,
     decode_ground_truth,
@@ -157,3 +159,22 @@ def test_dead_letter_payload_conforms_and_keeps_the_bytes(key: bytes | None) -> 
     validator("dead_letter").validate(orjson.loads(orjson.dumps(payload)))
     assert payload["error_code"] == "invalid_utf8"
     assert original_bytes(payload) == (key, original)
+
+
+@pytest.mark.parametrize(
+    ("payload", "schema"),
+    [
+        (outputs.Prediction, "prediction"),
+        (outputs.AccuracyEvent, "accuracy_event"),
+        (outputs.ModelUpdate, "model_update"),
+        (outputs.ModelDecision, "model_decision"),
+        (DeadLetter, "dead_letter"),
+    ],
+)
+def test_each_payload_type_has_exactly_its_schemas_fields(payload: Any, schema: str) -> None:
+    """The typed payloads and the JSON Schemas consumers read name the same fields, and the
+    same ones as required."""
+    document = json.loads((SCHEMAS / f"{schema}.schema.json").read_text())
+    fields = set(payload.__required_keys__) | set(payload.__optional_keys__)
+    assert fields == set(document["properties"])
+    assert set(payload.__required_keys__) == set(document["required"])

@@ -14,18 +14,15 @@ from cassandra import OperationTimedOut, ReadTimeout, WriteTimeout
 from cassandra.cluster import NoHostAvailable
 from prometheus_client import CollectorRegistry, Histogram
 
+from stream_app.contracts.dead_letter import dead_letter_records
 from stream_app.contracts.decode import decode_client_event
 from stream_app.errors import StoreError
 from stream_app.features.cache import FeatureCache
 from stream_app.features.vector import ServedVector, StoredFeature
-from stream_app.monitoring.metrics import LATENCY_BUCKETS, observe_many
+from stream_app.messages import InputMessage
+from stream_app.monitoring.prometheus import LATENCY_BUCKETS, observe_many
 from stream_app.retry import backoff_delays, retry_forever
-from stream_app.scoring.batch import (
-    InputMessage,
-    dead_letter_records,
-    decode_events,
-    prediction_outputs,
-)
+from stream_app.scoring.batch import decode_events, prediction_outputs
 from stream_app.storage.cql import worth_retrying
 from stream_app.storage.predictions import unpack
 

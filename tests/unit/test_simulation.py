@@ -8,14 +8,14 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from stream_app.bench.simulation import labelled_frame, loss
+from stream_app.bench.simulation import loss
 from stream_app.contracts.decode import (
     decode_client_event,
     decode_ground_truth,
     decode_sensor_reading,
 )
 from stream_app.simulation.corrupt import CORRUPTIONS, corrupt
-from stream_app.simulation.history import history_chunks
+from stream_app.simulation.history import history_chunks, labelled_frame
 from stream_app.simulation.payloads import (
     client_event_records,
     ground_truth_records,

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from stream_app.bench.tcp_proxy import TcpProxy
+from stream_app.services.tcp_proxy import TcpProxy
 
 
 @pytest.fixture

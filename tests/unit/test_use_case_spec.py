@@ -9,12 +9,8 @@ from typing import Any
 import pytest
 
 from stream_app.errors import ExpressionError, UseCaseError
-from stream_app.use_cases.spec import (
-    AggregateFeature,
-    available_use_cases,
-    load_use_case,
-    parse_duration_ms,
-)
+from stream_app.timeparse import parse_duration_ms
+from stream_app.use_cases.spec import AggregateFeature, available_use_cases, load_use_case
 
 SHIPPED = Path(__file__).resolve().parents[2] / "use_cases"
 

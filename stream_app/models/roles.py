@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from stream_app.contracts.outputs import model_decision_payload
+from stream_app.contracts.outputs import ModelDecision, model_decision_payload
 from stream_app.errors import ModelNotFound, StreamAppError
 from stream_app.models.announce import announce, produce_acknowledged
 from stream_app.models.registry import ModelRegistry
@@ -41,7 +41,7 @@ def decision(
     decided_by: str,
     details: dict[str, Any] | None = None,
     decision_id: str | None = None,
-) -> dict[str, Any]:
+) -> ModelDecision:
     """A decision record, stamped now."""
     return model_decision_payload(
         decision_id=decision_id or new_decision_id(),
@@ -56,7 +56,7 @@ def decision(
     )
 
 
-def publish_decision(kafka: KafkaSettings, record: dict[str, Any]) -> None:
+def publish_decision(kafka: KafkaSettings, record: ModelDecision) -> None:
     produce_acknowledged(kafka, kafka.topics.model_decisions, record["use_case"].encode(), record)
 
 
@@ -67,7 +67,7 @@ class RoleChange:
     previous: str | None
 
 
-class Lifecycle:
+class Roles:
     """Role changes for one use case, through the registry and the two topics."""
 
     def __init__(self, registry: ModelRegistry, kafka: KafkaSettings, decided_by: str) -> None:

@@ -34,9 +34,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from stream_app.agents.attach import attach
-from stream_app.monitoring.liveness import ConsumerProgress
-from stream_app.scoring.batch import InputMessage
+from stream_app.messages import InputMessage
 from stream_app.settings import KafkaSettings
 from stream_app.supervision import Crash, crash_without_commit, supervise
 
@@ -75,6 +73,19 @@ RECOVERABLE = frozenset(
         KafkaError._STATE,
     }
 )
+
+
+@dataclass(frozen=True)
+class ConsumerProgress:
+    """One consumer's state, on the monotonic clock (seconds)."""
+
+    topic: str
+    group: str
+    started: float  # when the consumer started
+    last_poll: float | None  # the loop's last return from Kafka
+    last_batch: float | None  # the last batch whose outputs were acknowledged
+    in_flight: int  # batches being processed
+    lag: int | None  # messages behind the consumer's position (None: not known yet)
 
 
 def recoverable(error: KafkaError) -> bool:
@@ -479,9 +490,3 @@ class BatchConsumer:
                 self._crash(f"{what} of {self.topic} failed: {error!r}")
 
         return check
-
-
-def register(app: Any, consumer: BatchConsumer) -> BatchConsumer:
-    """Start ``consumer`` with ``app`` (and stop it with it)."""
-    attach(app, f"BatchConsumer_{consumer.topic}", consumer.start, consumer.stop)
-    return consumer

@@ -25,19 +25,19 @@ from stream_app.bench.e2e import (
     collect,
     create_topics,
     delete_topics,
-    preload_features,
-    prepare_model,
     process_failure,
     produce,
     start_process,
     stop_process,
 )
-from stream_app.cassandra_session import open_cluster
+from stream_app.cassandra_session import connected
 from stream_app.provisioning.keyspace import ensure_keyspace
 from stream_app.replay.backtest import Backtest, ReplayRequest
 from stream_app.replay.plan import ReplayPlan, plan_replay
+from stream_app.replay.report import ReplayReport
 from stream_app.settings import KafkaSettings, Settings
 from stream_app.simulation.payloads import client_event_records, ground_truth_records
+from stream_app.simulation.seeded import preload_features, prepare_model
 from stream_app.simulation.world import World
 from stream_app.use_cases.spec import UseCase
 
@@ -82,54 +82,56 @@ def run(
     create_topics(bench)
     log_dir = settings.services.home.resolve() / "bench" / run_id
     log_dir.mkdir(parents=True, exist_ok=True)
-    cluster = open_cluster(bench.cassandra)
-    try:
-        session = cluster.connect()
-        world = World(use_case, seed)
-        version = prepare_model(session, bench, use_case, seed)
-        preload_features(session, bench, world)
-        now = int(time.time() * 1000)
-        batch = world.client_events(np.full(events, now, dtype=np.int64))
-        ids = [f"{run_id}-{i}" for i in range(events)]
-        created = produce(bench, client_event_records(world, batch, ids))
-        labelled = np.flatnonzero(batch.labelled)
-        produce(
-            bench,
-            list(ground_truth_records([ids[i] for i in labelled], batch.labels[labelled].tolist(),
-                                      [now + 60_000] * len(labelled))),
-            topic=bench.kafka.topics.ground_truth,
-        )  # fmt: skip
-        progress.write(f"{events:,} events produced; the worker scores them (logs in {log_dir})\n")
-        worker = start_process("e2e", bench, log_dir)
+    with connected(bench.cassandra) as session:
         try:
-            scored = collect(bench, events, created, timeout_s=600)
-        finally:
-            stop_process(worker)
-        if scored.distinct_keys < events:
-            raise process_failure(
-                f"the worker scored {scored.distinct_keys} of {events} events", log_dir / "e2e.log"
+            world = World(use_case, seed)
+            version = prepare_model(session, bench, use_case, seed)
+            preload_features(session, bench, world)
+            now = int(time.time() * 1000)
+            batch = world.client_events(np.full(events, now, dtype=np.int64))
+            ids = [f"{run_id}-{i}" for i in range(events)]
+            created = produce(bench, client_event_records(world, batch, ids))
+            labelled = np.flatnonzero(batch.labelled)
+            truths = ground_truth_records(
+                [ids[i] for i in labelled],
+                batch.labels[labelled].tolist(),
+                [now + 60_000] * len(labelled),
             )
-        stamps = list(created.values())
-        plan = plan_replay(bench.kafka, bench.kafka.topics.client_events, min(stamps),
-                           max(stamps) + 1)  # fmt: skip
-        raw_runs: list[float] = []
-        replay_runs: list[float] = []
-        best: dict[str, Any] = {}
-        for round_number in range(rounds):
-            count, seconds = raw_consume(bench.kafka, plan)
-            raw_runs.append(count / seconds)
-            request = ReplayRequest(plan, [version], f"bench-{run_id}-{round_number}")
-            report = Backtest(bench, session, use_case, request).run()
-            replay_runs.append(report["events"]["messages"] / report["timing"]["seconds"])
-            if replay_runs[-1] == max(replay_runs):
-                best = report
+            produce(bench, list(truths), topic=bench.kafka.topics.ground_truth)
             progress.write(
-                f"round {round_number + 1}: raw {raw_runs[-1]:,.0f}/s ({count:,} records), "
-                f"replay {replay_runs[-1]:,.0f}/s {report['timing']['phases']}\n"
+                f"{events:,} events produced; the worker scores them (logs in {log_dir})\n"
             )
-    finally:
-        cluster.shutdown()
-        delete_topics(bench)
+            worker = start_process("e2e", bench, log_dir)
+            try:
+                scored = collect(bench, events, created, timeout_s=600)
+            finally:
+                stop_process(worker)
+            if scored.distinct_keys < events:
+                raise process_failure(
+                    f"the worker scored {scored.distinct_keys} of {events} events",
+                    log_dir / "e2e.log",
+                )
+            stamps = list(created.values())
+            plan = plan_replay(bench.kafka, bench.kafka.topics.client_events, min(stamps),
+                               max(stamps) + 1)  # fmt: skip
+            raw_runs: list[float] = []
+            replay_runs: list[float] = []
+            best: ReplayReport | None = None
+            for round_number in range(rounds):
+                count, seconds = raw_consume(bench.kafka, plan)
+                raw_runs.append(count / seconds)
+                request = ReplayRequest(plan, [version], f"bench-{run_id}-{round_number}")
+                report = Backtest(bench, session, use_case, request).run()
+                replay_runs.append(report["events"]["messages"] / report["timing"]["seconds"])
+                if replay_runs[-1] == max(replay_runs):
+                    best = report
+                progress.write(
+                    f"round {round_number + 1}: raw {raw_runs[-1]:,.0f}/s ({count:,} records), "
+                    f"replay {replay_runs[-1]:,.0f}/s {report['timing']['phases']}\n"
+                )
+        finally:
+            delete_topics(bench)
+    assert best is not None  # rounds >= 1
     production = best["versions"][0]["production"] or {}
     raw_eps, replay_eps = max(raw_runs), max(replay_runs)
     phases = best["timing"]["phases"]  # of the best replay

@@ -62,3 +62,12 @@ def reach(
                 ) from exc
             if time.monotonic() >= deadline:
                 raise ConfigurationError(f"cannot reach {where}: {exc}") from exc
+
+
+def topic_id(kafka: KafkaSettings, topic: str) -> str:
+    """Kafka's id of a topic (a recreated topic gets a new one)."""
+    from confluent_kafka import TopicCollection
+
+    admin = AdminClient(kafka.client_config())
+    description = admin.describe_topics(TopicCollection([topic]))[topic].result(timeout=30)
+    return str(description.topic_id)

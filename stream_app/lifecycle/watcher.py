@@ -23,9 +23,9 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer
 
-from stream_app.models.registry import ModelRegistry, ModelVersion, RoleAssignment
+from stream_app.models.registry import ModelVersion, RegistryReader, RoleAssignment
 from stream_app.models.scorer import LightGBMScorer
-from stream_app.monitoring.metrics import WorkerMetrics
+from stream_app.monitoring.prometheus import WorkerMetrics
 from stream_app.monitoring.state import Monitor
 from stream_app.scoring.model_set import ModelSet, ScoringModel
 from stream_app.scoring.service import ScoringService
@@ -48,7 +48,7 @@ class ModelWatcher:
     def __init__(
         self,
         settings: Settings,
-        registry: ModelRegistry,
+        registry: RegistryReader,
         service: ScoringService,
         monitor: Monitor,
         metrics: WorkerMetrics,

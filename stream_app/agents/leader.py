@@ -5,7 +5,7 @@ from __future__ import annotations
 import faust
 
 from stream_app.agents.attach import attach
-from stream_app.models.orchestrator import Orchestrator
+from stream_app.lifecycle.orchestrator import Orchestrator
 
 
 def register(

@@ -20,8 +20,8 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
+from stream_app.lifecycle.retrain_window import LossTimeline
 from stream_app.models.evaluation import primary_metric, row_losses
-from stream_app.models.retrain_window import LossTimeline
 from stream_app.monitoring.rolling import RollingAccuracy
 from stream_app.settings import Settings
 from stream_app.supervision import supervise

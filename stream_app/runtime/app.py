@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 
-from stream_app.agents import batch_consumer, orchestrator, scoring
+from stream_app.agents import leader, scoring
 from stream_app.agents.attach import attach
-from stream_app.agents.batch_consumer import BatchConsumer, BatchOptions, consumer_config
+from stream_app.kafka.consumer import BatchConsumer, BatchOptions, consumer_config
 from stream_app.monitoring.web import register_dashboard, register_health, register_pages
 from stream_app.settings import KafkaSettings, Settings
 from stream_app.use_cases.deployment import group_id
 
 if TYPE_CHECKING:
     from stream_app.monitoring.liveness import Watchdog
-    from stream_app.worker import Dependencies, UseCaseServices
+    from stream_app.runtime.dependencies import Dependencies, UseCaseServices
 
 WATCHDOG_EVERY_S = 5.0
 
@@ -107,15 +107,15 @@ def wire_use_case(app: faust.App, services: UseCaseServices, watchdog: Watchdog)
         options = BatchOptions(
             batch_size=size,
             batches_in_flight=in_flight,
-            batch_wait_s=settings.scoring.batch_wait_s,
-            commit_interval_s=settings.scoring.commit_interval_s,
+            batch_wait_s=settings.consumer.batch_wait_s,
+            commit_interval_s=settings.consumer.commit_interval_s,
         )
         group = group_id(settings, use_case, agent)
         config = consumer_config(settings.kafka, group, settings.worker.session_timeout_s)
         consumer = BatchConsumer(
             config, service, topic=topic, options=options, report_lag=report_lag
         )
-        batch_consumer.register(app, consumer)
+        attach(app, f"BatchConsumer_{consumer.topic}", consumer.start, consumer.stop)
         watchdog.watch(consumer.progress)
 
     if services.scoring is not None and settings.scoring.consumer == "batch":
@@ -132,12 +132,12 @@ def wire_use_case(app: faust.App, services: UseCaseServices, watchdog: Watchdog)
     if services.accuracy is not None:
         accuracy = services.accuracy
         # labels join in order: one batch at a time
-        consume(topics.ground_truth, "accuracy", accuracy, settings.scoring.batch_size, 1)
+        consume(topics.ground_truth, "accuracy", accuracy, settings.accuracy.batch_size, 1)
 
         @app.timer(1.0)  # type: ignore[untyped-decorator]
         async def retry_waiting_labels() -> None:
             await accuracy.retry_waiting()
 
     if services.orchestrator is not None:
-        orchestrator.register(app, services.orchestrator, settings.lifecycle.check_interval_s,
+        leader.register(app, services.orchestrator, settings.lifecycle.check_interval_s,
                               name=f"Orchestrator_{use_case.name}")  # fmt: skip

@@ -11,17 +11,16 @@ import asyncio
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import Producer
 
 from stream_app.errors import StreamAppError
+from stream_app.messages import Record
 from stream_app.settings import KafkaSettings
 from stream_app.supervision import Crash, crash_without_commit
 
 log = logging.getLogger(__name__)
-
-Record = tuple[str, bytes | None, bytes]  # topic, key, value
 
 
 def produce_when_room(
@@ -40,6 +39,13 @@ def produce_when_room(
             return
         except BufferError:
             producer.poll(drain_s)
+
+
+class Publisher(Protocol):
+    """Where services send their outputs: ``publish`` returns once every record is
+    acknowledged, or raises ``PublishError`` with those that were not (``KafkaPublisher``)."""
+
+    async def publish(self, records: Sequence[Record]) -> None: ...
 
 
 class PublishError(StreamAppError):
@@ -111,7 +117,7 @@ class KafkaPublisher:
 
         def delivered(err: Any, message: Any) -> None:  # on the poller thread
             if err is not None:
-                failed.append((message.topic(), message.key(), message.value()))
+                failed.append(Record(message.topic(), message.key(), message.value()))
                 errors.append(str(err))
             pending[0] -= 1
             if pending[0] == 0:

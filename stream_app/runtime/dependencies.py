@@ -1,34 +1,33 @@
-"""`stream-app worker`: build the dependencies, the app and its agents, and run them."""
+"""What a worker needs, built once: per use case its services (agents, models, monitoring),
+and what the use cases share (Cassandra, the producer, the liveness watchdog)."""
 
 from __future__ import annotations
 
-import gc
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import faust
+from cassandra.cluster import Session
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from stream_app.app import create_app, worker_datadir
 from stream_app.cassandra_session import open_cluster
 from stream_app.errors import ConfigurationError
 from stream_app.features.cache import FeatureCache
 from stream_app.features.pane_store import PaneStore
 from stream_app.features.service import FeatureService
 from stream_app.features.store import CassandraFeatureStore
-from stream_app.models.orchestrator import Orchestrator
+from stream_app.kafka.admin import topic_id
+from stream_app.kafka.producer import KafkaPublisher
+from stream_app.lifecycle.accuracy_feed import AccuracyFeed
+from stream_app.lifecycle.orchestrator import Orchestrator
+from stream_app.lifecycle.watcher import ModelWatcher
 from stream_app.models.registry import ModelRegistry
-from stream_app.models.watcher import ModelWatcher
 from stream_app.monitoring.accuracy import AccuracyService
-from stream_app.monitoring.accuracy_feed import AccuracyFeed
 from stream_app.monitoring.liveness import Watchdog
-from stream_app.monitoring.metrics import UseCaseLabelled, WorkerGauges, WorkerMetrics
+from stream_app.monitoring.prometheus import UseCaseLabelled, WorkerGauges, WorkerMetrics
 from stream_app.monitoring.state import Monitor, MonitorCollector
 from stream_app.provisioning.keyspace import pending_migrations
-from stream_app.publishing import KafkaPublisher
 from stream_app.scoring.service import ScoringService
 from stream_app.settings import Settings
 from stream_app.storage.labels import LabelStore
@@ -74,7 +73,7 @@ class Dependencies:
 
 def check_topics(settings: Settings) -> None:
     """Refuse to start when the topics the worker reads or writes do not exist."""
-    from stream_app.kafka_admin import reach
+    from stream_app.kafka.admin import reach
 
     topics = settings.kafka.topics
     needed = [topics.dead_letter]
@@ -95,7 +94,7 @@ def check_topics(settings: Settings) -> None:
         raise ConfigurationError(f"topics {missing} do not exist: run `stream-app init` first")
 
 
-def check_schema(session: Any, keyspace: str) -> None:
+def check_schema(session: Session, keyspace: str) -> None:
     """Refuse to start on a keyspace that lacks schema versions this code needs."""
     pending = pending_migrations(session, keyspace)
     if pending:
@@ -103,16 +102,6 @@ def check_schema(session: Any, keyspace: str) -> None:
         raise ConfigurationError(
             f"keyspace {keyspace} lacks schema versions {names}: run `stream-app init` first"
         )
-
-
-def topic_id(settings: Settings, topic: str) -> str:
-    """Kafka's id of a topic (a recreated topic gets a new one)."""
-    from confluent_kafka import TopicCollection
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient(settings.kafka.client_config())
-    description = admin.describe_topics(TopicCollection([topic]))[topic].result(timeout=30)
-    return str(description.topic_id)
 
 
 def served_use_cases(
@@ -176,7 +165,7 @@ def build_dependencies(
 
 
 def use_case_services(
-    session: Any,
+    session: Session,
     settings: Settings,
     use_case: UseCase,
     publisher: KafkaPublisher,
@@ -214,7 +203,7 @@ def use_case_services(
         services.watcher = ModelWatcher(settings, models, services.scoring, monitor, metrics)
         services.watcher.load()  # the registry's roles now; model-updates keeps them current
     if "features" in agents:
-        panes.source_topic_id = topic_id(settings, settings.kafka.topics.sensor_readings)
+        panes.source_topic_id = topic_id(settings.kafka, settings.kafka.topics.sensor_readings)
         services.features = FeatureService(
             settings=settings,
             use_case=use_case,
@@ -237,38 +226,3 @@ def use_case_services(
             settings, use_case, models, monitor, metrics, AccuracyFeed(settings, use_case)
         )
     return services
-
-
-def quiet_garbage_collector() -> None:
-    """Keep the cyclic garbage collector's full passes short.
-
-    Full collections walk every tracked object; with Faust, pydantic, LightGBM and the
-    Cassandra driver loaded they took 70 to 90 ms here, every second or two under load: the
-    worst latency outliers. The objects built at start-up live as long as the process, so they
-    are frozen out of collection, and the youngest generation is collected less often (events
-    are freed by reference counting, not by the cycle collector).
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(700, 10, 100)
-
-
-def run_worker(settings: Settings, use_cases: Sequence[str] = ()) -> int:
-    """Build everything for ``use_cases`` (default: the settings' own) and run until SIGINT
-    or SIGTERM."""
-    import uvloop
-
-    uvloop.install()  # a faster event loop: Faust's per-message asyncio overhead dominates
-    deps = build_dependencies(settings, use_cases=use_cases)
-    worker_datadir(settings).mkdir(parents=True, exist_ok=True)
-    app = create_app(settings, deps)
-    quiet_garbage_collector()
-    worker = faust.Worker(app, loglevel=settings.worker.log_level.upper(), override_logging=True)
-    log.info("settings: %s", json.dumps(settings.masked()))
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    finally:
-        deps.close()
-    return 0

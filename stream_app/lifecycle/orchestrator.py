@@ -30,19 +30,20 @@ from typing import Any
 
 import orjson
 
+from stream_app.contracts.outputs import ModelDecision
+from stream_app.lifecycle.accuracy_feed import AccuracyFeed
+from stream_app.lifecycle.retrain_window import RetrainWindow, retrain_window
 from stream_app.models.evaluation import primary_metric
-from stream_app.models.lifecycle import (
-    Lifecycle,
+from stream_app.models.metrics import HIGHER_IS_BETTER
+from stream_app.models.registry import ModelRegistry, ModelVersion
+from stream_app.models.roles import (
+    Roles,
     actor,
     decision,
     new_decision_id,
     publish_decision,
 )
-from stream_app.models.metrics import HIGHER_IS_BETTER
-from stream_app.models.registry import ModelRegistry, ModelVersion
-from stream_app.models.retrain_window import RetrainWindow, retrain_window
-from stream_app.monitoring.accuracy_feed import AccuracyFeed
-from stream_app.monitoring.metrics import WorkerMetrics
+from stream_app.monitoring.prometheus import WorkerMetrics
 from stream_app.monitoring.state import Monitor
 from stream_app.settings import LifecycleSettings, Settings
 from stream_app.use_cases.spec import UseCase
@@ -176,7 +177,7 @@ class Orchestrator:
         self.monitor = monitor
         self.metrics = metrics
         self.feed = feed
-        self.lifecycle = Lifecycle(registry, settings.kafka, actor("orchestrator"))
+        self.lifecycle = Roles(registry, settings.kafka, actor("orchestrator"))
         self.metric = primary_metric(use_case, settings.lifecycle)
         self.watch: Watch | None = None
         self.retraining: asyncio.Task[None] | None = None
@@ -255,11 +256,11 @@ class Orchestrator:
         self.retraining = asyncio.ensure_future(self.retrain(trigger, champion, window))
         return trigger
 
-    async def _decide(self, record: dict[str, Any]) -> None:
+    async def _decide(self, record: ModelDecision) -> None:
         await self._call(publish_decision, self.settings.kafka, record)
         self._record(record)
 
-    def _record(self, record: dict[str, Any]) -> None:
+    def _record(self, record: ModelDecision) -> None:
         self.monitor.decided(record)
         self.metrics.lifecycle_decisions.labels(record["action"]).inc()
         log.info("lifecycle: %s %s: %s", record["action"], record["model_version"] or "",

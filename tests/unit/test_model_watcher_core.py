@@ -1,0 +1,84 @@
+"""Hot swap through an in-memory registry: the watcher serves the registry's roles, swaps the
+whole set when they change (a batch already running keeps the set it started with), and
+leaves the set alone when nothing changed."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from stream_app.errors import ModelNotFound
+from stream_app.lifecycle.watcher import ModelWatcher
+from stream_app.models.registry import ModelVersion, RoleAssignment
+from stream_app.monitoring.prometheus import WorkerMetrics
+from stream_app.monitoring.state import Monitor
+from stream_app.scoring.service import ScoringService
+from stream_app.settings import Settings
+from tests.fakes.stores import MemoryFeatures, MemoryPredictions, MemoryRegistry, RecordingPublisher
+from tests.unit.test_scoring_service_core import EATS, TOPICS, event
+
+SETTINGS = Settings()
+
+
+def version(name: str) -> tuple[ModelVersion, str]:
+    rng = np.random.default_rng(len(name))
+    x = rng.normal(size=(300, len(EATS.feature_names)))
+    booster = lgb.train({"objective": "regression", "verbose": -1}, lgb.Dataset(x, x[:, 0]),
+                        num_boost_round=3)  # fmt: skip
+    model = ModelVersion(EATS.name, name, 0, EATS.feature_names, EATS.task, "spec")
+    return model, booster.model_to_string()
+
+
+def harness() -> tuple[ModelWatcher, MemoryRegistry, ScoringService, RecordingPublisher]:
+    registry = MemoryRegistry(EATS.name)
+    for name in ("v1", "v2", "v3"):
+        registry.add(*version(name))
+    registry.assigned["champion"] = RoleAssignment("champion", "v1", None, 0, "first")
+    publisher = RecordingPublisher()
+    metrics = WorkerMetrics(CollectorRegistry())
+    monitor = Monitor(EATS, SETTINGS.monitoring)
+    service = ScoringService(
+        settings=SETTINGS, use_case=EATS, features=MemoryFeatures(),
+        predictions=MemoryPredictions(), publisher=publisher, metrics=metrics, monitor=monitor,
+    )  # fmt: skip
+    return ModelWatcher(SETTINGS, registry, service, monitor, metrics), registry, service, publisher
+
+
+def test_the_watcher_serves_the_roles_and_swaps_between_batches() -> None:
+    watcher, registry, service, publisher = harness()
+    watcher.load()
+    assert service.models.roles() == {"champion": "v1"}
+
+    async def scenario() -> Any:
+        hold = publisher.gate.hold()
+        running = asyncio.ensure_future(service.process([event(1)]))
+        await asyncio.sleep(0.02)
+        registry.assigned["champion"] = RoleAssignment("champion", "v2", None, 1, "better")
+        registry.assigned["shadow"] = RoleAssignment("shadow", "v3", None, 1, "try")
+        assert await watcher.refresh() is True
+        assert await watcher.refresh() is False  # nothing changed since
+        hold.set()
+        first = await running
+        publisher.gate.held = None
+        second = await service.process([event(2)])
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert first.versions == {"champion": "v1"}  # the batch kept the set it started with
+    assert second.versions == {"champion": "v2", "shadow": "v3"}
+    shadow = [orjson.loads(r.value) for r in publisher.on(TOPICS.predictions_shadow)]
+    assert [(p["event_id"], p["model_version"]) for p in shadow] == [("e2", "v3")]
+    assert watcher.monitor.snapshot()["switches"][-1]["changed"] == ["champion", "shadow"]
+
+
+def test_no_champion_is_refused_saying_what_to_do() -> None:
+    watcher, registry, _, _ = harness()
+    registry.assigned.clear()
+    with pytest.raises(ModelNotFound, match="no champion model"):
+        watcher.load()
