@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightgbm as lgb
 import numpy as np
 
+from stream_app.models.lgb import lgb
 from stream_app.simulation.history import labelled_frame
 from stream_app.simulation.world import DAY_MS, World
 from stream_app.use_cases.spec import UseCase

@@ -165,12 +165,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def import_model(args: argparse.Namespace, settings: Settings) -> int:
-    import lightgbm as lgb
-
     from stream_app.cassandra_session import connected
     from stream_app.commands.promote import lifecycle_for
     from stream_app.errors import ModelNotFound
     from stream_app.models import importing
+    from stream_app.models.lgb import lgb
     from stream_app.models.registry import ModelRegistry
     from stream_app.models.training import load_training_set
     from stream_app.storage.ground_truth import GroundTruthStore

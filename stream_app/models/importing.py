@@ -14,13 +14,13 @@ import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightgbm as lgb
 import numpy as np
 import orjson
 
 from stream_app.errors import ConfigurationError
+from stream_app.models.lgb import lgb
 from stream_app.models.lightgbm_json import text_from_json_dump
 from stream_app.models.metrics import task_metrics
 from stream_app.models.registry import ModelVersion
@@ -34,6 +34,9 @@ REGRESSION_OBJECTIVES = ("regression", "regression_l2", "l2", "mean_squared_erro
                          "regression_l1", "l1", "mean_absolute_error", "mae", "huber", "fair",
                          "poisson", "quantile", "mape", "gamma", "tweedie")  # fmt: skip
 UNNAMED = "Column_"  # LightGBM's names for columns trained without names
+
+if TYPE_CHECKING:
+    from lightgbm import Booster
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ def read_model_file(path: Path) -> ModelFile:
     else:
         text = raw.decode("utf-8", "replace")
     try:
-        booster = lgb.Booster(model_str=text)
+        booster = Booster(model_str=text)
     except lgb.basic.LightGBMError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
         raise ConfigurationError(f"{path}: not a LightGBM model ({first})") from None
@@ -132,7 +135,7 @@ def aligned_text(model: ModelFile, use_case: UseCase, assume_spec_order: bool) -
 
 
 def validation(
-    booster: lgb.Booster, data: TrainingSet, use_case: UseCase, since: int, until: int
+    booster: Booster, data: TrainingSet, use_case: UseCase, since: int, until: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Metrics and drift reference on stored labelled rows (none: said so)."""
     where = f"{format_ms(since)} .. {format_ms(until)}"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-import lightgbm as lgb
 import numpy as np
+
+from stream_app.models.lgb import lgb
 
 Matrix = np.ndarray[Any, np.dtype[np.float64]]
 

@@ -11,12 +11,12 @@ import hashlib
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import lightgbm as lgb
 import numpy as np
 
 from stream_app.errors import TrainingError
+from stream_app.models.lgb import lgb
 from stream_app.models.metrics import task_metrics
 from stream_app.progress import ProgressBar
 from stream_app.settings import TrainingSettings
@@ -26,6 +26,9 @@ from stream_app.use_cases.spec import UseCase
 
 Array = np.ndarray[Any, Any]
 HISTOGRAM_BINS = 10
+
+if TYPE_CHECKING:
+    from lightgbm import Booster
 
 
 def spec_hash(use_case: UseCase) -> str:
@@ -168,7 +171,7 @@ def hours_of(event_times_ms: Array) -> Array:
 class FitResult:
     """A trained booster and what it was measured on."""
 
-    booster: lgb.Booster
+    booster: Booster
     metrics: dict[str, Any]
     split_time: int
     train_rows: int

@@ -42,7 +42,7 @@ def register_simulated_model(
 ) -> str:
     """A version trained on one simulated day of world ``seed`` (in memory), registered
     without a role."""
-    import lightgbm as lgb
+    from stream_app.models.lgb import lgb
 
     registry = ModelRegistry(session, settings.cassandra.keyspace, use_case.name)
     world = World(use_case, seed)

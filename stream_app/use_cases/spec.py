@@ -194,7 +194,7 @@ class Drift(BaseModel):
 class Simulation(BaseModel):
     """A simulated world that produces this use case's events, readings and ground truth.
 
-    Expressions (see ``stream_app/simulation/expressions.py``) use entity attributes, the
+    Expressions (see ``stream_app/use_cases/expressions.py``) use entity attributes, the
     clock (``hour_of_day``, ``day_of_week``), event fields and ``derived`` variables.
     """
 
