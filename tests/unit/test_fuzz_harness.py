@@ -1,6 +1,6 @@
 """The fuzz harness of `make fuzz` exists, runs, and finds what it is there to find.
 
-A short run (a few thousand inputs from the seeded corpus) is part of `make test`, so the
+A short run (20,000 inputs from the seeded corpus) is part of `make test`, so the
 harness cannot vanish from the repository again, and a decoder that raises anything but a
 dead-letter refusal is caught here as well as by the long `make fuzz`.
 """
@@ -22,12 +22,12 @@ HARNESS = Path(__file__).resolve().parents[1] / "fuzz" / "fuzz_decoders.py"
 def test_a_short_fuzz_run_finds_nothing(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     done = subprocess.run(
-        [sys.executable, str(HARNESS), "-runs=1500", "-max_len=80000", "-timeout=10",
+        [sys.executable, str(HARNESS), "-runs=20000", "-max_len=80000", "-timeout=10",
          f"-artifact_prefix={tmp_path}/", str(corpus)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Done 1500 runs" in done.stderr
+    assert "Done 20000 runs" in done.stderr
     assert len(list(corpus.iterdir())) >= 30  # seeded: examples, corruptions, hostile kinds
     assert not list(tmp_path.glob("crash-*"))
 
