@@ -20,6 +20,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument("--use-case", help="use case name or .toml path (default: settings)")
     parser.add_argument("--days", type=float, default=3.0, help="days of simulated history")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--events-per-day", type=int, help="history density (default: spec)")
     parser.set_defaults(run=run)
 
 
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                                "train a first model on")  # fmt: skip
         history = write_history(
             session, settings.cassandra.keyspace, use_case, args.days, args.seed,
-            settings.services.home,
+            settings.services.home, events_per_day=args.events_per_day,
         )  # fmt: skip
         now = int(time.time() * 1000)
         outcome = train_and_register(session, settings, use_case, history.start_ms, now + 1)
