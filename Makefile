@@ -77,8 +77,16 @@ kcat: ## Debian's kcat, the Kafka client the README's walks produce with (apt-ge
 	@command -v kcat >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null)
 
 .PHONY: test
-test: services browser kcat ## all set-up, then every test suite against the real services
-	$(BIN)/pytest tests --durations=15
+test: services browser kcat ## all set-up, then the unit, integration and e2e suites against the real services
+	$(BIN)/pytest tests -m "not bench and not own_services" --durations=15
+
+.PHONY: test-services
+test-services: services ## the suites that start a Kafka and Cassandra of their own (services life cycle, TLS and passwords)
+	$(BIN)/pytest tests -m own_services --durations=5
+
+.PHONY: test-bench
+test-bench: services ## every benchmark at a tiny size: runs, prints its JSON, loses nothing
+	$(BIN)/pytest tests -m bench --durations=10
 
 .PHONY: test-unit
 test-unit: venv ## the unit tests only (no services needed)

@@ -155,27 +155,37 @@ def deployment(
 
 
 def consume_all(settings: Settings, topic: str, expected: int, timeout_s: float = 60) -> list[Any]:
-    """Read a topic from the start until ``expected`` messages arrived (or the timeout)."""
-    from confluent_kafka import Consumer
+    """Read a topic from the start until ``expected`` messages arrived (or the timeout).
+
+    Every partition is assigned directly (no consumer group to join: a second or two faster
+    per call than subscribing)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     consumer = Consumer(
         {
             **settings.kafka.client_config(),
             "group.id": f"check-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
         }
     )
-    consumer.subscribe([topic])
     messages: list[Any] = []
     deadline = time.monotonic() + timeout_s
     try:
+        while True:  # the topic may still be on its way (a replay's own topic, say)
+            found = consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if (found and found.error is None and found.partitions) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert found is not None, f"topic {topic} does not exist"
+        assert found.partitions, f"topic {topic} has no partitions"
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in found.partitions])
         while len(messages) < expected and time.monotonic() < deadline:
             for message in consumer.consume(1000, timeout=0.5):
                 assert message.error() is None, message.error()
                 messages.append(message)
         # anything beyond what was expected shows up within a short grace period
         for message in consumer.consume(1000, timeout=1.0):
+            assert message.error() is None, message.error()
             messages.append(message)
     finally:
         consumer.close()

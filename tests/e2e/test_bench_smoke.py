@@ -85,6 +85,7 @@ def bench_env(live_settings: Settings, cassandra_session: Any) -> Iterator[dict[
     cassandra_session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}_bench")
 
 
+@pytest.mark.bench
 @pytest.mark.parametrize("bench", list(SMOKE))
 def test_every_bench_runs_and_prints_its_json(
     bench: str, bench_env: dict[str, str], stream_app: Run

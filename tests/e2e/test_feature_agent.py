@@ -124,25 +124,24 @@ def wait_until(condition: Any, timeout_s: float) -> bool:
     return False
 
 
-@pytest.mark.parametrize("kill", [False, True], ids=["clean", "kill-9-mid-run"])
-def test_panes_equal_the_reference(
-    deployment: Deployment, cassandra_session: Any, tmp_path: Path, kill: bool
+def test_panes_equal_the_reference_after_a_kill_9_mid_run(
+    deployment: Deployment, cassandra_session: Any, tmp_path: Path
 ) -> None:
-    produce_readings(deployment, 40_000)
+    # (a run without the kill is the same check with less in it: not run separately)
+    produce_readings(deployment, 25_000)
     log = tmp_path / "worker.log"
     worker = start(deployment, log)
     try:
-        if kill:
-            # kill as soon as the first panes are in Cassandra, long before the end
-            probe = reference_panes(deployment)
-            some = list(probe.panes)[:50]
-            assert wait_until(
-                lambda: bool(stored_panes(deployment, cassandra_session, some)), 120
-            ), log.read_text()[-3000:]
-            assert not consumed_all(deployment)
-            worker.send_signal(signal.SIGKILL)
-            worker.wait()
-            worker = start(deployment, log)
+        # kill as soon as the first panes are in Cassandra, long before the end
+        probe = reference_panes(deployment)
+        some = list(probe.panes)[:50]
+        assert wait_until(lambda: bool(stored_panes(deployment, cassandra_session, some)), 120), (
+            log.read_text()[-3000:]
+        )
+        assert not consumed_all(deployment)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        worker = start(deployment, log)
         assert wait_until(lambda: consumed_all(deployment), 180), log.read_text()[-3000:]
     finally:
         worker.terminate()
@@ -174,11 +173,12 @@ def test_predictions_use_the_live_features(
                               stdout=handle, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         # couriers ping several times a second here (4 readings per event)
-        result = stream_app("simulate", "--rate", "200", "--duration", "8", "--no-wait-labels",
+        # (a modest rate: the test is about the path, not about keeping up on a busy machine)
+        result = stream_app("simulate", "--rate", "100", "--duration", "10", "--no-wait-labels",
                             "--readings-per-event", "4", env=deployment.env)  # fmt: skip
         assert result.returncode == 0, result.stderr
         predictions = consume_all(
-            deployment.settings, deployment.settings.kafka.topics.predictions, 1600
+            deployment.settings, deployment.settings.kafka.topics.predictions, 1000
         )
     finally:
         worker.terminate()
@@ -186,7 +186,7 @@ def test_predictions_use_the_live_features(
     payloads = sorted((orjson.loads(m.value()) for m in predictions), key=lambda p: p["scored_at"])
     late = payloads[len(payloads) // 2 :]  # once couriers have been pinging for a few seconds
     live = [p for p in late if "courier_speed_mean_10m" not in p["missing_features"]]
-    assert len(live) > 0.9 * len(late)
+    assert len(live) > 0.9 * len(late), f"{len(live)} of {len(late)} with live features"
     ages = sorted(p["feature_age_ms"] for p in live)
     assert 0 < ages[len(ages) // 2] < 5_000  # features seconds old, measured on each prediction
 

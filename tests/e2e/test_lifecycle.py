@@ -23,18 +23,19 @@ import pytest
 from tests.conftest import Deployment, consume_all, free_port
 from tests.e2e.conftest import CLI, Run, wait_for
 
+# The demo's story at twice its pace: windows of seconds, traffic at 250 events a second.
 LIFECYCLE = {
-    "STREAM_APP_LIFECYCLE__CHECK_INTERVAL_S": "2",
-    "STREAM_APP_LIFECYCLE__DEGRADATION_FOR_S": "15",
+    "STREAM_APP_LIFECYCLE__CHECK_INTERVAL_S": "1",
+    "STREAM_APP_LIFECYCLE__DEGRADATION_FOR_S": "8",
     "STREAM_APP_LIFECYCLE__MIN_LABELS": "150",
-    "STREAM_APP_LIFECYCLE__RETRAIN_WINDOW_S": "30",
+    "STREAM_APP_LIFECYCLE__RETRAIN_WINDOW_S": "20",
     "STREAM_APP_LIFECYCLE__RETRAIN_COOLDOWN_S": "300",
     "STREAM_APP_LIFECYCLE__MIN_SAMPLES": "200",
     "STREAM_APP_LIFECYCLE__RETRAIN_ON_DRIFT": "false",  # the trigger under test: the error
-    "STREAM_APP_MONITORING__ACCURACY_WINDOW_S": "15",
+    "STREAM_APP_MONITORING__ACCURACY_WINDOW_S": "8",
     "STREAM_APP_TRAINING__MIN_ROWS": "300",
 }
-RATE, SECONDS, DRIFT_AT = 150, 110, 25
+RATE, SECONDS, DRIFT_AT = 250, 50, 10
 
 
 def dashboard(port: int) -> dict[str, Any]:
@@ -52,7 +53,7 @@ def decisions(deployment: Deployment, at_least: int) -> list[dict[str, Any]]:
 def env(deployment: Deployment, stream_app: Run) -> dict[str, str]:
     """A champion from simulated history, and a second version in the shadow role."""
     env = {**deployment.env, **LIFECYCLE}
-    boot = stream_app("bootstrap", "--days", "1.2", env=env)
+    boot = stream_app("bootstrap", "--days", "1.2", "--events-per-day", "10000", env=env)
     assert boot.returncode == 0, boot.stderr
     trained = stream_app("train", "--since", "1d", env=env)
     assert trained.returncode == 0, trained.stderr
@@ -94,7 +95,7 @@ def test_drift_retrains_promotes_recovers_and_rolls_back_in_every_worker(
     drift_ms = int((time.time() + DRIFT_AT) * 1000)  # the world changes no earlier than this
     simulator = subprocess.Popen(
         [*CLI, "simulate", "--rate", str(RATE), "--duration", str(SECONDS),
-         "--drift-at", str(DRIFT_AT), "--label-delay-factor", "0.0025", "--invalid-rate",
+         "--drift-at", str(DRIFT_AT), "--label-delay-factor", "0.0015", "--invalid-rate",
          "0.01", "--run-id", "life"],  # the bootstrap's world (seed), so features match
         env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip

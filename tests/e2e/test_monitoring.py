@@ -57,7 +57,7 @@ def worker_env(deployment: Deployment, stream_app: Run, tmp_path: Path) -> dict[
     path.write_text(spec)
     env = {**deployment.env, **WIDE_WINDOWS, "STREAM_APP_USE_CASE": str(path)}
     # more than a day of history: every hour of the day is in the training data
-    boot = stream_app("bootstrap", "--days", "1.2", env=env)
+    boot = stream_app("bootstrap", "--days", "1.2", "--events-per-day", "6000", env=env)
     assert boot.returncode == 0, boot.stderr
     return env
 
@@ -77,7 +77,7 @@ def test_rolling_accuracy_equals_an_offline_join_and_every_view_shows_it(
     deployment: Deployment, worker_env: dict[str, str], worker: Any, stream_app: Run
 ) -> None:
     run = stream_app("simulate", "--rate", "300", "--duration", "4", "--seed", "5",
-                     "--label-delay-factor", "0.002", "--invalid-rate", "0.01",
+                     "--label-delay-factor", "0.001", "--invalid-rate", "0.01",
                      env=worker_env)  # fmt: skip
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)

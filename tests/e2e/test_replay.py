@@ -35,7 +35,7 @@ from tests.browser import dump_dom
 from tests.conftest import Deployment, consume_all
 from tests.e2e.conftest import CLI, Run, wait_for
 
-RATE, SECONDS, DRIFT_AT = 200, 60, 20
+RATE, SECONDS, DRIFT_AT = 300, 25, 8
 QUIET = {
     "STREAM_APP_LIFECYCLE__ORCHESTRATOR": "false",  # no retraining or promotion by itself
     "STREAM_APP_LIFECYCLE__BOOTSTRAP_ROUNDS": "300",
@@ -85,7 +85,7 @@ def replay_groups(admin: AdminClient) -> list[str]:
 @pytest.fixture
 def env(deployment: Deployment, stream_app: Run) -> dict[str, str]:
     env = {**deployment.env, **QUIET}
-    boot = stream_app("bootstrap", "--days", "1.2", env=env)
+    boot = stream_app("bootstrap", "--days", "1.2", "--events-per-day", "6000", env=env)
     assert boot.returncode == 0, boot.stderr
     return env
 
@@ -113,7 +113,7 @@ def test_replay_reproduces_production_compares_versions_and_touches_nothing(
     time.sleep(8)  # the worker joins its groups before traffic starts
     started = int(time.time() * 1000)
     run = stream_app("simulate", "--rate", str(RATE), "--duration", str(SECONDS),
-                     "--drift-at", str(DRIFT_AT), "--label-delay-factor", "0.002",
+                     "--drift-at", str(DRIFT_AT), "--label-delay-factor", "0.001",
                      "--invalid-rate", "0.01", "--run-id", "rp", env=env, timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stderr
     simulated = json.loads(run.stdout)
@@ -130,7 +130,7 @@ def test_replay_reproduces_production_compares_versions_and_touches_nothing(
         lambda: len(consume_all(settings, topics.accuracy_events, int(valid * 0.9), 5))
         >= int(valid * 0.9), 120, "accuracy events",
     )  # fmt: skip
-    split = drift_ms + 20_000
+    split = drift_ms + 11_000
     trained = stream_app("train", "--since", str(drift_ms + 2_000), "--until", str(split), env=env)
     assert trained.returncode == 0, trained.stderr
     retrained = json.loads(trained.stdout)["version"]

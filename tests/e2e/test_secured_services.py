@@ -42,6 +42,8 @@ from tests.conftest import consume_all, free_port
 from tests.e2e.conftest import CLI, run_cli, wait_for
 from tests.e2e.test_services_command import project_jvms
 
+pytestmark = pytest.mark.own_services  # a secured Kafka and Cassandra of the module's own
+
 # Characters that break naive quoting in JAAS lines, CQL literals and shells.
 KAFKA_PASSWORD = 'kafka-Pässword,"]=x;'
 CASSANDRA_PASSWORD = "cass pa$$word 'quoted\" \\"

@@ -47,6 +47,7 @@ def own_services(tmp_path: Path) -> Iterator[dict[str, str]]:
     assert project_jvms(home) == []
 
 
+@pytest.mark.own_services
 def test_up_status_down(stream_app: Run, own_services: dict[str, str]) -> None:
     home = Path(own_services["STREAM_APP_SERVICES__HOME"])
     up = stream_app("services", "up", env=own_services)
