@@ -195,6 +195,15 @@ class WorkerSettings(BaseModel):
         "waited (and no outage was being retried), or stopped polling Kafka, is stalled; the "
         "worker then fails /healthz so a supervisor restarts it.",
     )
+    shutdown_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="SIGTERM drains (stop fetching, finish the batches in flight, publish "
+        "and store their outputs, commit, leave the groups) and exits 0; a drain that takes "
+        "longer than this (a server down) is cut short with exit code 70, leaving the "
+        "uncommitted batches to be scored again. Keep it below the orchestrator's grace period "
+        "(Kubernetes' terminationGracePeriodSeconds).",
+    )
 
 
 class ConsumerSettings(BaseModel):

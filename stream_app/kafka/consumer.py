@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -86,6 +86,21 @@ class ConsumerProgress:
     last_batch: float | None  # the last batch whose outputs were acknowledged
     in_flight: int  # batches being processed
     lag: int | None  # messages behind the consumer's position (None: not known yet)
+
+
+@dataclass(frozen=True)
+class ConsumerState:
+    """Where one consumer stands in its group (what readiness reports).
+
+    ``starting``: not subscribed yet; ``waiting``: subscribed, no partition assigned (the
+    group is forming, or it has more members than the topic has partitions); ``assigned``:
+    consuming ``partitions``; ``draining``: stopping (finishing batches in flight).
+    """
+
+    topic: str
+    group: str
+    state: Literal["starting", "waiting", "assigned", "draining"]
+    partitions: tuple[int, ...]
 
 
 def recoverable(error: KafkaError) -> bool:
@@ -191,6 +206,7 @@ class BatchConsumer:
         self._owned: set[Partition] = set()
         self._fatal: KafkaError | None = None
         self._stopping = False
+        self._subscribed = False
         self._runner: asyncio.Task[None] | None = None
         self._paused = False
         self._last_commit = 0.0
@@ -216,6 +232,7 @@ class BatchConsumer:
                 on_lost=self._on_lost,
             )
         )
+        self._subscribed = True
         self._runner = asyncio.ensure_future(self._run())
         supervise(self._runner, f"the {self.topic} consumer", lambda: self._stopping, self._crash)
 
@@ -227,6 +244,19 @@ class BatchConsumer:
         await self._on_thread(lambda: self._commit(self._pending(), asynchronous=False))
         await self._on_thread(self._consumer.close)
         self._thread.shutdown(wait=True)
+
+    def state(self) -> ConsumerState:
+        """Where this consumer stands in its group."""
+        with self._finished:
+            partitions = tuple(sorted(p for t, p in self._owned if t == self.topic))
+        state: Literal["starting", "waiting", "assigned", "draining"]
+        if self._stopping:
+            state = "draining"
+        elif not self._subscribed:
+            state = "starting"
+        else:
+            state = "assigned" if partitions else "waiting"
+        return ConsumerState(self.topic, self.group_id, state, partitions)
 
     def progress(self) -> ConsumerProgress:
         """What the liveness watchdog judges."""

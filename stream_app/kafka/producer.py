@@ -134,6 +134,11 @@ class KafkaPublisher:
         if failed:
             raise PublishError(failed, errors)
 
+    def reachable(self, timeout_s: float = 2.0) -> None:
+        """Raise ``KafkaException`` unless a broker answers a metadata request in time
+        (blocking: readiness runs it on a thread)."""
+        self._producer.list_topics(timeout=timeout_s)
+
     def close(self, timeout_s: float = 30.0) -> int:
         """Deliver what is queued, stop the delivery thread; returns records left undelivered."""
         remaining: int = self._producer.flush(timeout_s)

@@ -7,6 +7,9 @@
 - ``/healthz``: liveness. 200 while the event loop answers and every consumer makes progress
   (``monitoring.liveness``); 503 with the stalled consumers and why, so a supervisor restarts
   the worker.
+- ``/ready``: readiness (``monitoring.readiness``). 200 when every consumer is assigned or
+  waiting for an assignment, every use case has a champion loaded and Kafka and Cassandra
+  answer; 503 with the reasons otherwise (and while draining after SIGTERM).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from stream_app.bundled import package_file
 from stream_app.monitoring.liveness import Watchdog
+from stream_app.monitoring.readiness import Readiness
 from stream_app.monitoring.state import Monitor
 
 
@@ -58,8 +62,11 @@ def register_dashboard(app: faust.App, monitors: dict[str, Monitor]) -> None:
             return self.bytes(body, content_type="application/json")
 
 
-def register_health(app: faust.App, watchdog: Watchdog | None) -> None:
-    """Serve ``/healthz``: answered on the event loop, so a blocked loop fails it too."""
+def register_health(
+    app: faust.App, watchdog: Watchdog | None, readiness: Readiness | None = None
+) -> None:
+    """Serve ``/healthz`` and ``/ready``: answered on the event loop, so a blocked loop fails
+    them too. Without a ``readiness`` (an app with no agents), ``/ready`` is ``/healthz``."""
 
     @app.page("/healthz")
     class Health(View):
@@ -69,4 +76,14 @@ def register_health(app: faust.App, watchdog: Watchdog | None) -> None:
                 healthy, body = watchdog.health()
             return self.bytes(
                 orjson.dumps(body), content_type="application/json", status=200 if healthy else 503
+            )
+
+    @app.page("/ready")
+    class Ready(View):
+        async def get(self, request: Request) -> Response:
+            ready, body = (True, {"status": "ready", "reasons": []})
+            if readiness is not None:
+                ready, body = await readiness.report()
+            return self.bytes(
+                orjson.dumps(body), content_type="application/json", status=200 if ready else 503
             )

@@ -15,6 +15,7 @@ import faust
 from stream_app.agents import leader, scoring
 from stream_app.agents.attach import attach
 from stream_app.kafka.consumer import BatchConsumer, BatchOptions, consumer_config
+from stream_app.monitoring.readiness import Readiness
 from stream_app.monitoring.web import register_dashboard, register_health, register_pages
 from stream_app.settings import KafkaSettings, Settings
 from stream_app.use_cases.deployment import group_id
@@ -82,21 +83,26 @@ def create_app(
         register_health(app, None)
         return app
     watchdog = deps.watchdog
+    readiness = Readiness()
+    readiness.watch_dependency("kafka", deps.publisher.reachable)
+    readiness.watch_dependency("cassandra", deps.cassandra_answers)
     for services in deps.use_cases:
-        wire_use_case(app, services, watchdog)
+        wire_use_case(app, services, watchdog, readiness)
 
     @app.timer(WATCHDOG_EVERY_S)  # type: ignore[untyped-decorator]
     async def watch_progress() -> None:
         watchdog.check()
 
     register_dashboard(app, {u.use_case.name: u.monitor for u in deps.use_cases})
-    register_health(app, watchdog)
+    register_health(app, watchdog, readiness)
     return app
 
 
-def wire_use_case(app: faust.App, services: UseCaseServices, watchdog: Watchdog) -> None:
+def wire_use_case(
+    app: faust.App, services: UseCaseServices, watchdog: Watchdog, readiness: Readiness
+) -> None:
     """One use case's agents in the app: its consumers (in groups of its own), the watcher
-    of its models, its label retries and its orchestrator."""
+    of its models, its label retries and its orchestrator; what readiness watches of them."""
     settings, use_case, monitor = services.settings, services.use_case, services.monitor
     topics = settings.kafka.topics
 
@@ -117,7 +123,13 @@ def wire_use_case(app: faust.App, services: UseCaseServices, watchdog: Watchdog)
         )
         attach(app, f"BatchConsumer_{consumer.topic}", consumer.start, consumer.stop)
         watchdog.watch(consumer.progress)
+        readiness.watch_consumer(consumer.state)
 
+    if (scoring_service := services.scoring) is not None:
+        readiness.watch_champion(
+            use_case.name, lambda: None if scoring_service.models is None else
+            scoring_service.models.champion.version,
+        )  # fmt: skip
     if services.scoring is not None and settings.scoring.consumer == "batch":
         consume(topics.client_events, "scoring", services.scoring, settings.scoring.batch_size,
                 settings.scoring.batches_in_flight)  # fmt: skip

@@ -60,6 +60,7 @@ class Dependencies:
     Cassandra cluster, the producer, the liveness watchdog) and each use case's services."""
 
     cluster: Any
+    session: Session
     publisher: KafkaPublisher
     watchdog: Watchdog
     use_cases: list[UseCaseServices]
@@ -69,6 +70,11 @@ class Dependencies:
         if undelivered:
             log.error("%d output records were still undelivered at shutdown", undelivered)
         self.cluster.shutdown()
+
+    def cassandra_answers(self, timeout_s: float = 2.0) -> None:
+        """Raise unless Cassandra answers a query in time (blocking: readiness runs it on a
+        thread)."""
+        self.session.execute("SELECT release_version FROM system.local", timeout=timeout_s)
 
 
 def check_topics(settings: Settings) -> None:
@@ -161,7 +167,7 @@ def build_dependencies(
         return max(retries, default=None)
 
     watchdog = Watchdog(settings.worker.stall_after_s, last_retry, WorkerGauges(registry))
-    return Dependencies(cluster, publisher, watchdog, services)
+    return Dependencies(cluster, session, publisher, watchdog, services)
 
 
 def use_case_services(

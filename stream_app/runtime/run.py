@@ -5,7 +5,10 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 import faust
 
@@ -14,6 +17,36 @@ from stream_app.runtime.dependencies import build_dependencies
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
+
+EX_SOFTWARE = 70  # the drain was cut short
+
+
+class DrainingWorker(faust.Worker):
+    """Faust's worker, whose SIGTERM drain is bounded: stopping the app stops every consumer
+    (each finishes its batches in flight, commits them and leaves its group) and the process
+    exits 0; if that takes longer than ``shutdown_timeout_s`` it exits at once with 70."""
+
+    def __init__(self, *args: Any, shutdown_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self._deadline: threading.Timer | None = None
+
+    def _schedule_shutdown(self, signal: Any) -> None:
+        if self._deadline is None:
+            log.info("%s: draining (at most %.0f s)", signal.name, self.shutdown_timeout_s)
+            self._deadline = threading.Timer(self.shutdown_timeout_s, self._cut_short)
+            self._deadline.daemon = True
+            self._deadline.start()
+        super()._schedule_shutdown(signal)
+
+    def _cut_short(self) -> None:
+        log.critical(
+            "the drain took longer than %.0f s; exiting without finishing it "
+            "(uncommitted batches will be scored again)",
+            self.shutdown_timeout_s,
+        )
+        logging.shutdown()
+        os._exit(EX_SOFTWARE)
 
 
 def quiet_garbage_collector() -> None:
@@ -40,7 +73,12 @@ def run_worker(settings: Settings, use_cases: Sequence[str] = ()) -> int:
     worker_datadir(settings).mkdir(parents=True, exist_ok=True)
     app = create_app(settings, deps)
     quiet_garbage_collector()
-    worker = faust.Worker(app, loglevel=settings.worker.log_level.upper(), override_logging=True)
+    worker = DrainingWorker(
+        app,
+        loglevel=settings.worker.log_level.upper(),
+        override_logging=True,
+        shutdown_timeout_s=settings.worker.shutdown_timeout_s,
+    )
     log.info("settings: %s", json.dumps(settings.masked()))
     try:
         worker.execute_from_commandline()

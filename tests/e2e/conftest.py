@@ -58,3 +58,30 @@ def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
             last = exc
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}; last: {last}")
+
+
+def readiness(port: int) -> tuple[int, dict[str, Any]]:
+    """The worker's ``/ready`` answer: (status code, body)."""
+    import urllib.error
+    import urllib.request
+
+    import orjson
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=10) as page:
+            return page.status, orjson.loads(page.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read())
+
+
+def wait_assigned(port: int, topics: set[str], timeout_s: float = 120) -> dict[str, Any]:
+    """Wait until the worker is ready with partitions of every one of ``topics`` assigned (a
+    worker can be ready while still waiting for an assignment); returns the ``/ready`` body."""
+
+    def assigned() -> dict[str, Any] | None:
+        status, body = readiness(port)
+        held = {c["topic"] for c in body.get("consumers", []) if c["state"] == "assigned"}
+        return body if status == 200 and topics <= held else None
+
+    body: dict[str, Any] = wait_for(assigned, timeout_s, f"/ready with {sorted(topics)} assigned")
+    return body

@@ -23,7 +23,7 @@ from stream_app.simulation.payloads import reading_records
 from stream_app.simulation.world import World
 from stream_app.use_cases.spec import load_use_case
 from tests.conftest import Deployment
-from tests.e2e.conftest import CLI
+from tests.e2e.conftest import CLI, wait_assigned
 
 FEATURES_ONLY = {"STREAM_APP_WORKER__AGENTS": '["features"]'}
 # small batches: many writes and commits, so a kill lands between them
@@ -172,6 +172,11 @@ def test_predictions_use_the_live_features(
     worker = subprocess.Popen([*CLI, "worker"], env={**os.environ, **deployment.env},
                               stdout=handle, stderr=subprocess.STDOUT)  # fmt: skip
     try:
+        # both consumers assigned first: a worker that joins its groups late scores the
+        # events that queued meanwhile while its feature agent still catches up
+        topics = deployment.settings.kafka.topics
+        wait_assigned(deployment.settings.worker.web_port,
+                      {topics.client_events, topics.sensor_readings})  # fmt: skip
         # couriers ping several times a second here (4 readings per event)
         # (a modest rate: the test is about the path, not about keeping up on a busy machine)
         result = stream_app("simulate", "--rate", "100", "--duration", "10", "--no-wait-labels",

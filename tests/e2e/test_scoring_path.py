@@ -7,6 +7,7 @@ Kafka and Cassandra, in topics and a keyspace of the test's own.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -23,14 +24,12 @@ from stream_app.contracts import codes
 from stream_app.storage.predictions import PredictionStore
 from stream_app.use_cases.spec import load_use_case
 from tests.conftest import Deployment, consume_all
-from tests.e2e.conftest import CLI, Run, run_cli
+from tests.e2e.conftest import CLI, Run, run_cli, wait_assigned, wait_for
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    import os
-
     handle = log.open("wb")
     return subprocess.Popen(
         [*CLI, "worker"], env={**os.environ, **env}, stdout=handle, stderr=subprocess.STDOUT
@@ -150,11 +149,51 @@ def test_one_prediction_per_valid_event_and_dead_letters_for_the_rest(
     assert stop_worker(worker) == 0
 
 
-def test_a_restart_scores_nothing_twice(
-    trained: Deployment, consumer: dict[str, str], stream_app: Run, tmp_path: Path
+def test_sigterm_under_load_drains_and_the_next_worker_loses_nothing_and_repeats_nothing(
+    trained: Deployment, stream_app: Run, tmp_path: Path
+) -> None:
+    """The batch consumer (the default): SIGTERM while events stream in finishes the
+    batches in flight, commits them and exits 0; the next worker takes over from there."""
+    settings = trained.settings
+    topics = settings.kafka.topics
+    first = start_worker(trained.env, tmp_path / "first.log")
+    load: subprocess.Popen[bytes] | None = None
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        body = wait_assigned(settings.worker.web_port, {topics.client_events})
+        assert body["champions"]["delivery_eta"]
+        assert body["dependencies"] == {"kafka": "ok", "cassandra": "ok"}
+        load = subprocess.Popen(
+            [*CLI, "simulate", "--rate", "300", "--duration", "8", "--no-wait-labels",
+             "--run-id", "load"], env={**os.environ, **trained.env},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        wait_for(lambda: len(consume_all(settings, topics.predictions, 300, 5)) >= 300, 60,
+                 "the first predictions")  # fmt: skip
+        assert load.poll() is None  # still under load
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=90) == 0, (tmp_path / "first.log").read_text()[-3000:]
+        assert "draining" in (tmp_path / "first.log").read_text()
+        second = start_worker(trained.env, tmp_path / "second.log")
+        _, err = load.communicate(timeout=120)
+        assert load.returncode == 0, err
+        messages = consume_all(settings, topics.predictions, 2400, timeout_s=180)
+    finally:
+        for process in (first, load, second):
+            if process is not None and process.poll() is None:
+                stop_worker(process)
+    assert second is not None
+    assert stop_worker(second) == 0
+    ids = [orjson.loads(m.value())["event_id"] for m in messages]
+    assert len(set(ids)) == 2400, f"{2400 - len(set(ids))} events never scored"
+    assert len(ids) == 2400, f"{len(ids) - 2400} events scored twice"
+
+
+def test_a_restart_of_the_faust_agent_scores_nothing_twice(
+    trained: Deployment, stream_app: Run, tmp_path: Path
 ) -> None:
     settings = trained.settings
-    env = {**trained.env, **consumer}
+    env = {**trained.env, "STREAM_APP_SCORING__CONSUMER": "faust"}
     first = start_worker(env, tmp_path / "first.log")
     try:
         stream_app("simulate", "--rate", "300", "--duration", "1", "--no-wait-labels",

@@ -295,6 +295,49 @@ def test_the_watchdog_sees_progress_and_its_absence() -> None:
     run(scenario)
 
 
+def test_its_state_in_the_group_from_start_to_stop() -> None:
+    async def scenario() -> None:
+        h = Harness(Service())
+        assert h.consumer.state().state == "starting"
+        await h.consumer.start()
+        assert h.consumer.state().state == "waiting"
+        await h.on_thread(lambda: h.kafka.assign_now([P1, P0]))
+        state = h.consumer.state()
+        assert (state.state, state.partitions, state.group) == ("assigned", (0, 1), "g")
+        await h.on_thread(lambda: h.kafka.revoke_now([P0, P1]))
+        assert h.consumer.state().state == "waiting"
+        await h.consumer.stop()
+        assert h.consumer.state().state == "draining"
+
+    run(scenario)
+
+
+def test_stop_finishes_the_batches_in_flight_commits_them_and_leaves_the_group() -> None:
+    """What SIGTERM does to each consumer: nothing read is left unscored or uncommitted."""
+
+    async def scenario() -> None:
+        h = Harness(Service(hold=True))
+        await h.start([P0, P1])
+        h.kafka.produce(TOPIC, 0, values(3))
+        h.kafka.produce(TOPIC, 1, values(2))
+        await h.until(lambda: len(h.service.batches) == 2)
+        stopping = asyncio.ensure_future(h.consumer.stop())
+        await asyncio.sleep(0.05)
+        assert not stopping.done()  # waits for the batches in flight
+        assert h.consumer.state().state == "draining"
+        assert h.kafka.committed_offsets() == {}
+        for gate in h.service.gates:
+            gate.set()
+        await stopping
+        assert h.kafka.committed_offsets() == {P0: 3, P1: 2}
+        assert h.kafka.closed
+        assert not h.kafka.assigned
+        assert len(h.service.batches) == 2  # nothing fetched after the stop began
+        assert h.crashes == []
+
+    run(scenario)
+
+
 @pytest.mark.parametrize(
     ("code", "fatal", "expected"),
     [
