@@ -12,11 +12,15 @@ APP := $(BIN)/stream-app
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
+
+.PHONY: lock
+lock: venv ## pin the runtime dependencies again (requirements.lock, used by make venv and the image)
+	$(BIN)/uv pip compile pyproject.toml --upgrade --python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-header --annotation-style line -o requirements.lock
 
 .PHONY: venv
 venv: $(STAMP) ## create .venv and install stream-app with its dev dependencies
@@ -78,7 +82,7 @@ kcat: ## Debian's kcat, the Kafka client the README's walks produce with (apt-ge
 
 .PHONY: test
 test: services browser kcat ## all set-up, then the unit, integration and e2e suites against the real services
-	$(BIN)/pytest tests -m "not bench and not own_services" --durations=15
+	$(BIN)/pytest tests -m "not bench and not own_services and not image" --durations=15
 
 .PHONY: test-services
 test-services: services ## the suites that start a Kafka and Cassandra of their own (services life cycle, TLS and passwords)
@@ -87,6 +91,14 @@ test-services: services ## the suites that start a Kafka and Cassandra of their 
 .PHONY: test-bench
 test-bench: services ## every benchmark at a tiny size: runs, prints its JSON, loses nothing
 	$(BIN)/pytest tests -m bench --durations=10
+
+.PHONY: image
+image: venv ## the container image (deploy/Dockerfile) with podman or docker; BASE=debian:bookworm-slim where a registry is reachable, else a local base made with debootstrap
+	PYTHON=$(BIN)/python bash scripts/image.sh
+
+.PHONY: image-test
+image-test: image services kcat ## the image against the local services: init, bootstrap, worker, an event in and its prediction out, /ready, HEALTHCHECK, SIGTERM
+	$(BIN)/pytest tests -m image --durations=5
 
 .PHONY: test-unit
 test-unit: venv ## the unit tests only (no services needed)
