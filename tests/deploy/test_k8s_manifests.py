@@ -1,0 +1,217 @@
+"""deploy/k8s, rendered by kustomize as `kubectl apply -k` would, checked offline: every object
+against its schema (Kubernetes' own kinds with kubernetes-validate, the operators' kinds with
+the CRD schemas in deploy/schemas, strictly: an unknown field is an error), and against the
+code: settings the containers read exist, probes hit the worker's pages, the drain fits in the
+grace period, KEDA watches the real scoring group and scales no further than the partitions,
+the KafkaTopics are `init`'s plan, the Kafka user may do what the worker does.
+
+Run by `make deploy-check` (which installs kustomize with Go when it is missing).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from stream_app.provisioning.topics import topic_plans
+from stream_app.settings import KafkaSettings, Settings
+
+pytestmark = pytest.mark.deploy
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+CRDS = ROOT / "deploy" / "schemas" / "crds"
+KUBERNETES_VERSION = "1.31"
+TARGETS = ["base", "overlays/existing-clusters", "overlays/operators"]
+
+
+def kustomize() -> str:
+    found = os.environ.get("KUSTOMIZE") or shutil.which("kustomize")
+    local = ROOT / ".stream-app" / "bin" / "kustomize"
+    path = found or (str(local) if local.exists() else None)
+    assert path, "no kustomize: make deploy-check installs it"
+    return path
+
+
+@cache
+def rendered(target: str) -> list[dict[str, Any]]:
+    result = subprocess.run([kustomize(), "build", str(K8S / target)], capture_output=True,
+                            text=True, check=False, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def strict(schema: Any) -> Any:
+    """The schema with unknown fields refused wherever it lists the known ones (as the API
+    server's strict field validation does)."""
+    if isinstance(schema, dict):
+        schema = {key: strict(value) for key, value in schema.items()}
+        if ("properties" in schema and "additionalProperties" not in schema
+                and not schema.get("x-kubernetes-preserve-unknown-fields")):  # fmt: skip
+            schema["additionalProperties"] = False
+        return schema
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    return schema
+
+
+@cache
+def crd_schema(api_version: str, kind: str) -> Any:
+    group, version = api_version.split("/")
+    path = CRDS / f"{group}_{kind.lower()}_{version}.json.gz"
+    assert path.exists(), f"no schema for {api_version} {kind} in deploy/schemas/crds"
+    return strict(json.loads(gzip.decompress(path.read_bytes())))
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (found,) = of_kind(docs, kind)
+    return found
+
+
+def settings_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    data: dict[str, str] = one(docs, "ConfigMap")["data"]
+    return data
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_object_matches_its_schema(target: str) -> None:
+    docs = rendered(target)
+    assert docs
+    for doc in docs:
+        name = f"{doc['kind']} {doc['metadata']['name']}"
+        if "." in doc["apiVersion"].split("/")[0] and not doc["apiVersion"].startswith(
+            ("apps/", "batch/", "policy/")
+        ):
+            try:
+                jsonschema.Draft7Validator(crd_schema(doc["apiVersion"], doc["kind"])).validate(doc)
+            except jsonschema.ValidationError as exc:
+                raise AssertionError(
+                    f"{target}: {name}: {exc.message} at {list(exc.path)}"
+                ) from None
+        else:
+            try:
+                kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                raise AssertionError(
+                    f"{target}: {name}: {exc.message} at {list(exc.path)}"
+                ) from None
+
+
+def known_settings(model: type[BaseModel] = Settings, prefix: str = "STREAM_APP_") -> set[str]:
+    names = set()
+    for field, info in model.model_fields.items():
+        name = f"{prefix}{field.upper()}"
+        names.add(name)
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            names |= known_settings(info.annotation, f"{name}__")
+    return names
+
+
+def container_env(docs: list[dict[str, Any]]) -> set[str]:
+    names = set()
+    for doc in of_kind(docs, "Deployment") + of_kind(docs, "Job"):
+        spec = doc["spec"]["template"]["spec"]
+        for container in spec["containers"] + spec.get("initContainers", []):
+            names |= {e["name"] for e in container.get("env", [])}
+    return names
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_containers_read_only_settings_that_exist_and_they_validate(target: str) -> None:
+    docs = rendered(target)
+    env = settings_env(docs)
+    unknown = (set(env) | container_env(docs)) - known_settings()
+    assert not unknown, f"not settings: {sorted(unknown)}"
+    saved = dict(os.environ)
+    try:
+        os.environ.update(env)
+        Settings()  # the values parse (lists, numbers, literals)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_worker_probes_its_pages_and_drains_inside_its_grace_period(target: str) -> None:
+    docs = rendered(target)
+    worker = one(docs, "Deployment")
+    pod = worker["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["worker"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    port = next(p for p in container["ports"] if p["name"] == "http")["containerPort"]
+    assert port == Settings().worker.web_port
+    env = settings_env(docs)
+    assert env["STREAM_APP_WORKER__WEB_HOST"] == "0.0.0.0"
+    drain = float(env["STREAM_APP_WORKER__SHUTDOWN_TIMEOUT_S"])
+    assert pod["terminationGracePeriodSeconds"] > drain + 10
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert worker["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"] == worker["spec"]["selector"]["matchLabels"]
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_keda_scales_on_the_scoring_group_up_to_the_partitions(target: str) -> None:
+    docs = rendered(target)
+    env = settings_env(docs)
+    scaled = one(docs, "ScaledObject")
+    assert scaled["spec"]["scaleTargetRef"]["name"] == one(docs, "Deployment")["metadata"]["name"]
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["metadata"]["consumerGroup"] == f"{env['STREAM_APP_WORKER__APP_ID']}-scoring"
+    assert trigger["metadata"]["topic"] == Settings().kafka.topics.client_events
+    assert trigger["metadata"]["bootstrapServers"] == env["STREAM_APP_KAFKA__BOOTSTRAP_SERVERS"]
+    assert scaled["spec"]["maxReplicaCount"] <= int(env["STREAM_APP_KAFKA__PARTITIONS"])
+    if env.get("STREAM_APP_KAFKA__SECURITY_PROTOCOL", "PLAINTEXT") != "PLAINTEXT":
+        auth = one(docs, "TriggerAuthentication")
+        assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+
+
+def test_the_operators_run_what_init_would_create() -> None:
+    docs = rendered("overlays/operators")
+    env = settings_env(docs)
+    kafka = KafkaSettings(
+        partitions=int(env["STREAM_APP_KAFKA__PARTITIONS"]),
+        replication_factor=int(env["STREAM_APP_KAFKA__REPLICATION_FACTOR"]),
+    )
+    topics = {t["metadata"]["name"]: t["spec"] for t in of_kind(docs, "KafkaTopic")}
+    plans = {p.name: p for p in topic_plans(kafka)}
+    assert set(topics) == set(plans)
+    for name, plan in plans.items():
+        assert topics[name]["partitions"] == plan.partitions
+        assert topics[name]["replicas"] == plan.replication_factor
+        assert plan.config.items() <= topics[name]["config"].items()
+    cluster = one(docs, "Kafka")["metadata"]["name"]
+    assert env["STREAM_APP_KAFKA__BOOTSTRAP_SERVERS"] == f"{cluster}-kafka-bootstrap:9093"
+    user = one(docs, "KafkaUser")
+    assert user["spec"]["authentication"]["type"] == "scram-sha-512"
+    assert env["STREAM_APP_KAFKA__SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert env["STREAM_APP_KAFKA__SASL_USERNAME"] == user["metadata"]["name"]
+    groups = [a["resource"] for a in user["spec"]["authorization"]["acls"]
+              if a["resource"]["type"] == "group"]  # fmt: skip
+    assert env["STREAM_APP_WORKER__APP_ID"].startswith(groups[0]["name"])
+    cassandra = one(docs, "K8ssandraCluster")
+    (dc,) = cassandra["spec"]["cassandra"]["datacenters"]
+    assert dc["size"] >= int(env["STREAM_APP_CASSANDRA__REPLICATION_FACTOR"]) == 3
+    assert env["STREAM_APP_CASSANDRA__LOCAL_DC"] == dc["metadata"]["name"]
+    service = f"{cassandra['metadata']['name']}-{dc['metadata']['name']}-service"
+    assert json.loads(env["STREAM_APP_CASSANDRA__CONTACT_POINTS"]) == [service]
