@@ -124,13 +124,32 @@ class CassandraSettings(BaseModel):
     port: int = Field(9042, description="CQL native transport port.")
     local_dc: str = Field("datacenter1", description="Local datacenter for load balancing.")
     keyspace: str = Field("stream_app", description="Keyspace of all stream-app tables.")
-    replication_factor: int = Field(1, ge=1, description="SimpleStrategy replication for `init`.")
+    replication_factor: int = Field(1, ge=1, description="Replicas of the keyspace (`init`).")
+    replication_strategy: Literal["SimpleStrategy", "NetworkTopologyStrategy"] = Field(
+        "SimpleStrategy",
+        description="The keyspace's replication class (`init`): NetworkTopologyStrategy for "
+        "production clusters, with `replication_factor` replicas in `local_dc` unless "
+        "`datacenters` names the replicas per datacenter.",
+    )
+    datacenters: dict[str, int] = Field(
+        default_factory=dict,
+        description='NetworkTopologyStrategy: replicas per datacenter, e.g. {"dc1": 3, "dc2": 3}.',
+    )
     username: str | None = Field(None, description="User for PasswordAuthenticator.")
     password: SecretStr | None = Field(None, description="Password (secret).")
     ssl_ca_file: Path | None = Field(
         None, description="PEM file of the CA that signed the nodes: clients connect over TLS."
     )
     request_timeout_s: float = Field(10.0, gt=0, description="Per-request timeout, seconds.")
+
+    @field_validator("datacenters")
+    @classmethod
+    def _datacenter_names(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, count in value.items():
+            if not name or not all(c.isalnum() or c in "_-." for c in name) or count < 1:
+                raise ValueError(f"datacenters: {name!r}: {count} is not a datacenter name "
+                                 "with at least one replica")  # fmt: skip
+        return value
 
     @field_validator("keyspace")
     @classmethod

@@ -117,6 +117,15 @@ def pending_migrations(
     return [m for m in migrations if m.version not in applied]
 
 
+def replication(settings: CassandraSettings) -> str:
+    """The keyspace's replication map in CQL, from the settings."""
+    if settings.replication_strategy == "SimpleStrategy":
+        return f"{{'class': 'SimpleStrategy', 'replication_factor': {settings.replication_factor}}}"
+    per_dc = settings.datacenters or {settings.local_dc: settings.replication_factor}
+    factors = "".join(f", '{dc}': {count}" for dc, count in sorted(per_dc.items()))
+    return f"{{'class': 'NetworkTopologyStrategy'{factors}}}"
+
+
 def _migrate(
     session: Session, settings: CassandraSettings, migrations: list[Migration]
 ) -> KeyspaceOutcome:
@@ -126,8 +135,7 @@ def _migrate(
     ).one()
     if exists is None:
         session.execute(
-            f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
-            f"{{'class': 'SimpleStrategy', 'replication_factor': {settings.replication_factor}}}"
+            f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication(settings)}"
         )
     session.set_keyspace(keyspace)
     session.execute(

@@ -66,9 +66,21 @@ def test_a_topic_that_differs_is_reported(
 def test_keyspace_and_tables_created_once(
     scratch_settings: Settings, cassandra_session: Any
 ) -> None:
-    first = ensure_keyspace(scratch_settings.cassandra)
+    # as on a production cluster (the other tests' keyspaces use SimpleStrategy)
+    settings = scratch_settings.cassandra.model_copy(
+        update={"replication_strategy": "NetworkTopologyStrategy"}
+    )
+    first = ensure_keyspace(settings)
     assert first.created_keyspace
     assert [m.version for m in first.applied] == [m.version for m in load_migrations()]
+    replication = cassandra_session.execute(
+        "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s",
+        (settings.keyspace,),
+    ).one()[0]
+    assert replication == {
+        "class": "org.apache.cassandra.locator.NetworkTopologyStrategy",
+        settings.local_dc: "1",
+    }
     second = ensure_keyspace(scratch_settings.cassandra)
     assert not second.created_keyspace
     assert second.applied == []

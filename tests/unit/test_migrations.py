@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from stream_app.errors import SchemaMigrationError
-from stream_app.provisioning.keyspace import load_migrations, split_statements
+from stream_app.provisioning.keyspace import load_migrations, replication, split_statements
+from stream_app.settings import CassandraSettings
 
 
 def test_split_statements_drops_comments_and_splits_on_semicolons() -> None:
@@ -56,3 +57,16 @@ def test_checksum_follows_content(tmp_path: Path) -> None:
     before = load_migrations(tmp_path)[0].checksum
     path.write_text("CREATE TABLE a (k text PRIMARY KEY);")
     assert load_migrations(tmp_path)[0].checksum != before
+
+
+def test_the_keyspace_replication_follows_the_settings() -> None:
+    assert replication(CassandraSettings(replication_factor=2)) == (
+        "{'class': 'SimpleStrategy', 'replication_factor': 2}"
+    )
+    nts = CassandraSettings(replication_strategy="NetworkTopologyStrategy", replication_factor=3,
+                            local_dc="dc1")  # fmt: skip
+    assert replication(nts) == "{'class': 'NetworkTopologyStrategy', 'dc1': 3}"
+    both = nts.model_copy(update={"datacenters": {"eu-west": 3, "dc1": 2}})
+    assert replication(both) == "{'class': 'NetworkTopologyStrategy', 'dc1': 2, 'eu-west': 3}"
+    with pytest.raises(ValueError, match="datacenter name"):
+        CassandraSettings(datacenters={"dc1'; DROP": 3})
