@@ -3,8 +3,9 @@
 #
 #   IMAGE   the tag to build            (default localhost/stream-app:VERSION)
 #   BASE    a Debian bookworm image     (default: localhost/debian:bookworm, made here with
-#           debootstrap when missing; pass docker.io/library/debian:bookworm-slim where a
-#           registry is reachable)
+#           debootstrap when missing, for machines that reach no registry; where one is
+#           reachable pass docker.io/library/python:3.11-slim-bookworm, the Dockerfile's own
+#           default, or docker.io/library/debian:bookworm-slim)
 #   ENGINE  docker or podman            (default: podman if installed, else docker)
 #
 # The wheels come from the host (requirements.lock plus the project's own wheel) so the build

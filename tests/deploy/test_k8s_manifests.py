@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 from stream_app.provisioning.topics import topic_plans
 from stream_app.settings import KafkaSettings, Settings
+from stream_app.use_cases.spec import load_use_case
 
 pytestmark = pytest.mark.deploy
 
@@ -84,9 +85,16 @@ def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found
 
 
-def settings_env(docs: list[dict[str, Any]]) -> dict[str, str]:
-    data: dict[str, str] = one(docs, "ConfigMap")["data"]
+def config_map(docs: list[dict[str, Any]], name: str) -> dict[str, str]:
+    """The data of the generated ConfigMap ``name`` (kustomize appends a content hash)."""
+    (found,) = [d for d in of_kind(docs, "ConfigMap")
+                if d["metadata"]["name"].rsplit("-", 1)[0] == name]  # fmt: skip
+    data: dict[str, str] = found["data"]
     return data
+
+
+def settings_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    return config_map(docs, "stream-app-settings")
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -145,6 +153,24 @@ def test_the_containers_read_only_settings_that_exist_and_they_validate(target: 
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_container_serves_the_use_case_spec_of_its_config_map(
+    target: str, tmp_path: Path
+) -> None:
+    docs = rendered(target)
+    spec = tmp_path / "use-case.toml"
+    spec.write_text(config_map(docs, "stream-app-use-case")["use-case.toml"])
+    assert load_use_case(str(spec)).name  # a valid spec (`stream-app spec check` would pass)
+    served = settings_env(docs)["STREAM_APP_USE_CASE"]
+    for doc in of_kind(docs, "Deployment") + of_kind(docs, "Job"):
+        pod = doc["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for container in pod["containers"] + pod.get("initContainers", []):
+            (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == served]
+            source = volumes[mount["name"]]["configMap"]["name"]
+            assert source.startswith("stream-app-use-case")
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -212,6 +238,7 @@ def test_the_operators_run_what_init_would_create() -> None:
     cassandra = one(docs, "K8ssandraCluster")
     (dc,) = cassandra["spec"]["cassandra"]["datacenters"]
     assert dc["size"] >= int(env["STREAM_APP_CASSANDRA__REPLICATION_FACTOR"]) == 3
+    assert env["STREAM_APP_CASSANDRA__REPLICATION_STRATEGY"] == "NetworkTopologyStrategy"
     assert env["STREAM_APP_CASSANDRA__LOCAL_DC"] == dc["metadata"]["name"]
     service = f"{cassandra['metadata']['name']}-{dc['metadata']['name']}-service"
     assert json.loads(env["STREAM_APP_CASSANDRA__CONTACT_POINTS"]) == [service]
