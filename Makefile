@@ -80,9 +80,14 @@ browser: ## Debian's chromium for the dashboard test (installed with apt-get whe
 kcat: ## Debian's kcat, the Kafka client the README's walks produce with (apt-get when missing)
 	@command -v kcat >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null)
 
+KUSTOMIZE_VERSION ?= v5.7.1
+KUSTOMIZE := .stream-app/bin/kustomize
+$(KUSTOMIZE): ## kustomize (Go), for the deploy/k8s checks
+	GOBIN=$(CURDIR)/.stream-app/bin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
 .PHONY: test
-test: services browser kcat ## all set-up, then the unit, integration and e2e suites against the real services
-	$(BIN)/pytest tests -m "not bench and not own_services and not image and not deploy" --durations=15
+test: services browser kcat $(KUSTOMIZE) ## all set-up, then the unit, integration, e2e and deploy suites against the real services
+	KUSTOMIZE=$(KUSTOMIZE) $(BIN)/pytest tests -m "not bench and not own_services and not image" --durations=15
 
 .PHONY: test-services
 test-services: services ## the suites that start a Kafka and Cassandra of their own (services life cycle, TLS and passwords)
@@ -100,13 +105,8 @@ image: venv ## the container image (deploy/Dockerfile) with podman or docker; BA
 image-test: image services kcat ## the image against the local services: init, bootstrap, worker, an event in and its prediction out, /ready, HEALTHCHECK, SIGTERM
 	$(BIN)/pytest tests -m image --durations=5
 
-KUSTOMIZE_VERSION ?= v5.7.1
-KUSTOMIZE := .stream-app/bin/kustomize
-$(KUSTOMIZE):
-	GOBIN=$(CURDIR)/.stream-app/bin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
-
 .PHONY: deploy-check
-deploy-check: venv $(KUSTOMIZE) ## render deploy/k8s with kustomize (installed with Go when missing) and check every object offline against Kubernetes' and the operators' schemas and the code
+deploy-check: venv $(KUSTOMIZE) ## only the deploy/k8s checks of make test: render with kustomize (installed with Go when missing), check every object offline
 	KUSTOMIZE=$(KUSTOMIZE) $(BIN)/pytest tests -m deploy --durations=5
 
 .PHONY: test-unit

@@ -5,7 +5,8 @@ code: settings the containers read exist, probes hit the worker's pages, the dra
 grace period, KEDA watches the real scoring group and scales no further than the partitions,
 the KafkaTopics are `init`'s plan, the Kafka user may do what the worker does.
 
-Run by `make deploy-check` (which installs kustomize with Go when it is missing).
+Part of `make test` (which installs kustomize with Go when it is missing; `make deploy-check`
+runs these alone).
 """
 
 from __future__ import annotations
