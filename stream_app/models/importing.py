@@ -65,7 +65,7 @@ def read_model_file(path: Path) -> ModelFile:
     else:
         text = raw.decode("utf-8", "replace")
     try:
-        booster = Booster(model_str=text)
+        booster = lgb.Booster(model_str=text)
     except lgb.basic.LightGBMError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
         raise ConfigurationError(f"{path}: not a LightGBM model ({first})") from None
