@@ -80,14 +80,19 @@ browser: ## Debian's chromium for the dashboard test (installed with apt-get whe
 kcat: ## Debian's kcat, the Kafka client the README's walks produce with (apt-get when missing)
 	@command -v kcat >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null)
 
+# The deploy/k8s checks render with kustomize: kubectl's own when kubectl is installed,
+# otherwise kustomize built with Go into .stream-app/bin (about a minute, once).
 KUSTOMIZE_VERSION ?= v5.7.1
-KUSTOMIZE := .stream-app/bin/kustomize
-$(KUSTOMIZE): ## kustomize (Go), for the deploy/k8s checks
-	GOBIN=$(CURDIR)/.stream-app/bin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+KUSTOMIZE_BIN := .stream-app/bin/kustomize
+KUSTOMIZE ?= $(if $(shell command -v kubectl),kubectl kustomize,$(KUSTOMIZE_BIN) build)
+.PHONY: kustomize
+kustomize:
+	@if [ "$(KUSTOMIZE)" = "$(KUSTOMIZE_BIN) build" ] && [ ! -x $(KUSTOMIZE_BIN) ]; then \
+		GOBIN=$(CURDIR)/.stream-app/bin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION); fi
 
 .PHONY: test
-test: services browser kcat $(KUSTOMIZE) ## all set-up, then the unit, integration, e2e and deploy suites against the real services
-	KUSTOMIZE=$(KUSTOMIZE) $(BIN)/pytest tests -m "not bench and not own_services and not image" --durations=15
+test: services browser kcat kustomize ## all set-up, then the unit, integration, e2e and deploy suites against the real services
+	KUSTOMIZE="$(KUSTOMIZE)" $(BIN)/pytest tests -m "not bench and not own_services and not image" --durations=15
 
 .PHONY: test-services
 test-services: services ## the suites that start a Kafka and Cassandra of their own (services life cycle, TLS and passwords)
@@ -106,8 +111,8 @@ image-test: image services kcat ## the image against the local services: init, b
 	$(BIN)/pytest tests -m image --durations=5
 
 .PHONY: deploy-check
-deploy-check: venv $(KUSTOMIZE) ## only the deploy/k8s checks of make test: render with kustomize (installed with Go when missing), check every object offline
-	KUSTOMIZE=$(KUSTOMIZE) $(BIN)/pytest tests -m deploy --durations=5
+deploy-check: venv kustomize ## only the deploy/k8s checks of make test: render with kustomize (installed with Go when missing), check every object offline
+	KUSTOMIZE="$(KUSTOMIZE)" $(BIN)/pytest tests -m deploy --durations=5
 
 .PHONY: test-unit
 test-unit: venv ## the unit tests only (no services needed)

@@ -5,8 +5,8 @@ code: settings the containers read exist, probes hit the worker's pages, the dra
 grace period, KEDA watches the real scoring group and scales no further than the partitions,
 the KafkaTopics are `init`'s plan, the Kafka user may do what the worker does.
 
-Part of `make test` (which installs kustomize with Go when it is missing; `make deploy-check`
-runs these alone).
+Part of `make test` (which renders with `kubectl kustomize`, or with kustomize built with Go
+when kubectl is missing; `make deploy-check` runs these alone).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shlex
 import shutil
 import subprocess
 from functools import cache
@@ -39,17 +40,19 @@ KUBERNETES_VERSION = "1.31"
 TARGETS = ["base", "overlays/existing-clusters", "overlays/operators"]
 
 
-def kustomize() -> str:
-    found = os.environ.get("KUSTOMIZE") or shutil.which("kustomize")
-    local = ROOT / ".stream-app" / "bin" / "kustomize"
-    path = found or (str(local) if local.exists() else None)
-    assert path, "no kustomize: make deploy-check installs it"
-    return path
+def kustomize() -> list[str]:
+    """The command that renders a folder: $KUSTOMIZE (as make sets it: `kubectl kustomize`
+    or `.stream-app/bin/kustomize build`), else a kustomize on PATH."""
+    if command := os.environ.get("KUSTOMIZE"):
+        return shlex.split(command)
+    found = shutil.which("kustomize")
+    assert found, "no kustomize: make test (or make deploy-check) provides one"
+    return [found, "build"]
 
 
 @cache
 def rendered(target: str) -> list[dict[str, Any]]:
-    result = subprocess.run([kustomize(), "build", str(K8S / target)], capture_output=True,
+    result = subprocess.run([*kustomize(), str(K8S / target)], capture_output=True,
                             text=True, check=False, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
