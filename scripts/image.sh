@@ -20,7 +20,13 @@ IMAGE=${IMAGE:-localhost/stream-app:$VERSION}
 BASE=${BASE:-localhost/debian:bookworm}
 
 need_tools() {
-    if command -v podman >/dev/null || command -v docker >/dev/null; then return; fi
+    # podman (with runc: crun refuses cgroup v1 hosts), or a docker client with an engine behind
+    # it; a docker client alone (as on some CI images) is not enough
+    if command -v podman >/dev/null; then
+        command -v runc >/dev/null || apt-get install -y -qq runc >/dev/null 2>&1 || true
+        return
+    fi
+    if command -v docker >/dev/null && docker info >/dev/null 2>&1; then return; fi
     echo "image: installing podman, runc and debootstrap (Debian packages)" >&2
     apt-get update -qq && apt-get install -y -qq podman runc debootstrap >/dev/null
 }
