@@ -79,24 +79,26 @@ def original_bytes(record: dict[str, Any]) -> tuple[bytes | None, bytes | None]:
     )
 
 
-def dead_letter_records(
+def dead_letters(
     refused: Sequence[Refused], dead_letter_topic: str, agent: str, now_ms: int
-) -> list[Record]:
-    """One dead-letter record per refused message, keyed by its original key."""
-    return [
-        Record(
-            dead_letter_topic,
-            r.message.key,
-            encode_dead_letter(
-                source_topic=r.message.topic,
-                partition=r.message.partition,
-                offset=r.message.offset,
-                key=r.message.key,
-                value=r.message.value,
-                error=r.error,
-                agent=agent,
-                failed_at=now_ms,
-            ),
+) -> tuple[list[DeadLetter], list[Record]]:
+    """One dead letter per refused message: its payload (for the monitor) and its record for
+    the dead-letter topic, keyed by the original key."""
+    payloads = [
+        dead_letter_payload(
+            source_topic=r.message.topic,
+            partition=r.message.partition,
+            offset=r.message.offset,
+            key=r.message.key,
+            value=r.message.value,
+            error=r.error,
+            agent=agent,
+            failed_at=now_ms,
         )
         for r in refused
     ]
+    records = [
+        Record(dead_letter_topic, r.message.key, orjson.dumps(payload))
+        for r, payload in zip(refused, payloads, strict=True)
+    ]
+    return payloads, records

@@ -25,9 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import orjson
-
-from stream_app.contracts.dead_letter import dead_letter_records
+from stream_app.contracts.dead_letter import dead_letters
 from stream_app.contracts.decode import SensorReading, decode_sensor_reading
 from stream_app.errors import FeatureLookupError, InvalidEvent
 from stream_app.features.pane_store import PaneStorage
@@ -121,12 +119,12 @@ class FeatureService:
             self._previous_marks = asyncio.get_running_loop().create_future()
             written = self._previous_marks
         result.panes_written = len(dirty)
-        records = dead_letter_records(
+        payloads, records = dead_letters(
             refused, self.settings.kafka.topics.dead_letter, self.agent, int(time.time() * 1000)
         )
         result.dead_letters = len(records)
-        for record in records:
-            self.monitor.dead_letter(orjson.loads(record[2]))
+        for payload in payloads:
+            self.monitor.dead_letter(payload)
         self.monitor.count(topic, len(messages))
         try:
             await asyncio.gather(self._write(statements), self.publisher.publish(records))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from stream_app.contracts.dead_letter import dead_letter_records
+from stream_app.contracts.dead_letter import dead_letters
 from stream_app.contracts.decode import decode_ground_truth
 from stream_app.contracts.outputs import accuracy_payload
 from stream_app.errors import InvalidEvent
@@ -107,9 +107,11 @@ class AccuracyService:
         self.monitor.count(self.settings.kafka.topics.ground_truth, len(messages), now)
         await self._io("label_store", lambda: self.labels.store(labels))
         records, unmatched = await self._join(labels, now)
-        dead = dead_letter_records(refused, self.settings.kafka.topics.dead_letter, self.agent, now)
-        for record in dead:
-            self.monitor.dead_letter(orjson.loads(record[2]))
+        payloads, dead = dead_letters(
+            refused, self.settings.kafka.topics.dead_letter, self.agent, now
+        )
+        for payload in payloads:
+            self.monitor.dead_letter(payload)
         for r in refused:
             self.metrics.dead_letters.labels(r.message.topic, r.error.code).inc()
         if refused:

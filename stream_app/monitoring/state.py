@@ -17,6 +17,7 @@ import numpy as np
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from stream_app.contracts.dead_letter import DeadLetter
 from stream_app.monitoring.drift import ModelDrift
 from stream_app.monitoring.rolling import RollingAccuracy
 from stream_app.settings import MonitoringSettings
@@ -119,7 +120,7 @@ class Monitor:
     ) -> None:
         self.rolling.add(version, role, predicted, actual, at_ms)
 
-    def dead_letter(self, record: dict[str, Any]) -> None:
+    def dead_letter(self, record: DeadLetter) -> None:
         self.dead_letters.append(
             {
                 k: record[k]

@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
-import orjson
 
 from stream_app.contracts import codes
-from stream_app.contracts.dead_letter import dead_letter_records
+from stream_app.contracts.dead_letter import dead_letters
 from stream_app.contracts.decode import ClientEvent
 from stream_app.errors import FeatureLookupError, InvalidEvent
 from stream_app.features.cache import FeatureReader
@@ -154,9 +153,9 @@ class ScoringService:
             records += shadow_records
             if shadow_rows:
                 result.versions[shadow.role] = shadow.version
-        dead = dead_letter_records(refused, topics.dead_letter, self.agent, _now_ms())
-        for record in dead:
-            self.monitor.dead_letter(orjson.loads(record[2]))
+        payloads, dead = dead_letters(refused, topics.dead_letter, self.agent, _now_ms())
+        for payload in payloads:
+            self.monitor.dead_letter(payload)
         records += dead
         await asyncio.gather(self._publish(records), self._store(rows + shadow_rows))
         self._observe(live, rows, shadow_rows, refused, started)

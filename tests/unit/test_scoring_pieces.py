@@ -14,7 +14,7 @@ from cassandra import OperationTimedOut, ReadTimeout, WriteTimeout
 from cassandra.cluster import NoHostAvailable
 from prometheus_client import CollectorRegistry, Histogram
 
-from stream_app.contracts.dead_letter import dead_letter_records
+from stream_app.contracts.dead_letter import dead_letters
 from stream_app.contracts.decode import decode_client_event
 from stream_app.errors import StoreError
 from stream_app.features.cache import FeatureCache
@@ -52,13 +52,14 @@ def test_decode_events_separates_valid_invalid_and_missing_entities() -> None:
         (1, "invalid_json"),
         (2, "missing_entity"),
     ]
-    records = dead_letter_records(refused, "dead-letter", "scoring", 1795783200010)
+    payloads, records = dead_letters(refused, "dead-letter", "scoring", 1795783200010)
     schema = jsonschema.Draft202012Validator(
         orjson.loads((SCHEMAS / "dead_letter.schema.json").read_bytes())
     )
-    for topic, key, value in records:
+    for payload, (topic, key, value) in zip(payloads, records, strict=True):
         assert topic == "dead-letter"
         assert key == b"ord-1"
+        assert orjson.loads(value) == payload  # what the monitor keeps is what was published
         schema.validate(orjson.loads(value))
 
 
