@@ -63,6 +63,11 @@ def render(data: dict[str, Any]) -> str:
     latency = data["latency_ms"]
     if latency:
         lines.append("latency ms: " + ", ".join(f"{q} {v:.0f}" for q, v in latency.items()))
+    if stages := data.get("stages_ms"):
+        lines.append(
+            "stages ms (p50/p99): "
+            + ", ".join(f"{s} {_ms(f['p50'])}/{_ms(f['p99'])}" for s, f in stages.items())
+        )
     lags = ", ".join(f"{x['topic']} {x['messages']:,}" for x in data["consumer_lag"])
     lines.append(f"consumer lag: {lags or '-'}")
     lines.append(f"rolling accuracy ({data['accuracy_window_s']:.0f} s):")
@@ -148,3 +153,8 @@ def offline(settings: Settings, use_case: UseCase) -> str:
     for role, assignment in sorted(roles.items()):
         lines.append(f"  {role:<9} {assignment.version}")
     return "\n".join(lines)
+
+
+def _ms(value: float) -> str:
+    """Milliseconds, with a decimal below 10 (the short stages are fractions of one)."""
+    return f"{value:.1f}" if value < 10 else f"{value:.0f}"

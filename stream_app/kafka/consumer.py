@@ -184,6 +184,7 @@ class BatchConsumer:
         topic: str,
         options: BatchOptions,
         report_lag: Callable[[str, str, int], None] | None = None,
+        report_commit: Callable[[float], None] | None = None,
         make_consumer: Callable[[dict[str, Any]], Any] = Consumer,
         crash: Crash = crash_without_commit,
     ) -> None:
@@ -193,6 +194,7 @@ class BatchConsumer:
         self.topic = topic
         self.options = options
         self.report_lag = report_lag
+        self.report_commit = report_commit  # seconds from a batch done to its offsets acked
         self._make_consumer = make_consumer
         self._crash = crash
         self._consumer: Any = None
@@ -203,6 +205,7 @@ class BatchConsumer:
         self._finished = threading.Lock()
         self._done: dict[Partition, int] = {}  # next offset to commit, per partition
         self._acked: dict[Partition, int] = {}  # the last offset Kafka confirmed committed
+        self._unacked: deque[tuple[dict[Partition, int], float]] = deque()  # done, not acked
         self._owned: set[Partition] = set()
         self._fatal: KafkaError | None = None
         self._stopping = False
@@ -343,6 +346,8 @@ class BatchConsumer:
                 for partition, offset in offsets.items():
                     if partition in self._owned:  # not for partitions given up meanwhile
                         self._done[partition] = offset
+                if self.report_commit is not None:
+                    self._unacked.append((offsets, time.monotonic()))
             self.last_batch = time.monotonic()
 
     async def _wait_for_room(self) -> None:
@@ -428,6 +433,22 @@ class BatchConsumer:
                 if tp.error is None and tp.offset >= 0:
                     key = (tp.topic, tp.partition)
                     self._acked[key] = max(self._acked.get(key, -1), tp.offset)
+            acked = self._pop_acked()
+        if self.report_commit is not None and self._loop is not None:
+            now = time.monotonic()
+            for done_at in acked:  # reported on the event loop, where the monitor lives
+                self._loop.call_soon_threadsafe(self.report_commit, now - done_at)
+
+    def _pop_acked(self) -> list[float]:
+        """With the lock held: when each batch that Kafka now holds committed was done (a
+        partition given up meanwhile counts as committed: its new owner carries on)."""
+        acked = []
+        while self._unacked and all(
+            self._acked.get(partition, -1) >= offset or partition not in self._owned
+            for partition, offset in self._unacked[0][0].items()
+        ):
+            acked.append(self._unacked.popleft()[1])
+        return acked
 
     def _on_error(self, error: KafkaError) -> None:
         """Client-level errors (librdkafka's error callback, on the consumer thread)."""

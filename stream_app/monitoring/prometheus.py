@@ -16,6 +16,9 @@ from prometheus_client.registry import Collector
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 AGE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600)
 BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+STAGE_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+)  # fmt: skip
 
 
 def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
@@ -79,6 +82,14 @@ class WorkerMetrics:
             "stream_app_end_to_end_latency_seconds",
             "From a client event's Kafka timestamp to its prediction being scored.",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            "stream_app_scoring_stage_seconds",
+            "Where a client event's time goes on the scoring path, by stage (monitoring.stages): "
+            "kafka_wait per event; decode, features, score, publish, store and commit per batch.",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
             registry=r,
         )
         self.feature_read_seconds = Histogram(

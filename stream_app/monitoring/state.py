@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 from stream_app.contracts.dead_letter import DeadLetter
 from stream_app.monitoring.drift import ModelDrift
 from stream_app.monitoring.rolling import RollingAccuracy
+from stream_app.monitoring.stages import STAGES, percentiles
 from stream_app.settings import MonitoringSettings
 from stream_app.use_cases.spec import UseCase
 
@@ -54,6 +55,9 @@ class Monitor:
         self.switches: deque[dict[str, Any]] = deque(maxlen=RECENT_SWITCHES)
         self.decisions: deque[dict[str, Any]] = deque(maxlen=RECENT_DECISIONS)
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self.stages: dict[str, deque[float]] = {
+            stage: deque(maxlen=LATENCY_SAMPLES) for stage in STAGES
+        }
         self.dead_letters: deque[dict[str, Any]] = deque(maxlen=RECENT_DEAD_LETTERS)
         self.lags: dict[tuple[str, str], int] = {}
         self.labels_matched = 0
@@ -114,6 +118,10 @@ class Monitor:
         if drift is not None and drift.has_reference:
             drift.observe(matrix, predictions, at_ms, event_times_ms, entity_ids)
         self.latencies.extend(latencies_ms)
+
+    def stage(self, stage: str, values_ms: Iterable[float]) -> None:
+        """Time spent in one stage of the scoring path (``monitoring.stages``)."""
+        self.stages[stage].extend(values_ms)
 
     def labelled(
         self, version: str, role: str, predicted: float, actual: float, at_ms: int
@@ -194,6 +202,11 @@ class Monitor:
             "decisions": list(self.decisions),
             "throughput": self.throughput(now),
             "latency_ms": self.latency_percentiles(),
+            "stages_ms": {
+                stage: figures
+                for stage, values in self.stages.items()
+                if (figures := percentiles(values))
+            },
             "accuracy": accuracy,
             "accuracy_window_s": self.settings.accuracy_window_s,
             "drift": {v: {f: _finite(s) for f, s in fs.items()} for v, fs in drift.items()},

@@ -109,6 +109,10 @@ def wire_use_case(
     def report_lag(topic: str, group: str, messages: int) -> None:
         monitor.lags[(topic, group)] = messages
 
+    def report_commit(seconds: float) -> None:  # the scoring path's last stage
+        services.metrics.stage_seconds.labels("commit").observe(seconds)
+        monitor.stage("commit", [seconds * 1000])
+
     def consume(topic: str, agent: str, service: Any, size: int, in_flight: int) -> None:
         options = BatchOptions(
             batch_size=size,
@@ -119,8 +123,9 @@ def wire_use_case(
         group = group_id(settings, use_case, agent)
         config = consumer_config(settings.kafka, group, settings.worker.session_timeout_s)
         consumer = BatchConsumer(
-            config, service, topic=topic, options=options, report_lag=report_lag
-        )
+            config, service, topic=topic, options=options, report_lag=report_lag,
+            report_commit=report_commit if agent == "scoring" else None,
+        )  # fmt: skip
         attach(app, f"BatchConsumer_{consumer.topic}", consumer.start, consumer.stop)
         watchdog.watch(consumer.progress)
         readiness.watch_consumer(consumer.state)

@@ -110,15 +110,21 @@ class ScoringService:
     async def process(self, messages: Sequence[InputMessage]) -> BatchResult:
         """Score one batch; returns once every output is acknowledged."""
         started = time.perf_counter()
+        began_ms = _now_ms()
         models = self.models  # the whole batch is scored by the set current at its start
         topics = self.settings.kafka.topics
         self.metrics.events_in.labels(topics.client_events).inc(len(messages))
         self.metrics.batch_size.observe(len(messages))
+        self._stage("kafka_wait", [max(began_ms - m.timestamp_ms, 0) / 1000 for m in messages])
         entity_keys = models.champion.builder.entity_keys
         accepted, refused = decode_events(
             messages, self._required_entities(entity_keys), self.settings.worker.max_message_bytes
         )
+        self._stage("decode", [time.perf_counter() - started])
+        features_started = time.perf_counter()
         served_at = await self._read_features(accepted, entity_keys)
+        score_started = time.perf_counter()
+        self._stage("features", [score_started - features_started])
         groups: list[tuple[ScoringModel, list[tuple[InputMessage, ClientEvent]]]]
         if models.splits_traffic and models.challenger is not None:
             split_key = self.use_case.entities.split_key
@@ -153,17 +159,31 @@ class ScoringService:
             records += shadow_records
             if shadow_rows:
                 result.versions[shadow.role] = shadow.version
+        self._stage("score", [time.perf_counter() - score_started])
         payloads, dead = dead_letters(refused, topics.dead_letter, self.agent, _now_ms())
         for payload in payloads:
             self.monitor.dead_letter(payload)
         records += dead
-        await asyncio.gather(self._publish(records), self._store(rows + shadow_rows))
+        await asyncio.gather(
+            self._timed("publish", self._publish(records)),
+            self._timed("store", self._store(rows + shadow_rows)),
+        )
         self._observe(live, rows, shadow_rows, refused, started)
         result.predictions = len(rows)
         result.shadow_predictions = len(shadow_rows)
         for r in refused:
             result.dead_letters[r.error.code] = result.dead_letters.get(r.error.code, 0) + 1
         return result
+
+    def _stage(self, stage: str, seconds: Sequence[float]) -> None:
+        """Time spent in ``stage`` (``monitoring.stages``): the histogram and the monitor."""
+        observe_many(self.metrics.stage_seconds.labels(stage), seconds)
+        self.monitor.stage(stage, [value * 1000 for value in seconds])
+
+    async def _timed(self, stage: str, work: Awaitable[None]) -> None:
+        began = time.perf_counter()
+        await work
+        self._stage(stage, [time.perf_counter() - began])
 
     def _required_entities(self, entity_keys: Sequence[str]) -> list[str]:
         """The entities an event must name: those its features are looked up by, and the key

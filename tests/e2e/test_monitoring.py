@@ -162,6 +162,9 @@ def test_the_dashboard_draws_live_charts_in_chromium(
     assert "delivery_eta-" in dom
     dead_letters = dom[dom.index('id="dead-letters"') :]
     assert "<td>" in dead_letters  # recent dead-letter records are listed
+    stages = dom[dom.index('id="stages"') : dom.index('id="accuracy"')]
+    for stage in ("kafka_wait", "decode", "features", "score", "publish", "store", "commit"):
+        assert f"<td>{stage}</td>" in stages, f"no {stage} row in the stage table"
 
 
 def test_labels_wait_for_their_prediction_or_expire(

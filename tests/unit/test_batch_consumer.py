@@ -57,7 +57,12 @@ class Service:
 
 
 class Harness:
-    def __init__(self, service: Service, options: BatchOptions = OPTIONS) -> None:
+    def __init__(
+        self,
+        service: Service,
+        options: BatchOptions = OPTIONS,
+        report_commit: Callable[[float], None] | None = None,
+    ) -> None:
         self.service = service
         self.crashes: list[str] = []
         self.fake: FakeConsumer | None = None
@@ -71,7 +76,7 @@ class Harness:
 
         self.consumer = BatchConsumer(
             {"group.id": "g"}, service, topic=TOPIC, options=options, make_consumer=make,
-            crash=crash,
+            crash=crash, report_commit=report_commit,
         )  # fmt: skip
 
     @property
@@ -333,6 +338,33 @@ def test_stop_finishes_the_batches_in_flight_commits_them_and_leaves_the_group()
         assert h.kafka.closed
         assert not h.kafka.assigned
         assert len(h.service.batches) == 2  # nothing fetched after the stop began
+        assert h.crashes == []
+
+    run(scenario)
+
+
+def test_the_commit_stage_is_reported_once_kafka_acknowledged_the_batch() -> None:
+    """The scoring path's last stage: from a batch done to its offsets committed."""
+
+    async def scenario() -> None:
+        reported: list[float] = []
+        h = Harness(Service(hold=True), report_commit=reported.append)
+        await h.start([P0])
+        h.kafka.commit_error = KafkaError(KafkaError.UNKNOWN_MEMBER_ID)  # the first commit fails
+        h.kafka.produce(TOPIC, 0, values(3))
+        await h.until(lambda: len(h.service.batches) == 1)
+        h.service.gates[0].set()
+        await h.until(lambda: h.kafka.committed_offsets() == {P0: 3})
+        await h.until(lambda: len(reported) == 1)
+        assert 0 <= reported[0] < 5
+        h.kafka.produce(TOPIC, 0, values(2))
+        await h.until(lambda: len(h.service.batches) == 2)
+        await asyncio.sleep(0.05)
+        assert len(reported) == 1  # the second batch is not done: nothing to report
+        h.service.gates[1].set()
+        await h.until(lambda: len(reported) == 2)
+        await h.consumer.stop()
+        assert len(reported) == 2
         assert h.crashes == []
 
     run(scenario)

@@ -24,3 +24,14 @@ def test_status_shows_recent_swaps_and_decisions() -> None:
     assert "orchestrator 2026-11-27T16:00:00Z: promoted v2: mae 19.3 -> 2.54; paired" in text
     assert "swapped" not in render(Monitor(load_use_case("delivery_eta"),
                                            MonitoringSettings()).snapshot())  # fmt: skip
+
+
+def test_status_shows_where_the_time_goes_stage_by_stage() -> None:
+    monitor = Monitor(load_use_case("delivery_eta"), MonitoringSettings())
+    assert "stages" not in render(monitor.snapshot())  # nothing scored yet
+    monitor.stage("kafka_wait", [2.0] * 98 + [40.0] * 2)
+    monitor.stage("features", [0.8])
+    monitor.stage("publish", [12.0])
+    text = render(monitor.snapshot())
+    # in pipeline order, whatever order they were fed in
+    assert "stages ms (p50/p99): kafka_wait 2.0/40, features 0.8/0.8, publish 12/12" in text
