@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -62,6 +62,7 @@ class Outputs:
     latencies_ms: list[float]
     distinct_keys: int
     expected: int = 0  # distinct inputs sent (every one should have one output)
+    worker: dict[str, Any] | None = None  # what the running worker reported (run_half_load)
 
     @property
     def eps(self) -> float:
@@ -281,10 +282,13 @@ def run_scenario(
 
 def run_half_load(
     base: Settings, run_id: str, world: World, rate: float, seconds: float, log_dir: Path,
-    progress: TextIO,
+    progress: TextIO, scenario: str = "half",
+    inspect: Callable[[Settings], dict[str, Any]] | None = None, warmup_s: float = WARMUP_S,
 ) -> Outputs:  # fmt: skip
-    """A running worker fed at ``rate`` events/s for ``seconds``."""
-    settings = bench_settings(base, run_id, "half")
+    """A running worker fed at ``rate`` events/s for ``seconds``; ``inspect`` (given the
+    worker's settings) is called after the traffic, while the worker still runs, and its
+    result kept in ``Outputs.worker``."""
+    settings = bench_settings(base, run_id, scenario)
     create_topics(settings)
     try:
         process = start_process("e2e", settings, log_dir)
@@ -293,20 +297,40 @@ def run_half_load(
             if collect(settings, 1, produce(settings, first), timeout_s=120).count == 0:
                 raise process_failure("the worker never answered", log_dir / "e2e.log")
             # warm up at the measured rate (caches, connections); not counted
-            warmup = pregenerate(world, int(rate * WARMUP_S), f"{run_id}-warmup")
+            warmup = pregenerate(world, int(rate * warmup_s), f"{run_id}-warmup")
             produce(settings, warmup, rate=rate)
             records = pregenerate(world, int(rate * seconds), f"{run_id}-half")
             created = produce(settings, records, rate=rate)
             expected = len(records) + len(warmup) + 1
             outputs = collect(settings, expected, created, 120)
             outputs.expected = expected
+            if inspect is not None:
+                outputs.worker = inspect(settings)
         finally:
             stop_process(process)
     finally:
         delete_topics(settings)
     p99 = percentile(outputs.latencies_ms, 99)
-    progress.write(f"{'half load':>12}: {rate:,.0f} events/s offered, p99 {p99} ms\n")
+    progress.write(f"{scenario:>12}: {rate:,.0f} events/s offered, p99 {p99} ms\n")
     return outputs
+
+
+def prepare(
+    settings: Settings, use_case: UseCase, seed: int, progress: TextIO
+) -> tuple[str, World, Path]:
+    """A run id, the simulated world, a champion trained on its history and features
+    preloaded for every entity (in the bench keyspace), and the folder for worker logs."""
+    run_id = uuid.uuid4().hex[:6]
+    base = bench_settings(settings, run_id, "setup")
+    ensure_keyspace(base.cassandra)
+    log_dir = settings.services.home.resolve() / "bench" / run_id
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with connected(base.cassandra) as session:
+        world = World(use_case, seed)
+        version = prepare_model(session, base, use_case, seed)
+        preloaded = preload_features(session, base, world)
+    progress.write(f"model {version}, {preloaded:,} feature rows preloaded, logs in {log_dir}\n")
+    return run_id, world, log_dir
 
 
 def run(
@@ -318,16 +342,7 @@ def run(
     seed: int = 7,
     progress: TextIO = sys.stderr,
 ) -> dict[str, Any]:
-    run_id = uuid.uuid4().hex[:6]
-    base = bench_settings(settings, run_id, "setup")
-    ensure_keyspace(base.cassandra)
-    log_dir = settings.services.home.resolve() / "bench" / run_id
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with connected(base.cassandra) as session:
-        world = World(use_case, seed)
-        version = prepare_model(session, base, use_case, seed)
-        preloaded = preload_features(session, base, world)
-    progress.write(f"model {version}, {preloaded:,} feature rows preloaded, logs in {log_dir}\n")
+    run_id, world, log_dir = prepare(settings, use_case, seed, progress)
     records = pregenerate(world, events, f"{run_id}-e")
     results = {
         "e2e": run_scenario("e2e", settings, run_id, records, log_dir, progress),

@@ -28,6 +28,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     e2e.add_argument("--naive-events", type=int, default=5_000, help="events for the naive agent")
     e2e.add_argument("--half-load-seconds", type=float, default=20.0)
     e2e.add_argument("--use-case", help="use case name or .toml path (default: settings)")
+    latency = benches.add_parser(
+        "latency", help="end to end and per scoring stage, at a fixed rate (p50/p95/p99)"
+    )
+    latency.add_argument("--rate", type=float, default=1_000, help="client events per second")
+    latency.add_argument("--seconds", type=float, default=20, help="seconds of measured traffic")
+    latency.add_argument(
+        "--warmup-seconds", type=float, default=3, help="traffic at the rate before measuring"
+    )
+    latency.add_argument("--use-case", help="use case name or .toml path (default: settings)")
     features = benches.add_parser(
         "features", help="feature agent readings/s against a naive per-reading writer"
     )
@@ -66,7 +75,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--repeat", type=int, default=1, help="run the chosen scenarios this many times"
     )
     chaos.add_argument("--use-case", help="use case name or .toml path (default: settings)")
-    for bench in (decode, simulation, e2e, features, freshness, replay, chaos):
+    for bench in (decode, simulation, e2e, latency, features, freshness, replay, chaos):
         bench.add_argument("--json", type=Path, help="also write the JSON to this file")
     parser.set_defaults(run=run)
 
@@ -110,6 +119,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
         result = e2e_bench.run(
             settings, use_case, args.events, args.naive_events, args.half_load_seconds
+        )
+    elif args.bench == "latency":
+        from stream_app.bench import latency as latency_bench
+
+        result = latency_bench.run(
+            settings, use_case, args.rate, args.seconds, warmup_s=args.warmup_seconds
         )
     elif args.bench == "replay":
         from stream_app.bench import replay_speed as replay_bench

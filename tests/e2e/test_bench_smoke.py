@@ -43,6 +43,10 @@ SMOKE: dict[str, tuple[list[str], set[str]]] = {
             "targets_met",
         },
     ),
+    "latency": (
+        ["--rate", "100", "--seconds", "3", "--warmup-seconds", "1"],
+        {"p50_ms", "p95_ms", "p99_ms", "stages_ms", "lost", "targets_met"},
+    ),
     "features": (
         ["--readings", "20000", "--naive-readings", "300"],
         {"agent_readings_per_s", "naive_readings_per_s", "agent_vs_naive", "targets_met"},
@@ -99,6 +103,9 @@ def test_every_bench_runs_and_prints_its_json(
     assert keys <= set(result), sorted(keys - set(result))
     if "lost" in result:  # tiny, but nothing accepted may go missing even so
         assert result["lost"] == 0
+    if bench == "latency":  # every stage of the scoring path measured by the worker itself
+        assert set(result["stages_ms"]) >= {"kafka_wait", "decode", "features", "score",
+                                            "publish", "store"}  # fmt: skip
 
 
 def test_a_bench_without_its_services_says_so_in_one_line(stream_app: Run) -> None:
