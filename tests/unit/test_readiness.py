@@ -82,13 +82,20 @@ def test_probes_run_on_a_thread_at_most_every_interval_and_a_slow_one_does_not_b
         clock.now = 3.0
         ready, _ = await readiness.report()  # starts a probe, answers from the last one
         assert ready
+        for _ in range(5_000):  # the hanging probe's thread has begun
+            if len(calls) == 2:
+                break
+            await asyncio.sleep(0.001)
         for _ in range(3):
             await readiness.report()
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.01)
         assert len(calls) == 2  # one probe at a time, not one per request
         answer.set()
-        await asyncio.sleep(0.2)
-        ready, body = await readiness.report()
+        for _ in range(5_000):  # its answer is in
+            ready, body = await readiness.report()
+            if not ready:
+                break
+            await asyncio.sleep(0.001)
         assert not ready
         assert body["reasons"] == ["kafka is unreachable: ConnectionError: broker down"]
 

@@ -211,8 +211,9 @@ def test_served_at_event_time_features_are_read_for_each_window_of_event_times()
 
 def test_every_stage_of_a_batch_is_timed_where_its_time_goes() -> None:
     """kafka_wait per event; decode, features, score, publish and store per batch: in the
-    histogram and in the monitor (dashboard, status). Here Kafka answers after 50 ms and
-    Cassandra after 150 ms, and the events waited 200 ms before the batch began."""
+    histogram and in the monitor (dashboard, status). Here Kafka answers at least 50 ms after
+    it is asked and Cassandra at least 150 ms, and the events waited 200 ms before the batch
+    began."""
 
     async def scenario() -> None:
         registry = CollectorRegistry()
@@ -221,6 +222,10 @@ def test_every_stage_of_a_batch_is_timed_where_its_time_goes() -> None:
         published, stored = h.publisher.gate.hold(), h.predictions.gate.hold()
         produced = int(time.time() * 1000) - 200
         batch = asyncio.ensure_future(h.service.process([event(i, at=produced) for i in range(5)]))
+        for _ in range(5_000):  # until Kafka and Cassandra were both asked
+            if h.publisher.gate.calls and h.predictions.gate.calls:
+                break
+            await asyncio.sleep(0.001)
         await asyncio.sleep(0.05)
         published.set()
         await asyncio.sleep(0.1)
