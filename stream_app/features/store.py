@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard, TypeVar
 
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
@@ -32,6 +32,7 @@ class FeatureRow(NamedTuple):
 
 
 READ_GROUP = 100  # entity ids per read query
+T = TypeVar("T")
 
 
 class CassandraFeatureStore:
@@ -119,12 +120,7 @@ class CassandraFeatureStore:
         results = await asyncio.gather(*(read for _, _, read, _ in reads), return_exceptions=True)
         found: dict[tuple[str, str], dict[str, StoredFeature]] = {}
         for (entity_key, ids, _, feature), result in zip(reads, results, strict=True):
-            if isinstance(result, BaseException):
-                if not isinstance(result, Exception):
-                    raise result  # cancellation
-                if is_outage(result):
-                    raise FeatureLookupError(f"reading features failed: {result}") from result
-                self.read_timeouts += len(ids)
+            if not self._answered(result, ids):
                 continue
             if feature is not None:  # a batch feature: the newest version valid at at_ms
                 for entity_id, value, valid_ms in result:
@@ -138,6 +134,19 @@ class CassandraFeatureStore:
                     window_values(groups, entity_panes, at_ms, complete_panes_only)
                 )
         return {key: found.get(key, {}) for key in keys}
+
+    def _answered(self, result: T | BaseException, ids: Sequence[str]) -> TypeGuard[T]:
+        """Whether one concurrent read (from ``gather(..., return_exceptions=True)``) answered.
+        A timeout leaves its ``ids`` missing (counted in ``read_timeouts``); Cassandra being
+        unreachable raises ``FeatureLookupError``; a cancellation is raised again."""
+        if not isinstance(result, BaseException):
+            return True
+        if not isinstance(result, Exception):
+            raise result  # cancellation
+        if is_outage(result):
+            raise FeatureLookupError(f"reading features failed: {result}") from result
+        self.read_timeouts += len(ids)
+        return False
 
     async def read_entities_at(
         self, entities: Iterable[tuple[str, str]], at_ms: int
@@ -215,12 +224,7 @@ class CassandraFeatureStore:
         )
         found: dict[tuple[str, str], dict[str, StoredFeature]] = {}
         for (entity_key, ids), result in zip(groups, results, strict=True):
-            if isinstance(result, BaseException):
-                if not isinstance(result, Exception):
-                    raise result  # cancellation
-                if is_outage(result):
-                    raise FeatureLookupError(f"reading features failed: {result}") from result
-                self.read_timeouts += len(ids)
+            if not self._answered(result, ids):
                 continue
             for entity_id in ids:
                 found[(entity_key, entity_id)] = result.get((entity_key, entity_id), {})
