@@ -121,10 +121,8 @@ class ScoringService:
             messages, self._required_entities(entity_keys), self.settings.worker.max_message_bytes
         )
         self._stage("decode", [time.perf_counter() - started])
-        features_started = time.perf_counter()
         served_at = await self._read_features(accepted, entity_keys)
         score_started = time.perf_counter()
-        self._stage("features", [score_started - features_started])
         groups: list[tuple[ScoringModel, list[tuple[InputMessage, ClientEvent]]]]
         if models.splits_traffic and models.challenger is not None:
             split_key = self.use_case.entities.split_key
@@ -241,7 +239,9 @@ class ScoringService:
             def served_at(event: ClientEvent) -> tuple[StoredFeatures, int]:
                 return stored, now
 
-        self.metrics.feature_read_seconds.observe(time.perf_counter() - read_started)
+        elapsed = time.perf_counter() - read_started
+        self.metrics.feature_read_seconds.observe(elapsed)
+        self._stage("features", [elapsed])
         return served_at
 
     async def _read_at_event_times(
