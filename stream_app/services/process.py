@@ -50,11 +50,28 @@ class ServiceSpec:
 
 
 @dataclass(frozen=True)
+class LogMark:
+    """Where a log file ended just before the process started: the file (by inode, which a
+    rollover renames but keeps) and its size then."""
+
+    inode: int
+    size: int
+
+    @classmethod
+    def of(cls, path: Path) -> LogMark:
+        try:
+            found = path.stat()
+        except OSError:
+            return cls(inode=-1, size=0)
+        return cls(inode=found.st_ino, size=found.st_size)
+
+
+@dataclass(frozen=True)
 class Started:
     """A process just started, and where its logs ended before it started."""
 
     process: subprocess.Popen[bytes]
-    log_offsets: dict[Path, int]
+    log_marks: dict[Path, LogMark]
 
     @property
     def pid(self) -> int:
@@ -126,7 +143,7 @@ def start(spec: ServiceSpec) -> Started | None:
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     spec.console_log.parent.mkdir(parents=True, exist_ok=True)
     # Logs are appended across restarts: readiness only counts what this run writes.
-    offsets = {log: _size(log) for log in (spec.server_log, spec.console_log)}
+    marks = {log: LogMark.of(log) for log in (spec.server_log, spec.console_log)}
     with spec.console_log.open("ab") as console:
         process = subprocess.Popen(
             spec.command,
@@ -138,14 +155,7 @@ def start(spec: ServiceSpec) -> Started | None:
         )
     ticks = _start_ticks(process.pid)
     spec.pid_file.write_text(f"{process.pid} {ticks}\n")
-    return Started(process, offsets)
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
+    return Started(process, marks)
 
 
 def wait_ready(spec: ServiceSpec, started_process: Started, timeout_s: float) -> float:
@@ -157,13 +167,13 @@ def wait_ready(spec: ServiceSpec, started_process: Started, timeout_s: float) ->
     started = time.monotonic()
     deadline = started + timeout_s
     last_error = "its log has not yet reported start-up"
-    process, offsets = started_process.process, started_process.log_offsets
+    process, marks = started_process.process, started_process.log_marks
     while time.monotonic() < deadline:
         code = process.poll()
         if code is not None:
             spec.pid_file.unlink(missing_ok=True)
             raise ServiceNotReady(_not_ready(spec, f"exited with code {code}"))
-        if any(spec.ready_line in _read(log, offset) for log, offset in offsets.items()):
+        if any(spec.ready_line in written_since(log, mark) for log, mark in marks.items()):
             try:
                 spec.provision()
                 spec.probe()
@@ -174,6 +184,22 @@ def wait_ready(spec: ServiceSpec, started_process: Started, timeout_s: float) ->
     raise ServiceNotReady(
         _not_ready(spec, f"not ready after {timeout_s:.0f} s ({last_error}); it is still running")
     )
+
+
+def written_since(path: Path, mark: LogMark) -> str:
+    """What was written to the log at ``path`` since ``mark``, across a rollover: a server
+    that rolls its log over while it starts (Kafka's ``server.log`` at 50 MB, say) renames the
+    marked file and starts a new one, so the new file counts from its first byte and the
+    renamed one (found by its inode beside it) from the mark."""
+    current = LogMark.of(path)
+    if current.inode == mark.inode:
+        return _read(path, mark.size)
+    rolled = [
+        sibling
+        for sibling in path.parent.glob(f"{path.name}*")
+        if sibling != path and LogMark.of(sibling).inode == mark.inode
+    ]
+    return "".join(_read(old, mark.size) for old in rolled) + _read(path, 0)
 
 
 def _read(path: Path, offset: int) -> str:

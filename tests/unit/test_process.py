@@ -144,3 +144,28 @@ def test_a_ready_line_left_by_an_earlier_run_does_not_count(tmp_path: Path) -> N
             process.wait_ready(spec, started, timeout_s=1)
     finally:
         process.stop(spec, timeout_s=5)
+
+
+def test_a_log_rolled_over_during_start_up_still_shows_the_ready_line(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    log.write_text("an earlier run: toy is up\n" * 100)
+    mark = process.LogMark.of(log)
+    with log.open("a") as old:  # this run writes to the old file, then rolls it over
+        old.write("starting\n")
+    log.rename(tmp_path / "server.log.1")
+    log.write_text("toy is up\n")  # shorter than the mark: read from its first byte
+    assert process.written_since(log, mark) == "starting\ntoy is up\n"
+
+    mark = process.LogMark.of(log)
+    with log.open("a") as old:  # the ready line went to the file before it rolled
+        old.write("toy is up again\n")
+    log.rename(tmp_path / "server.log.2")
+    log.write_text("")
+    assert process.written_since(log, mark) == "toy is up again\n"
+
+
+def test_a_log_that_did_not_exist_counts_from_its_first_byte(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    mark = process.LogMark.of(log)
+    log.write_text("toy is up\n")
+    assert process.written_since(log, mark) == "toy is up\n"
