@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
@@ -55,6 +57,7 @@ def ensure_topics(kafka: KafkaSettings) -> list[TopicOutcome]:
     existing = metadata.topics
     missing = [plan for plan in plans if plan.name not in existing]
     outcomes = {plan.name: TopicOutcome(plan.name, "created") for plan in missing}
+    raced: list[str] = []  # created meanwhile by another init, or not yet in our metadata
     if missing:
         futures = admin.create_topics(
             [
@@ -67,9 +70,11 @@ def ensure_topics(kafka: KafkaSettings) -> list[TopicOutcome]:
             try:
                 future.result()
             except KafkaException as exc:
-                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # raced with another init
+                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                     raise TopicSetupError(f"creating topic {name} failed: {exc}") from exc
-                outcomes[name] = TopicOutcome(name, "exists")
+                raced.append(name)
+    if raced:  # judged like any existing topic, on metadata that lists it
+        existing = {**existing, **_described(admin, raced)}
     present = [plan for plan in plans if plan.name in existing]
     configs = _current_configs(admin, [plan for plan in present if plan.config])
     for plan in present:
@@ -86,6 +91,23 @@ def ensure_topics(kafka: KafkaSettings) -> list[TopicOutcome]:
         else:
             outcomes[plan.name] = TopicOutcome(plan.name, "exists")
     return [outcomes[plan.name] for plan in plans]
+
+
+def _described(admin: AdminClient, names: list[str]) -> dict[str, Any]:
+    """Metadata of topics that exist, read until the broker lists their partitions."""
+    found: dict[str, Any] = {}
+    deadline = time.monotonic() + ADMIN_TIMEOUT_S
+    while len(found) < len(names) and time.monotonic() < deadline:
+        for name in names:
+            topic = admin.list_topics(name, timeout=ADMIN_TIMEOUT_S).topics.get(name)
+            if topic is not None and topic.error is None and topic.partitions:
+                found[name] = topic
+        if len(found) < len(names):
+            time.sleep(0.2)
+    missing = sorted(set(names) - set(found))
+    if missing:
+        raise TopicSetupError(f"topics {missing} exist but their metadata did not arrive")
+    return found
 
 
 def _current_configs(admin: AdminClient, plans: list[TopicPlan]) -> dict[str, dict[str, str]]:

@@ -63,6 +63,32 @@ def test_a_topic_that_differs_is_reported(
     assert "2 partitions, settings ask for 4" in predictions.detail
 
 
+def test_a_topic_another_init_created_meanwhile_is_still_compared(
+    scratch_settings: Settings, kafka_admin: AdminClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between our metadata read and our create, another `init` (or the broker's metadata
+    lagging behind a create) made the topics: they are judged as existing ones, not waved
+    through as "exists"."""
+    from stream_app.provisioning import topics
+
+    ensure_topics(scratch_settings.kafka)  # the other init, with 2 partitions
+    reach = topics.reach
+
+    def stale(kafka: KafkaSettings, timeout_s: float) -> Any:
+        admin, metadata = reach(kafka, timeout_s)
+        for name in kafka.topics.all():
+            metadata.topics.pop(name, None)  # what we read before the other init ran
+        return admin, metadata
+
+    monkeypatch.setattr(topics, "reach", stale)
+    wider = scratch_settings.kafka.model_copy(update={"partitions": 4})
+    outcomes = {o.name: o for o in ensure_topics(wider)}
+    predictions = outcomes[scratch_settings.kafka.topics.predictions]
+    assert predictions.action == "differs"
+    assert "2 partitions, settings ask for 4" in predictions.detail
+    assert {o.action for o in ensure_topics(scratch_settings.kafka)} == {"exists"}
+
+
 def test_keyspace_and_tables_created_once(
     scratch_settings: Settings, cassandra_session: Any
 ) -> None:
