@@ -12,9 +12,9 @@ threshold, zeros and missing values: every decision boundary of the trees) plus 
 the caller has (an evaluation's holdout, a training run's validation rows). They must agree
 within ``TOLERANCE`` relative to the prediction (measured: at most 2.5e-16 on a binary model's
 probabilities and 2e-13 on a regression's minutes, from summing the trees in another order).
-A model that cannot be compiled (lleaves or llvmlite missing, a model text lleaves refuses)
-or that fails the check is scored by LightGBM instead, with one warning line and
-``stream_app_scorer_fallbacks_total{reason}``.
+A model that cannot be compiled (lleaves or llvmlite missing, a model text lleaves refuses, a
+multiclass model) or that fails the check (lleaves compiles linear trees as plain ones) is
+scored by LightGBM instead, with one warning line and ``stream_app_scorer_fallbacks_total``.
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ class CompileFailed(Exception):
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
-        self.reason = reason  # the metric's label: unavailable, compile_error or mismatch
+        self.reason = (
+            reason  # the metric's label: unavailable, unsupported, compile_error, mismatch
+        )
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ class CompiledScorer:
                 f"the registry lists {len(self._feature_names)}"
             )
         if int(model.num_model_per_iteration()) != 1:
-            raise CompileFailed("compile_error", "multiclass models are not compiled")
+            raise CompileFailed("unsupported", "multiclass models are not compiled")
         # lleaves' own predict costs ~10 us of Python per call: call its entry point directly
         address = model._execution_engine.get_function_address(_ENTRY)
         self._entry = _ENTRY_TYPE(address)

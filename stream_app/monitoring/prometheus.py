@@ -163,7 +163,7 @@ class WorkerMetrics:
         self.scorer_fallbacks = Counter(
             "stream_app_scorer_fallbacks_total",
             "Model versions scored by LightGBM because compiling them failed, by reason "
-            "(unavailable, compile_error, mismatch).",
+            "(unavailable, unsupported, compile_error, mismatch).",
             ["reason"],
             registry=r,
         )
