@@ -269,6 +269,14 @@ class ScoringSettings(BaseModel):
     feature_read_timeout_s: float = Field(
         1.0, gt=0, description="A feature read slower than this counts as missing."
     )
+    compiled: bool = Field(
+        True,
+        description="Score with each model version compiled to native code (lleaves), cached "
+        "in <services.home>/compiled and checked against LightGBM's predictions when loaded; "
+        "a model that cannot be compiled or differs is scored by LightGBM (a warning and "
+        "stream_app_scorer_fallbacks_total). Off: always LightGBM. Also used by replay and "
+        "evaluation.",
+    )
 
 
 class AccuracySettings(BaseModel):

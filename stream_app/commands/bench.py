@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from stream_app.settings import Settings
 
@@ -75,18 +76,37 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--repeat", type=int, default=1, help="run the chosen scenarios this many times"
     )
     chaos.add_argument("--use-case", help="use case name or .toml path (default: settings)")
-    for bench in (decode, simulation, e2e, latency, features, freshness, replay, chaos):
+    scorer = benches.add_parser(
+        "scorer",
+        help="the compiled scorer against LightGBM predict at batch sizes 1 and 1,000 "
+        "(every shipped use case unless --use-case)",
+    )
+    scorer.add_argument("--use-case", help="use case name or .toml path (default: all shipped)")
+    scorer.add_argument("--days", type=float, default=3.0, help="days of simulated history")
+    scorer.add_argument("--events-per-day", type=int, help="history density (default: spec)")
+    scorer.add_argument("--repeats", type=int, default=2000, help="calls at batch size 1")
+    for bench in (decode, simulation, e2e, latency, features, freshness, replay, chaos, scorer):
         bench.add_argument("--json", type=Path, help="also write the JSON to this file")
     parser.set_defaults(run=run)
 
 
-OFFLINE = ("decode", "simulation")  # the benches that need no Kafka or Cassandra
+OFFLINE = ("decode", "simulation", "scorer")  # the benches that need no Kafka or Cassandra
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.errors import NoSimulation
     from stream_app.use_cases.deployment import load
 
+    if args.bench == "scorer" and not args.use_case:  # every shipped use case
+        from stream_app.bench import scorer as scorer_bench
+        from stream_app.use_cases.spec import available_use_cases, load_use_case
+
+        shipped = [load_use_case(name) for name in available_use_cases()]
+        result = scorer_bench.run(
+            settings, [u for u in shipped if u.simulation is not None], args.days,
+            args.events_per_day, args.repeats,
+        )  # fmt: skip
+        return _print(result, args.json)
     use_case, settings = load(args.use_case, settings)
     if use_case.simulation is None:  # every bench runs on a simulated world
         raise NoSimulation(use_case.name, args.use_case or settings.use_case, "benchmark on")
@@ -130,6 +150,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from stream_app.bench import replay_speed as replay_bench
 
         result = replay_bench.run(settings, use_case, args.events, args.rounds)
+    elif args.bench == "scorer":
+        from stream_app.bench import scorer as scorer_bench
+
+        result = scorer_bench.run(
+            settings, [use_case], args.days, args.events_per_day, args.repeats
+        )
     elif args.bench == "chaos":
         from stream_app.bench import chaos as chaos_bench
 
@@ -137,8 +163,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         result = chaos_bench.run(
             settings, use_case, scenarios, args.rate, args.seconds, repeat=args.repeat
         )
+    return _print(result, args.json)
+
+
+def _print(result: dict[str, Any], path: Path | None) -> int:
     text = json.dumps(result, indent=2)
     print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    if path:
+        path.write_text(text + "\n")
     return 0

@@ -23,8 +23,9 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer
 
-from stream_app.models.registry import ModelVersion, RegistryReader, RoleAssignment
-from stream_app.models.scorer import LightGBMScorer
+from stream_app.models.compiled import Compilation
+from stream_app.models.registry import ModelVersion, RegistryReader, RoleAssignment, load_scorer
+from stream_app.models.scorer import Scorer
 from stream_app.monitoring.prometheus import WorkerMetrics
 from stream_app.monitoring.state import Monitor
 from stream_app.scoring.model_set import ModelSet, ScoringModel
@@ -60,7 +61,8 @@ class ModelWatcher:
         self.metrics = metrics
         self.use_case = registry.use_case
         self.state: dict[str, tuple[str, float]] = {}
-        self._scorers: dict[str, tuple[LightGBMScorer, ModelVersion]] = {}
+        self._scorers: dict[str, tuple[Scorer, ModelVersion]] = {}
+        self._compilation = Compilation.from_settings(settings)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-watcher")
         self._consumer: Any = None
         self._runner: asyncio.Task[None] | None = None
@@ -69,13 +71,17 @@ class ModelWatcher:
 
     # -- building model sets (blocking: run on the watcher's thread) ------------------------
 
-    def _scorer(self, version: str) -> tuple[LightGBMScorer, ModelVersion]:
+    def _scorer(self, version: str) -> tuple[Scorer, ModelVersion]:
         if version not in self._scorers:
             started = time.perf_counter()
             model = self.registry.get(version)
-            scorer = LightGBMScorer(model.version, model.feature_names,
-                                    self.registry.artifact(version))  # fmt: skip
+            fallbacks = self.metrics.scorer_fallbacks
+            scorer = load_scorer(
+                self.registry, version, self._compilation,
+                on_fallback=lambda reason: fallbacks.labels(reason).inc(),
+            )  # fmt: skip
             self.metrics.model_load_seconds.observe(time.perf_counter() - started)
+            self.metrics.scorers_loaded.labels(getattr(scorer, "kind", "lightgbm")).inc()
             self._scorers[version] = (scorer, model)
         return self._scorers[version]
 

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 from cassandra.cluster import Session
 
+from stream_app.models.compiled import Compilation
 from stream_app.models.metrics import HIGHER_IS_BETTER, task_metrics
 from stream_app.models.registry import ModelRegistry
-from stream_app.models.scorer import LightGBMScorer
+from stream_app.models.scorer import Scorer
 from stream_app.models.training import TrainingSet, load_training_set
 from stream_app.settings import LifecycleSettings, Settings
 from stream_app.storage.ground_truth import GroundTruthStore
@@ -120,7 +121,7 @@ def decide(
     return Decision(ok, reasons, improvement, p_value)
 
 
-def _latency_us(scorer: LightGBMScorer, matrix: Array) -> dict[str, float]:
+def _latency_us(scorer: Scorer, matrix: Array) -> dict[str, float]:
     batch = matrix[: min(len(matrix), 1000)]
     started = time.perf_counter()
     scorer.predict(batch)
@@ -182,10 +183,14 @@ def evaluate(
     labels = GroundTruthStore(session, keyspace, use_case.name)
     names = list(dict.fromkeys(challenger_model.feature_names + champion_model.feature_names))
     holdout: TrainingSet = load_training_set(predictions, labels, names, since, until)
-    scorers = {
-        "champion": registry.load_scorer(champion_version),
-        "challenger": registry.load_scorer(challenger_version),
-    }
+    compilation = Compilation.from_settings(settings)
+    scorers = {  # compiled versions are also checked against LightGBM on the holdout
+        role: registry.load_scorer(
+            model.version, compilation,
+            check_rows=holdout.features[:, [names.index(n) for n in model.feature_names]],
+        )
+        for role, model in (("champion", champion_model), ("challenger", challenger_model))
+    }  # fmt: skip
     metric = primary_metric(use_case, settings.lifecycle)
     actual = holdout.labels
     if not len(actual):

@@ -18,7 +18,9 @@ from typing import Any, Protocol
 from cassandra.cluster import Session
 
 from stream_app.errors import ModelNotFound
-from stream_app.models.scorer import LightGBMScorer
+from stream_app.models.compiled import Compilation, FallbackHook
+from stream_app.models.compiled import load_scorer as load_compiled
+from stream_app.models.scorer import Matrix, Scorer
 
 ROLES = ("champion", "challenger", "shadow")
 
@@ -70,6 +72,32 @@ class RegistryReader(Protocol):
     def artifact(self, version: str) -> str: ...
 
     def champion(self) -> RoleAssignment: ...
+
+
+def load_scorer(
+    registry: RegistryReader,
+    version: str,
+    compilation: Compilation,
+    threads: int = 1,
+    check_rows: Matrix | None = None,
+    on_fallback: FallbackHook | None = None,
+) -> Scorer:
+    """A registered version ready to score on ``threads`` threads: compiled and checked against
+    LightGBM (``check_rows``: real rows in its column order, besides its thresholds' rows), or
+    LightGBM itself when compilation is off or fails (``on_fallback(reason)``). The one way the
+    worker, replay and evaluation load a model."""
+    model = registry.get(version)
+    return load_compiled(
+        model.version, model.feature_names, registry.artifact(version),
+        compilation=_for_use_case(compilation, model.use_case), threads=threads,
+        check_rows=check_rows, on_fallback=on_fallback,
+    )  # fmt: skip
+
+
+def _for_use_case(compilation: Compilation, use_case: str) -> Compilation:
+    if compilation.cache_dir is None:
+        return compilation
+    return Compilation(compilation.enabled, compilation.cache_dir / use_case)
 
 
 class ModelRegistry:
@@ -194,10 +222,16 @@ class ModelRegistry:
             )
         return found
 
-    def load_scorer(self, version: str, threads: int = 1) -> LightGBMScorer:
-        """The version, loaded and ready to score (on ``threads`` threads)."""
-        model = self.get(version)
-        return LightGBMScorer(model.version, model.feature_names, self.artifact(version), threads)
+    def load_scorer(
+        self,
+        version: str,
+        compilation: Compilation,
+        threads: int = 1,
+        check_rows: Matrix | None = None,
+        on_fallback: FallbackHook | None = None,
+    ) -> Scorer:
+        """The version, loaded and ready to score (the module's ``load_scorer``)."""
+        return load_scorer(self, version, compilation, threads, check_rows, on_fallback)
 
     def roles(self) -> dict[str, RoleAssignment]:
         rows = self.session.execute(self._roles, (self.use_case,))

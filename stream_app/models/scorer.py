@@ -30,6 +30,8 @@ class LightGBMScorer:
     costs more than it saves on micro-batches, and the worker's event loop shares the core);
     a replay's large batches use every core."""
 
+    kind = "lightgbm"
+
     def __init__(
         self, version: str, feature_names: list[str], model_text: str, threads: int = 1
     ) -> None:

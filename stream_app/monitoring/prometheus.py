@@ -155,8 +155,22 @@ class WorkerMetrics:
         )
         self.model_load_seconds = Histogram(
             "stream_app_model_load_seconds",
-            "Reading a model version from the registry and loading it (in the background).",
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            "Reading a model version from the registry and loading it (in the background; "
+            "compiling it when it is not in the cache).",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.scorer_fallbacks = Counter(
+            "stream_app_scorer_fallbacks_total",
+            "Model versions scored by LightGBM because compiling them failed, by reason "
+            "(unavailable, unsupported, compile_error, mismatch).",
+            ["reason"],
+            registry=r,
+        )
+        self.scorers_loaded = Counter(
+            "stream_app_scorers_loaded_total",
+            "Model versions loaded, by the scorer that serves them (compiled or lightgbm).",
+            ["kind"],
             registry=r,
         )
         self.last_retry: float | None = None  # monotonic time of the last outage retry

@@ -39,8 +39,9 @@ from stream_app.features.store import CassandraFeatureStore
 from stream_app.features.vector import FeatureVectorBuilder, ServedVector
 from stream_app.kafka.producer import KafkaPublisher
 from stream_app.messages import InputMessage, Record
+from stream_app.models.compiled import Compilation
 from stream_app.models.registry import ModelRegistry, ModelVersion
-from stream_app.models.scorer import LightGBMScorer
+from stream_app.models.scorer import Scorer
 from stream_app.replay import report as build
 from stream_app.replay.plan import ReplayPlan, plan_replay
 from stream_app.replay.reader import RangeReader, read_range, replay_group
@@ -86,7 +87,7 @@ class ReplayRequest:
 @dataclass
 class _Model:
     meta: ModelVersion
-    scorer: LightGBMScorer
+    scorer: Scorer
     columns: list[int]  # its features' positions in the replay's feature order
 
 
@@ -135,11 +136,12 @@ class Backtest:
         keyspace = settings.cassandra.keyspace
         registry = ModelRegistry(session, keyspace, use_case.name)
         metas = [registry.get(v) for v in request.versions]
+        compilation = Compilation.from_settings(settings)
         self.names = list(dict.fromkeys(n for m in metas for n in m.feature_names))
         self.models = [
             _Model(
                 m,
-                registry.load_scorer(m.version, os.cpu_count() or 1),
+                registry.load_scorer(m.version, compilation, os.cpu_count() or 1),
                 [self.names.index(n) for n in m.feature_names],
             )
             for m in metas
