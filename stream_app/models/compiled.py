@@ -66,14 +66,21 @@ class CompileFailed(Exception):
 
 @dataclass(frozen=True)
 class Compilation:
-    """Whether versions are compiled, and where compiled versions are kept."""
+    """Whether versions are compiled, where compiled versions are kept, and how.
+
+    ``quick``: when no optimised object of the version is cached, compile without inlining
+    (measured on a 391-tree model: 3.1 s to compile against 14.5 s, 7.8 against 7.2 us for one
+    row, 4.9 against 4.1 ms for 1,000): what a replay or an evaluation, which cannot wait for
+    the worker's background compile, uses. The worker compiles optimised, in the background.
+    """
 
     enabled: bool
     cache_dir: Path | None  # None: compile in memory every time
+    quick: bool = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Compilation:
-        return cls(settings.scoring.compiled, settings.services.home / "compiled")
+    def from_settings(cls, settings: Settings, quick: bool = False) -> Compilation:
+        return cls(settings.scoring.compiled, settings.services.home / "compiled", quick)
 
     @classmethod
     def off(cls) -> Compilation:
@@ -148,16 +155,25 @@ def cache_key(model_text: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
-def _compile(model_file: Path, cache: Path | None) -> Any:
+def _compile(model_file: Path, cache: Path | None, inline: bool = True) -> Any:
     import lleaves
 
     model = lleaves.Model(str(model_file))
-    model.compile(cache=None if cache is None else str(cache))
+    model.compile(cache=None if cache is None else str(cache), finline=inline)
     return model
 
 
-def compile_model(version: str, model_text: str, cache_dir: Path | None) -> tuple[Any, float, bool]:
-    """The compiled lleaves model, the seconds it took and whether it came from the cache."""
+def cached_object(version: str, model_text: str, cache_dir: Path, inline: bool = True) -> Path:
+    """Where the compiled object of ``version`` is kept (optimised, or quick without inlining)."""
+    return cache_dir / f"{_safe(version)}-{cache_key(model_text)}{'' if inline else '-quick'}.o"
+
+
+def compile_model(
+    version: str, model_text: str, cache_dir: Path | None, quick: bool = False
+) -> tuple[Any, float, bool]:
+    """The compiled lleaves model, the seconds it took and whether it came from the cache.
+
+    ``quick``: the optimised object if it is cached, else a quick compile (no inlining)."""
     try:
         import lleaves  # noqa: F401
         import llvmlite.binding  # noqa: F401
@@ -165,10 +181,13 @@ def compile_model(version: str, model_text: str, cache_dir: Path | None) -> tupl
         raise CompileFailed("unavailable", f"lleaves cannot be imported ({e})") from None
     started = time.perf_counter()
     target: Path | None = None
+    inline = not quick
     if cache_dir is not None:
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
-            target = cache_dir / f"{_safe(version)}-{cache_key(model_text)}.o"
+            optimised = cached_object(version, model_text, cache_dir)
+            inline = inline or optimised.exists()
+            target = optimised if inline else cached_object(version, model_text, cache_dir, False)
         except OSError as e:
             log.warning("cannot keep compiled models in %s (%s); compiling in memory",
                         cache_dir, e)  # fmt: skip
@@ -177,7 +196,7 @@ def compile_model(version: str, model_text: str, cache_dir: Path | None) -> tupl
         model_file.write_text(model_text)
         if target is not None and target.exists():
             try:
-                return _compile(model_file, target), time.perf_counter() - started, True
+                return _compile(model_file, target, inline), time.perf_counter() - started, True
             except Exception as e:  # an unreadable cached object: compile again
                 log.warning("compiled model %s unusable (%s); compiling again", target, e)
                 target.unlink(missing_ok=True)
@@ -186,7 +205,7 @@ def compile_model(version: str, model_text: str, cache_dir: Path | None) -> tupl
         if target is not None:
             partial = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}")
         try:
-            model = _compile(model_file, partial)
+            model = _compile(model_file, partial, inline)
         except Exception as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise CompileFailed("compile_error", f"lleaves: {type(e).__name__}: {first}") from e
@@ -282,7 +301,7 @@ def load_scorer(
     threads: int = 1,
     check_rows: Matrix | None = None,
     on_fallback: FallbackHook | None = None,
-    compiler: Callable[[str, str, Path | None], tuple[Any, float, bool]] = compile_model,
+    compiler: Callable[[str, str, Path | None, bool], tuple[Any, float, bool]] = compile_model,
 ) -> Scorer:
     """The version compiled and checked against LightGBM, or LightGBM itself when compilation
     is off, impossible, or its predictions differ (a warning line and ``on_fallback(reason)``).
@@ -293,7 +312,9 @@ def load_scorer(
     if not compilation.enabled:
         return reference
     try:
-        model, seconds, hit = compiler(version, model_text, compilation.cache_dir)
+        model, seconds, hit = compiler(
+            version, model_text, compilation.cache_dir, compilation.quick
+        )
         scorer = CompiledScorer(version, feature_names, model, threads,
                                 compile_seconds=seconds, cache_hit=hit)  # fmt: skip
         rows = threshold_rows(model_text, len(feature_names))

@@ -183,7 +183,7 @@ def evaluate(
     labels = GroundTruthStore(session, keyspace, use_case.name)
     names = list(dict.fromkeys(challenger_model.feature_names + champion_model.feature_names))
     holdout: TrainingSet = load_training_set(predictions, labels, names, since, until)
-    compilation = Compilation.from_settings(settings)
+    compilation = Compilation.from_settings(settings, quick=True)
     scorers = {  # compiled versions are also checked against LightGBM on the holdout
         role: registry.load_scorer(
             model.version, compilation,

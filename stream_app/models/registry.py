@@ -97,7 +97,7 @@ def load_scorer(
 def _for_use_case(compilation: Compilation, use_case: str) -> Compilation:
     if compilation.cache_dir is None:
         return compilation
-    return Compilation(compilation.enabled, compilation.cache_dir / use_case)
+    return Compilation(compilation.enabled, compilation.cache_dir / use_case, compilation.quick)
 
 
 class ModelRegistry:

@@ -136,7 +136,7 @@ class Backtest:
         keyspace = settings.cassandra.keyspace
         registry = ModelRegistry(session, keyspace, use_case.name)
         metas = [registry.get(v) for v in request.versions]
-        compilation = Compilation.from_settings(settings)
+        compilation = Compilation.from_settings(settings, quick=True)
         self.names = list(dict.fromkeys(n for m in metas for n in m.feature_names))
         self.models = [
             _Model(

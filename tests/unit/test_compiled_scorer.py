@@ -120,6 +120,28 @@ def test_a_second_load_reads_the_disk_cache_instead_of_compiling(
     assert len(list((tmp_path / "cache").iterdir())) == 2
 
 
+def test_quick_compiles_without_inlining_unless_the_optimised_object_is_cached(
+    trained: Trained, tmp_path: Path
+) -> None:
+    quick = Compilation(True, tmp_path, quick=True)
+    first = load_scorer("v8", trained.feature_names, trained.model_text, compilation=quick)
+    assert isinstance(first, CompiledScorer)
+    [made] = tmp_path.iterdir()
+    assert made.name.endswith("-quick.o")
+    rows = trained.validation[:1000]
+    reference = LightGBMScorer("v8", trained.feature_names, trained.model_text)
+    assert np.abs(first.predict(rows) - reference.predict(rows)).max() <= MEASURED_BOUND
+
+    optimised = load_scorer("v8", trained.feature_names, trained.model_text,
+                            compilation=Compilation(True, tmp_path))  # fmt: skip
+    assert isinstance(optimised, CompiledScorer)
+    assert not optimised.cache_hit  # the quick object is not the optimised one
+    again = load_scorer("v8", trained.feature_names, trained.model_text, compilation=quick)
+    assert isinstance(again, CompiledScorer)
+    assert again.cache_hit  # the optimised object, now that there is one
+    assert sorted(p.name.endswith("-quick.o") for p in tmp_path.iterdir()) == [False, True]
+
+
 def fallbacks(registry: CollectorRegistry, reason: str) -> float:
     value = registry.get_sample_value("stream_app_scorer_fallbacks_total", {"reason": reason})
     return value or 0.0
@@ -178,7 +200,7 @@ def test_a_compiler_error_falls_back_and_a_wrong_compiled_model_is_refused(
 ) -> None:
     reasons: list[str] = []
 
-    def broken(version: str, text: str, cache: Path | None) -> tuple[Any, float, bool]:
+    def broken(version: str, text: str, cache: Path | None, quick: bool) -> tuple[Any, float, bool]:
         raise RuntimeError("LLVM ERROR: out of registers\nand more")
 
     with caplog.at_level(logging.WARNING, logger="stream_app.models.compiled"):
@@ -193,8 +215,10 @@ def test_a_compiler_error_falls_back_and_a_wrong_compiled_model_is_refused(
     # the seam hands over a real compiled model of another model text: the check refuses it
     fewer = lgb.Booster(model_str=trained.model_text).model_to_string(num_iteration=2)
 
-    def other_model(version: str, text: str, cache: Path | None) -> tuple[Any, float, bool]:
-        return compiled.compile_model(version, fewer, cache)
+    def other_model(
+        version: str, text: str, cache: Path | None, quick: bool
+    ) -> tuple[Any, float, bool]:
+        return compiled.compile_model(version, fewer, cache, quick)
 
     scorer = load_scorer("v4", trained.feature_names, trained.model_text,
                          compilation=Compilation(True, None), on_fallback=reasons.append,

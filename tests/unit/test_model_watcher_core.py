@@ -5,6 +5,7 @@ leaves the set alone when nothing changed."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
@@ -15,7 +16,9 @@ from prometheus_client import CollectorRegistry
 
 from stream_app.errors import ModelNotFound
 from stream_app.lifecycle.watcher import ModelWatcher
+from stream_app.models.compiled import CompiledScorer
 from stream_app.models.registry import ModelVersion, RoleAssignment
+from stream_app.models.scorer import LightGBMScorer
 from stream_app.monitoring.prometheus import WorkerMetrics
 from stream_app.monitoring.state import Monitor
 from stream_app.scoring.service import ScoringService
@@ -23,7 +26,7 @@ from stream_app.settings import Settings
 from tests.fakes.stores import MemoryFeatures, MemoryPredictions, MemoryRegistry, RecordingPublisher
 from tests.unit.test_scoring_service_core import EATS, TOPICS, event
 
-SETTINGS = Settings()
+SETTINGS = Settings(scoring={"compiled": False})  # (compiling: the last test)
 
 
 def version(name: str) -> tuple[ModelVersion, str]:
@@ -35,19 +38,21 @@ def version(name: str) -> tuple[ModelVersion, str]:
     return model, booster.model_to_string()
 
 
-def harness() -> tuple[ModelWatcher, MemoryRegistry, ScoringService, RecordingPublisher]:
+def harness(
+    settings: Settings = SETTINGS, collector: CollectorRegistry | None = None
+) -> tuple[ModelWatcher, MemoryRegistry, ScoringService, RecordingPublisher]:
     registry = MemoryRegistry(EATS.name)
     for name in ("v1", "v2", "v3"):
         registry.add(*version(name))
     registry.assigned["champion"] = RoleAssignment("champion", "v1", None, 0, "first")
     publisher = RecordingPublisher()
-    metrics = WorkerMetrics(CollectorRegistry())
+    metrics = WorkerMetrics(collector or CollectorRegistry())
     monitor = Monitor(EATS, SETTINGS.monitoring)
     service = ScoringService(
-        settings=SETTINGS, use_case=EATS, features=MemoryFeatures(),
+        settings=settings, use_case=EATS, features=MemoryFeatures(),
         predictions=MemoryPredictions(), publisher=publisher, metrics=metrics, monitor=monitor,
     )  # fmt: skip
-    return ModelWatcher(SETTINGS, registry, service, monitor, metrics), registry, service, publisher
+    return ModelWatcher(settings, registry, service, monitor, metrics), registry, service, publisher
 
 
 def test_the_watcher_serves_the_roles_and_swaps_between_batches() -> None:
@@ -82,3 +87,33 @@ def test_no_champion_is_refused_saying_what_to_do() -> None:
     registry.assigned.clear()
     with pytest.raises(ModelNotFound, match="no champion model"):
         watcher.load()
+
+
+def test_a_version_is_served_by_lightgbm_at_once_and_by_its_compiled_code_when_ready(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(scoring={"compiled": True}, services={"home": tmp_path})
+    metrics = CollectorRegistry()
+    watcher, _, service, publisher = harness(settings, metrics)
+    watcher.load()  # before the loop runs: nothing is compiled yet
+    assert type(service.models.champion.scorer) is LightGBMScorer
+
+    async def scenario() -> tuple[Any, Any]:
+        first = await service.process([event(1)])
+        watcher._compile_served()  # what `start` does once the loop runs
+        for _ in range(600):
+            if isinstance(service.models.champion.scorer, CompiledScorer):
+                break
+            await asyncio.sleep(0.05)
+        second = await service.process([event(1)])
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert isinstance(service.models.champion.scorer, CompiledScorer)
+    assert first.versions == second.versions == {"champion": "v1"}
+    values = [orjson.loads(r.value)["value"] for r in publisher.on(TOPICS.predictions)]
+    assert len(values) == 2
+    assert abs(values[0] - values[1]) <= 1e-9 * max(1.0, abs(values[0]))  # the same answer
+    assert metrics.get_sample_value("stream_app_scorers_loaded_total", {"kind": "compiled"}) == 1
+    assert not watcher.monitor.snapshot()["switches"]  # not a model switch: same roles
+    assert list((tmp_path / "compiled" / EATS.name).glob("v1-*.o"))  # kept for the next start
