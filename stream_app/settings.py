@@ -78,6 +78,12 @@ class KafkaSettings(BaseModel):
     topics: TopicNames = Field(default_factory=TopicNames, description="Topic names.")
     partitions: int = Field(6, ge=1, description="Partitions per topic created by `init`.")
     replication_factor: int = Field(1, ge=1, description="Replication factor for `init`.")
+    output_linger_ms: float = Field(
+        5, ge=0, le=1000,
+        description="How long the worker's producer waits to fill a request of outputs "
+        "(predictions, dead letters, accuracy events), ms: librdkafka's linger.ms. Every "
+        "prediction waits up to this long before it is sent.",
+    )  # fmt: skip
 
     def bootstrap_list(self) -> list[tuple[str, int]]:
         """The bootstrap servers as (host, port) pairs."""

@@ -34,6 +34,8 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from stream_app.cassandra_session import connected
 from stream_app.errors import BenchError
 from stream_app.kafka.producer import produce_when_room
+from stream_app.models.compiled import Compilation, CompiledScorer
+from stream_app.models.registry import ModelRegistry
 from stream_app.provisioning.keyspace import ensure_keyspace
 from stream_app.settings import (
     CassandraSettings,
@@ -120,6 +122,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "STREAM_APP_WORKER__WEB_PORT": str(settings.worker.web_port),
         "STREAM_APP_WORKER__LOG_LEVEL": "warning",
         "STREAM_APP_USE_CASE": settings.use_case,
+        "STREAM_APP_SERVICES__HOME": str(settings.services.home.resolve()),  # compiled models
+        "STREAM_APP_KAFKA__OUTPUT_LINGER_MS": str(settings.kafka.output_linger_ms),
     }
     for field, name in settings.kafka.topics.model_dump().items():
         env[f"STREAM_APP_KAFKA__TOPICS__{field.upper()}"] = name
@@ -129,7 +133,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
 def create_topics(settings: Settings) -> None:
     admin = AdminClient(settings.kafka.client_config())
     names = settings.kafka.topics.all()  # every topic the worker checks for
-    for future in admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names]).values():
+    # a prediction's timestamp is when the broker appended it: latencies then count the
+    # worker's producer (its linger, the request) as a downstream consumer sees them
+    appended = {"message.timestamp.type": "LogAppendTime"}
+    outputs = {settings.kafka.topics.predictions, settings.kafka.topics.predictions_shadow}
+    topics = [NewTopic(n, PARTITIONS, 1, config=appended if n in outputs else {}) for n in names]
+    for future in admin.create_topics(topics).values():
         future.result(timeout=30)
 
 
@@ -161,7 +170,10 @@ def produce(
         if err is None:
             created[message.key()] = message.timestamp()[1]
 
-    producer = Producer({**settings.kafka.client_config(), "linger.ms": 5, "acks": "all"})
+    # paced (a latency run): each event is sent when produced, as a producer that cares
+    # about latency sends; unpaced (a throughput run): batched as a bulk producer batches
+    linger_ms = 0 if rate is not None else 5
+    producer = Producer({**settings.kafka.client_config(), "linger.ms": linger_ms, "acks": "all"})
     topic = topic or settings.kafka.topics.client_events
     started = time.monotonic()
     for sent, (key, value) in enumerate(records):
@@ -328,8 +340,15 @@ def prepare(
     with connected(base.cassandra) as session:
         world = World(use_case, seed)
         version = prepare_model(session, base, use_case, seed)
+        # compiled once now, into the cache the workers read (they compile in the background
+        # otherwise, on the cores the measurement shares)
+        scorer = ModelRegistry(session, base.cassandra.keyspace, use_case.name).load_scorer(
+            version, Compilation.from_settings(base)
+        )
         preloaded = preload_features(session, base, world)
-    progress.write(f"model {version}, {preloaded:,} feature rows preloaded, logs in {log_dir}\n")
+    kind = "compiled" if isinstance(scorer, CompiledScorer) else "LightGBM"
+    progress.write(f"model {version} ({kind}), {preloaded:,} feature rows preloaded, "
+                   f"logs in {log_dir}\n")  # fmt: skip
     return run_id, world, log_dir
 
 

@@ -68,7 +68,7 @@ class KafkaPublisher:
         self,
         kafka: KafkaSettings,
         client_id: str,
-        linger_ms: int = 5,
+        linger_ms: float | None = None,  # default: the settings' output_linger_ms
         crash: Crash = crash_without_commit,
     ) -> None:
         self._crash = crash
@@ -78,7 +78,7 @@ class KafkaPublisher:
                 "client.id": client_id,
                 "enable.idempotence": True,
                 "acks": "all",
-                "linger.ms": linger_ms,
+                "linger.ms": kafka.output_linger_ms if linger_ms is None else linger_ms,
                 "compression.type": "lz4",
                 "queue.buffering.max.messages": 1_000_000,
                 "log_level": 4,
