@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -46,6 +47,7 @@ from stream_app.supervision import supervise
 log = logging.getLogger(__name__)
 POLL_S = 0.5
 LOADED_VERSIONS_KEPT = 6
+COMPILE_NICENESS = 10  # the compile thread yields the CPU to scoring
 T = TypeVar("T")
 
 
@@ -73,6 +75,13 @@ def in_daemon_thread(function: Callable[[], T], name: str) -> asyncio.Future[T]:
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return future
+
+
+def background_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux: niceness is per thread), so that a
+    compile never takes a core from scoring; elsewhere, nothing."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMPILE_NICENESS)
 
 
 def role_state(roles: dict[str, RoleAssignment]) -> dict[str, tuple[str, float]]:
@@ -187,12 +196,14 @@ class ModelWatcher:
         loop = asyncio.get_running_loop()
         fallbacks = self.metrics.scorer_fallbacks
         try:
+
+            def compile_it() -> Scorer:
+                background_priority()
+                return load_scorer(self.registry, version, self._compilation,
+                                   on_fallback=lambda r: fallbacks.labels(r).inc())  # fmt: skip
+
             async with self._compile_gate:  # one compile at a time
-                scorer = await in_daemon_thread(
-                    lambda: load_scorer(self.registry, version, self._compilation,
-                                        on_fallback=lambda r: fallbacks.labels(r).inc()),
-                    f"compile-{version}",
-                )  # fmt: skip
+                scorer = await in_daemon_thread(compile_it, f"compile-{version}")
         except Exception as exc:  # a registry outage, say: LightGBM goes on scoring it
             log.warning("compiling model %s failed (%r); LightGBM goes on scoring it",
                         version, exc)  # fmt: skip
