@@ -77,10 +77,14 @@ class Compilation:
     enabled: bool
     cache_dir: Path | None  # None: compile in memory every time
     quick: bool = False
+    cached_only: bool = False  # never compile: the cached optimised object, or LightGBM
 
     @classmethod
-    def from_settings(cls, settings: Settings, quick: bool = False) -> Compilation:
-        return cls(settings.scoring.compiled, settings.services.home / "compiled", quick)
+    def from_settings(
+        cls, settings: Settings, quick: bool = False, cached_only: bool = False
+    ) -> Compilation:
+        home = settings.services.home / "compiled"
+        return cls(settings.scoring.compiled, home, quick, cached_only)
 
     @classmethod
     def off(cls) -> Compilation:
@@ -166,6 +170,16 @@ def _compile(model_file: Path, cache: Path | None, inline: bool = True) -> Any:
 def cached_object(version: str, model_text: str, cache_dir: Path, inline: bool = True) -> Path:
     """Where the compiled object of ``version`` is kept (optimised, or quick without inlining)."""
     return cache_dir / f"{_safe(version)}-{cache_key(model_text)}{'' if inline else '-quick'}.o"
+
+
+def _cached(version: str, model_text: str, cache_dir: Path | None) -> bool:
+    """Whether the optimised object of ``version`` is in the cache."""
+    if cache_dir is None:
+        return False
+    try:
+        return cached_object(version, model_text, cache_dir).exists()
+    except (ImportError, OSError):
+        return False
 
 
 def compile_model(
@@ -311,6 +325,8 @@ def load_scorer(
     reference = LightGBMScorer(version, feature_names, model_text, threads)
     if not compilation.enabled:
         return reference
+    if compilation.cached_only and not _cached(version, model_text, compilation.cache_dir):
+        return reference  # a choice (scoring a few rows costs less than compiling), not a fault
     try:
         model, seconds, hit = compiler(
             version, model_text, compilation.cache_dir, compilation.quick

@@ -183,8 +183,10 @@ def evaluate(
     labels = GroundTruthStore(session, keyspace, use_case.name)
     names = list(dict.fromkeys(challenger_model.feature_names + champion_model.feature_names))
     holdout: TrainingSet = load_training_set(predictions, labels, names, since, until)
-    compilation = Compilation.from_settings(settings, quick=True)
-    scorers = {  # compiled versions are also checked against LightGBM on the holdout
+    compilation = Compilation.from_settings(settings, cached_only=True)
+    # a holdout of a few thousand rows costs less to score than a compile: the compiled
+    # code where the worker left it in the cache (checked on the holdout too), else LightGBM
+    scorers = {
         role: registry.load_scorer(
             model.version, compilation,
             check_rows=holdout.features[:, [names.index(n) for n in model.feature_names]],

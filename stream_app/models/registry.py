@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -97,7 +97,7 @@ def load_scorer(
 def _for_use_case(compilation: Compilation, use_case: str) -> Compilation:
     if compilation.cache_dir is None:
         return compilation
-    return Compilation(compilation.enabled, compilation.cache_dir / use_case, compilation.quick)
+    return replace(compilation, cache_dir=compilation.cache_dir / use_case)
 
 
 class ModelRegistry:

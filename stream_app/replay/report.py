@@ -17,6 +17,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 
+from stream_app.models.compiled import TOLERANCE
 from stream_app.models.evaluation import paired_bootstrap, primary_metric, row_losses
 from stream_app.models.metrics import HIGHER_IS_BETTER, task_metrics
 from stream_app.monitoring.drift import PREDICTION, ModelDrift
@@ -63,7 +64,10 @@ class Scored:
 def production_agreement(
     event_ids: list[str], replayed: Array, production: dict[str, float]
 ) -> dict[str, Any] | None:
-    """How the replayed values compare with what the same version gave in production."""
+    """How the replayed values compare with what the same version gave in production:
+    ``identical`` counts values equal within the compiled scorer's bound (``TOLERANCE``
+    relative: production and the replay may score one version with LightGBM and with its
+    compiled code, which sum the trees in another order); ``max_abs_difference`` is exact."""
     pairs = [(v, production[e]) for e, v in zip(event_ids, replayed.tolist(), strict=True)
              if e in production]  # fmt: skip
     if not pairs:
@@ -72,7 +76,9 @@ def production_agreement(
     theirs = np.array([p[1] for p in pairs])
     return {
         "compared": len(pairs),
-        "identical": int((ours == theirs).sum()),
+        "identical": int(
+            (np.abs(ours - theirs) <= TOLERANCE * np.maximum(1.0, np.abs(theirs))).sum()
+        ),
         "max_abs_difference": float(np.max(np.abs(ours - theirs))),
     }
 

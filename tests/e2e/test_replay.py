@@ -151,8 +151,10 @@ def test_replay_reproduces_production_compares_versions_and_touches_nothing(
     assert report["events"]["labelled"] >= int(valid * 0.9)
     (version,) = report["versions"]
     assert version["version"] == champion["version"]
-    assert version["production"] == {"compared": valid, "identical": valid,
-                                     "max_abs_difference": 0.0}  # fmt: skip
+    # identical within the compiled scorer's bound (production may have scored with LightGBM
+    # before the worker's compile was ready)
+    assert version["production"]["compared"] == version["production"]["identical"] == valid
+    assert version["production"]["max_abs_difference"] <= 1e-9 * 100
     # the replay's own topic holds exactly production's values, event by event
     own = output_topic(report["run_id"])
     assert by_event(consume_all(settings, own, valid, 30)) == production

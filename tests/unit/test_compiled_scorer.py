@@ -249,3 +249,17 @@ def test_threshold_rows_meet_every_split_boundary(trained: Trained) -> None:
     column = rows[:, feature]
     assert threshold in column
     assert np.nextafter(threshold, np.inf) in column
+
+
+def test_cached_only_never_compiles_and_uses_the_optimised_object_once_cached(
+    trained: Trained, tmp_path: Path
+) -> None:
+    cached_only = Compilation(True, tmp_path, cached_only=True)
+    first = load_scorer("v9", trained.feature_names, trained.model_text, compilation=cached_only)
+    assert type(first) is LightGBMScorer
+    assert not list(tmp_path.iterdir())  # nothing compiled
+    load_scorer("v9", trained.feature_names, trained.model_text,
+                compilation=Compilation(True, tmp_path))  # fmt: skip  # (the worker's compile)
+    again = load_scorer("v9", trained.feature_names, trained.model_text, compilation=cached_only)
+    assert isinstance(again, CompiledScorer)
+    assert again.cache_hit
