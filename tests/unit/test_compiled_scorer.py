@@ -234,7 +234,7 @@ def test_compilation_off_is_lightgbm_without_a_fallback(trained: Trained) -> Non
                          on_fallback=reasons.append)  # fmt: skip
     assert type(scorer) is LightGBMScorer
     assert reasons == []
-    on = Compilation.from_settings(Settings())
+    on = Compilation.from_settings(Settings(scoring=ScoringSettings(compiled=True)))
     assert on.enabled
     assert on.cache_dir == Path(".stream-app") / "compiled"
 
