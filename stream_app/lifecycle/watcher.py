@@ -11,8 +11,9 @@ The switch is measured from the announcement to the swap and recorded on
 ``stream_app_model_switch_seconds``, in the worker's log and on its dashboard.
 
 A version is served by LightGBM as soon as it is loaded, and compiled to native code
-(``models.compiled``) on a thread of its own meanwhile (seconds to tens of seconds; nothing
-waits for it, the disk cache makes it once per version and machine). When the compiled scorer
+(``models.compiled``) meanwhile, in a child process (``models.compile_process``: lleaves holds
+the GIL for seconds to tens of seconds; nothing waits for it, the disk cache makes it once per
+version and machine). When the compiled scorer
 passed its check against LightGBM it replaces LightGBM's at the next batch boundary, in the
 same way as a model swap but with the same versions and roles: the predictions are the same
 (to about 1e-13), only quicker.
@@ -29,13 +30,20 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import orjson
 from confluent_kafka import Consumer
 
-from stream_app.models.compiled import Compilation
-from stream_app.models.registry import ModelVersion, RegistryReader, RoleAssignment, load_scorer
+from stream_app.models.compiled import Compilation, CompileFailed
+from stream_app.models.registry import (
+    ModelVersion,
+    RegistryReader,
+    RoleAssignment,
+    compile_in_child,
+    load_scorer,
+)
 from stream_app.models.scorer import LightGBMScorer, Scorer
 from stream_app.monitoring.prometheus import WorkerMetrics
 from stream_app.monitoring.state import Monitor
@@ -197,9 +205,17 @@ class ModelWatcher:
         fallbacks = self.metrics.scorer_fallbacks
         try:
 
-            def compile_it() -> Scorer:
-                background_priority()
-                return load_scorer(self.registry, version, self._compilation,
+            def compile_it() -> Scorer | None:
+                try:  # in a child process: lleaves holds the GIL for seconds
+                    compile_in_child(self.registry, version, self._compilation)
+                except CompileFailed as e:
+                    log.warning("model %s scored by LightGBM, not compiled (%s): %s",
+                                version, e.reason, e)  # fmt: skip
+                    fallbacks.labels(e.reason).inc()
+                    return None
+                background_priority()  # loading and checking it: a fraction of a second
+                cached = replace(self._compilation, cached_only=True)
+                return load_scorer(self.registry, version, cached,
                                    on_fallback=lambda r: fallbacks.labels(r).inc())  # fmt: skip
 
             async with self._compile_gate:  # one compile at a time
@@ -209,7 +225,7 @@ class ModelWatcher:
                         version, exc)  # fmt: skip
             self._compiling.discard(version)
             return
-        if isinstance(scorer, LightGBMScorer):  # fell back (logged, counted): it stays so
+        if scorer is None or isinstance(scorer, LightGBMScorer):  # fell back (logged, counted)
             return
         async with self._lock:
             if version not in self._scorers or self._stopping:

@@ -18,7 +18,8 @@ from typing import Any, Protocol
 from cassandra.cluster import Session
 
 from stream_app.errors import ModelNotFound
-from stream_app.models.compiled import Compilation, FallbackHook
+from stream_app.models.compile_process import compile_elsewhere
+from stream_app.models.compiled import Compilation, CompileFailed, FallbackHook
 from stream_app.models.compiled import load_scorer as load_compiled
 from stream_app.models.scorer import Matrix, Scorer
 
@@ -92,6 +93,16 @@ def load_scorer(
         compilation=_for_use_case(compilation, model.use_case), threads=threads,
         check_rows=check_rows, on_fallback=on_fallback,
     )  # fmt: skip
+
+
+def compile_in_child(registry: RegistryReader, version: str, compilation: Compilation) -> None:
+    """Compile ``version`` into its use case's cache in a child process (the caller's GIL is
+    never held by lleaves); ``CompileFailed`` when it cannot be compiled."""
+    model = registry.get(version)
+    cache_dir = _for_use_case(compilation, model.use_case).cache_dir
+    if cache_dir is None:
+        raise CompileFailed("compile_error", "no cache folder to compile into")
+    compile_elsewhere(model.version, registry.artifact(version), cache_dir)
 
 
 def _for_use_case(compilation: Compilation, use_case: str) -> Compilation:

@@ -263,3 +263,21 @@ def test_cached_only_never_compiles_and_uses_the_optimised_object_once_cached(
     again = load_scorer("v9", trained.feature_names, trained.model_text, compilation=cached_only)
     assert isinstance(again, CompiledScorer)
     assert again.cache_hit
+
+
+def test_a_child_compiles_into_the_cache_and_says_why_it_could_not(
+    trained: Trained, tmp_path: Path
+) -> None:
+    from stream_app.models.compile_process import compile_elsewhere
+
+    compile_elsewhere("v10", trained.model_text, tmp_path)
+    [made] = tmp_path.iterdir()
+    assert made.name.startswith("v10-")
+    loaded = load_scorer("v10", trained.feature_names, trained.model_text,
+                         compilation=Compilation(True, tmp_path, cached_only=True))  # fmt: skip
+    assert isinstance(loaded, CompiledScorer)
+    assert loaded.cache_hit
+
+    with pytest.raises(compiled.CompileFailed, match="lleaves") as refused:
+        compile_elsewhere("v11", "tree\nnot a model\n", tmp_path)
+    assert refused.value.reason == "compile_error"
