@@ -55,7 +55,7 @@ def run_naive(settings: Settings) -> None:
     from stream_app.cassandra_session import open_cluster
     from stream_app.contracts.decode import decode_client_event
     from stream_app.models.compiled import Compilation
-    from stream_app.models.registry import ModelRegistry
+    from stream_app.models.registry import ModelRegistry, load_scorer
     from stream_app.storage.cql import execute_async
     from stream_app.use_cases.spec import load_use_case
 
@@ -63,7 +63,7 @@ def run_naive(settings: Settings) -> None:
     cluster = open_cluster(settings.cassandra)
     session = cluster.connect()
     registry = ModelRegistry(session, settings.cassandra.keyspace, use_case.name)
-    scorer = registry.load_scorer(registry.champion().version, Compilation.from_settings(settings))
+    scorer = load_scorer(registry, registry.champion().version, Compilation.from_settings(settings))
     names = scorer.feature_names
     read = session.prepare(
         f"SELECT feature, value FROM {settings.cassandra.keyspace}.entity_features "

@@ -35,7 +35,7 @@ from stream_app.cassandra_session import connected
 from stream_app.errors import BenchError
 from stream_app.kafka.producer import produce_when_room
 from stream_app.models.compiled import Compilation, CompiledScorer
-from stream_app.models.registry import ModelRegistry
+from stream_app.models.registry import ModelRegistry, load_scorer
 from stream_app.provisioning.keyspace import ensure_keyspace
 from stream_app.settings import (
     CassandraSettings,
@@ -342,9 +342,8 @@ def prepare(
         version = prepare_model(session, base, use_case, seed)
         # compiled once now, into the cache the workers read (they compile in the background
         # otherwise, on the cores the measurement shares)
-        scorer = ModelRegistry(session, base.cassandra.keyspace, use_case.name).load_scorer(
-            version, Compilation.from_settings(base)
-        )
+        registry = ModelRegistry(session, base.cassandra.keyspace, use_case.name)
+        scorer = load_scorer(registry, version, Compilation.from_settings(base))
         preloaded = preload_features(session, base, world)
     kind = "compiled" if isinstance(scorer, CompiledScorer) else "LightGBM"
     progress.write(f"model {version} ({kind}), {preloaded:,} feature rows preloaded, "

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stream_app.models.scorer import LightGBMScorer, Matrix, Scorer
+from stream_app.models.scorer import LightGBMScorer, Matrix, Scorer, VersionedScorer
 
 if TYPE_CHECKING:
     from stream_app.settings import Settings
@@ -91,7 +91,7 @@ class Compilation:
         return cls(False, None)
 
 
-class CompiledScorer:
+class CompiledScorer(VersionedScorer):
     """A model version compiled to native code; the same predictions as ``LightGBMScorer``."""
 
     kind = "compiled"
@@ -106,16 +106,10 @@ class CompiledScorer:
         compile_seconds: float = 0.0,
         cache_hit: bool = False,
     ) -> None:
-        self._version = version
-        self._feature_names = list(feature_names)
         self._model = model
         self._threads = threads
         self._features = int(model.num_feature())
-        if self._features != len(self._feature_names):
-            raise ValueError(
-                f"model {version} has {self._features} features, "
-                f"the registry lists {len(self._feature_names)}"
-            )
+        super().__init__(version, feature_names, self._features)
         if int(model.num_model_per_iteration()) != 1:
             raise CompileFailed("unsupported", "multiclass models are not compiled")
         # lleaves' own predict costs ~10 us of Python per call: call its entry point directly
@@ -125,14 +119,6 @@ class CompiledScorer:
         self.cache_hit = cache_hit
         self.max_abs_difference: float | None = None  # set by the check
         self.check_rows = 0
-
-    @property
-    def version(self) -> str:
-        return self._version
-
-    @property
-    def feature_names(self) -> list[str]:
-        return self._feature_names
 
     def predict(self, matrix: Matrix) -> Matrix:
         data = np.ascontiguousarray(matrix, dtype=np.float64)

@@ -19,7 +19,7 @@ from cassandra.cluster import Session
 
 from stream_app.models.compiled import Compilation
 from stream_app.models.metrics import HIGHER_IS_BETTER, task_metrics
-from stream_app.models.registry import ModelRegistry
+from stream_app.models.registry import ModelRegistry, load_scorer
 from stream_app.models.scorer import Scorer
 from stream_app.models.training import TrainingSet, load_training_set
 from stream_app.settings import LifecycleSettings, Settings
@@ -187,8 +187,8 @@ def evaluate(
     # a holdout of a few thousand rows costs less to score than a compile: the compiled
     # code where the worker left it in the cache (checked on the holdout too), else LightGBM
     scorers = {
-        role: registry.load_scorer(
-            model.version, compilation,
+        role: load_scorer(
+            registry, model.version, compilation,
             check_rows=holdout.features[:, [names.index(n) for n in model.feature_names]],
         )
         for role, model in (("champion", champion_model), ("challenger", challenger_model))

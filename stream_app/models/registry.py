@@ -233,17 +233,6 @@ class ModelRegistry:
             )
         return found
 
-    def load_scorer(
-        self,
-        version: str,
-        compilation: Compilation,
-        threads: int = 1,
-        check_rows: Matrix | None = None,
-        on_fallback: FallbackHook | None = None,
-    ) -> Scorer:
-        """The version, loaded and ready to score (the module's ``load_scorer``)."""
-        return load_scorer(self, version, compilation, threads, check_rows, on_fallback)
-
     def roles(self) -> dict[str, RoleAssignment]:
         rows = self.session.execute(self._roles, (self.use_case,))
         return {

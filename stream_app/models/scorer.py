@@ -25,23 +25,16 @@ class Scorer(Protocol):
         ...
 
 
-class LightGBMScorer:
-    """A LightGBM booster scored on ``threads`` threads: one by default (OpenMP threading
-    costs more than it saves on micro-batches, and the worker's event loop shares the core);
-    a replay's large batches use every core."""
+class VersionedScorer:
+    """What every scorer implementation shares: its version and column order, checked against
+    the number of features its model takes."""
 
-    kind = "lightgbm"
-
-    def __init__(
-        self, version: str, feature_names: list[str], model_text: str, threads: int = 1
-    ) -> None:
+    def __init__(self, version: str, feature_names: list[str], model_features: int) -> None:
         self._version = version
-        self._threads = threads
         self._feature_names = list(feature_names)
-        self._booster = lgb.Booster(model_str=model_text)
-        if self._booster.num_feature() != len(self._feature_names):
+        if model_features != len(self._feature_names):
             raise ValueError(
-                f"model {version} has {self._booster.num_feature()} features, "
+                f"model {version} has {model_features} features, "
                 f"the registry lists {len(self._feature_names)}"
             )
 
@@ -52,6 +45,21 @@ class LightGBMScorer:
     @property
     def feature_names(self) -> list[str]:
         return self._feature_names
+
+
+class LightGBMScorer(VersionedScorer):
+    """A LightGBM booster scored on ``threads`` threads: one by default (OpenMP threading
+    costs more than it saves on micro-batches, and the worker's event loop shares the core);
+    a replay's large batches use every core."""
+
+    kind = "lightgbm"
+
+    def __init__(
+        self, version: str, feature_names: list[str], model_text: str, threads: int = 1
+    ) -> None:
+        self._threads = threads
+        self._booster = lgb.Booster(model_str=model_text)
+        super().__init__(version, feature_names, self._booster.num_feature())
 
     def predict(self, matrix: Matrix) -> Matrix:
         result = np.asarray(

@@ -40,7 +40,7 @@ from stream_app.features.vector import FeatureVectorBuilder, ServedVector
 from stream_app.kafka.producer import KafkaPublisher
 from stream_app.messages import InputMessage, Record
 from stream_app.models.compiled import Compilation
-from stream_app.models.registry import ModelRegistry, ModelVersion
+from stream_app.models.registry import ModelRegistry, ModelVersion, load_scorer
 from stream_app.models.scorer import Scorer
 from stream_app.replay import report as build
 from stream_app.replay.plan import ReplayPlan, plan_replay
@@ -141,7 +141,7 @@ class Backtest:
         self.models = [
             _Model(
                 m,
-                registry.load_scorer(m.version, compilation, os.cpu_count() or 1),
+                load_scorer(registry, m.version, compilation, os.cpu_count() or 1),
                 [self.names.index(n) for n in m.feature_names],
             )
             for m in metas

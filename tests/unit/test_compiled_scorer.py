@@ -142,6 +142,22 @@ def test_quick_compiles_without_inlining_unless_the_optimised_object_is_cached(
     assert sorted(p.name.endswith("-quick.o") for p in tmp_path.iterdir()) == [False, True]
 
 
+def load_counted(
+    caplog: pytest.LogCaptureFixture, version: str, names: list[str], text: str, cache: Path
+) -> tuple[Any, CollectorRegistry, str]:
+    """``load_scorer`` with the worker's fallback metric: the scorer, the metrics and the one
+    warning line it logged."""
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    with caplog.at_level(logging.WARNING, logger="stream_app.models.compiled"):
+        scorer = load_scorer(
+            version, names, text, compilation=Compilation(True, cache),
+            on_fallback=lambda reason: metrics.scorer_fallbacks.labels(reason).inc(),
+        )  # fmt: skip
+    [line] = [r.getMessage() for r in caplog.records]
+    return scorer, registry, line
+
+
 def fallbacks(registry: CollectorRegistry, reason: str) -> float:
     value = registry.get_sample_value("stream_app_scorer_fallbacks_total", {"reason": reason})
     return value or 0.0
@@ -159,17 +175,10 @@ def test_a_model_lleaves_compiles_wrongly_is_scored_by_lightgbm(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """lleaves compiles linear trees as constant leaves: the check sees it."""
-    registry = CollectorRegistry()
-    metrics = WorkerMetrics(registry)
-    with caplog.at_level(logging.WARNING, logger="stream_app.models.compiled"):
-        scorer = load_scorer(
-            "linear-1", ["a", "b", "c"], linear_tree_model(),
-            compilation=Compilation(True, tmp_path),
-            on_fallback=lambda reason: metrics.scorer_fallbacks.labels(reason).inc(),
-        )  # fmt: skip
+    scorer, registry, line = load_counted(caplog, "linear-1", ["a", "b", "c"],
+                                          linear_tree_model(), tmp_path)  # fmt: skip
     assert type(scorer) is LightGBMScorer
     assert fallbacks(registry, "mismatch") == 1
-    [line] = [r.getMessage() for r in caplog.records]
     assert "linear-1" in line
     assert "mismatch" in line
     assert "\n" not in line
@@ -180,17 +189,10 @@ def test_without_lleaves_the_model_is_scored_by_lightgbm(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     monkeypatch.setitem(sys.modules, "lleaves", None)  # not installed
-    registry = CollectorRegistry()
-    metrics = WorkerMetrics(registry)
-    with caplog.at_level(logging.WARNING, logger="stream_app.models.compiled"):
-        scorer = load_scorer(
-            "v2", trained.feature_names, trained.model_text,
-            compilation=Compilation(True, tmp_path),
-            on_fallback=lambda reason: metrics.scorer_fallbacks.labels(reason).inc(),
-        )  # fmt: skip
+    scorer, registry, line = load_counted(caplog, "v2", trained.feature_names,
+                                          trained.model_text, tmp_path)  # fmt: skip
     assert type(scorer) is LightGBMScorer
     assert fallbacks(registry, "unavailable") == 1
-    [line] = [r.getMessage() for r in caplog.records]
     assert "v2" in line
     assert "lleaves cannot be imported" in line
 
