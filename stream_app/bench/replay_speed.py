@@ -6,7 +6,8 @@ scoring them as production would (so the prediction log holds their served vecto
 alternating in the same process: a raw confluent-kafka consume of the events' range (assign,
 consume, count; the baseline) and a full replay of that range with the champion (served
 vectors, scoring, the label join and the report). Each is run ``rounds`` times; the best run
-of each is compared. The replay must also reproduce production's predictions exactly.
+of each is compared. The replay must also reproduce production's predictions (within the
+compiled scorer's bound: ``models.compiled.TOLERANCE``).
 """
 
 from __future__ import annotations
