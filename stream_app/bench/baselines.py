@@ -189,7 +189,8 @@ def run_ceiling(settings: Settings) -> None:
 
     use_case = load_use_case(settings.use_case)
     keyspace, topics = settings.cassandra.keyspace, settings.kafka.topics
-    session = open_cluster(settings.cassandra).connect()
+    cluster = open_cluster(settings.cassandra)
+    session = cluster.connect()
     registry = ModelRegistry(session, keyspace, use_case.name)
     version = registry.champion().version
     scorer = registry.load_scorer(version, Compilation.from_settings(settings))
@@ -253,6 +254,7 @@ def run_ceiling(settings: Settings) -> None:
         commits = [TopicPartition(t, p, offset + 1) for (t, p), offset in last.items()]
         consumer.commit(offsets=commits, asynchronous=False)
     consumer.close()
+    cluster.shutdown()
 
 
 def main(argv: list[str]) -> int:
