@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     simulation.add_argument("--days", type=float, default=7)
     simulation.add_argument("--events-per-day", type=int, default=10_000)
     e2e = benches.add_parser(
-        "e2e", help="scoring path throughput and latency against naive, passthrough and raw"
+        "e2e", help="scoring path throughput and latency against naive, passthrough, raw, ceiling"
     )
     e2e.add_argument("--events", type=int, default=100_000, help="events per contestant")
     e2e.add_argument("--naive-events", type=int, default=5_000, help="events for the naive agent")

@@ -34,12 +34,15 @@ SMOKE: dict[str, tuple[list[str], set[str]]] = {
             "naive_eps",
             "passthrough_eps",
             "raw_eps",
+            "ceiling_eps",
             "p50_ms",
             "p99_ms",
             "p99_ms_half_load",
             "lost",
             "e2e_vs_naive",
             "e2e_vs_passthrough",
+            "e2e_vs_ceiling",
+            "ceiling_lost",
             "targets_met",
         },
     ),
@@ -103,6 +106,8 @@ def test_every_bench_runs_and_prints_its_json(
     assert keys <= set(result), sorted(keys - set(result))
     if "lost" in result:  # tiny, but nothing accepted may go missing even so
         assert result["lost"] == 0
+    if bench == "e2e":  # the ceiling answered every event too (else its figure means little)
+        assert result["ceiling_lost"] == 0
     if bench == "latency":  # every stage of the scoring path measured by the worker itself
         assert set(result["stages_ms"]) >= {"kafka_wait", "decode", "features", "score",
                                             "publish", "store"}  # fmt: skip
