@@ -183,7 +183,7 @@ def run_ceiling(settings: Settings) -> None:
     from stream_app.features.vector import FeatureVectorBuilder
     from stream_app.kafka.consumer import consumer_config, to_input
     from stream_app.models.compiled import Compilation
-    from stream_app.models.registry import ModelRegistry
+    from stream_app.models.registry import ModelRegistry, load_scorer
     from stream_app.scoring.batch import decode_events
     from stream_app.use_cases.spec import load_use_case
 
@@ -193,7 +193,7 @@ def run_ceiling(settings: Settings) -> None:
     session = cluster.connect()
     registry = ModelRegistry(session, keyspace, use_case.name)
     version = registry.champion().version
-    scorer = registry.load_scorer(version, Compilation.from_settings(settings))
+    scorer = load_scorer(registry, version, Compilation.from_settings(settings))
     builder = FeatureVectorBuilder(use_case, scorer.feature_names)
     timeout_s = settings.scoring.feature_read_timeout_s
     retention_s = int(settings.features.retention_days * 86_400)
