@@ -3,14 +3,18 @@
 lleaves builds a model's LLVM IR in Python: seconds to tens of seconds holding the GIL (a
 399-tree model: 21 to 32 s here). A worker compiling on one of its own threads would stall its
 event loop for that long. The worker therefore starts ``python -m
-stream_app.models.compile_process MODEL_FILE VERSION CACHE_DIR``, which compiles into the disk
-cache at a low CPU priority (niceness 10), and then loads the object from the cache
+stream_app.models.compile_process MODEL_FILE VERSION CACHE_DIR [--quick]``, which compiles into
+the disk cache at a low CPU priority (niceness 10), and then loads the object from the cache
 (milliseconds) and checks it against LightGBM as every load does (``models.compiled``).
+Processes sharing a cache (the workers of one machine) compile a version once: the others wait
+on its lock file and read the object it made.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import os
 import subprocess
 import sys
@@ -26,14 +30,20 @@ FAILED = 3  # the child's exit code when lleaves could not compile the model
 
 
 def compile_elsewhere(
-    version: str, model_text: str, cache_dir: Path, timeout_s: float = COMPILE_TIMEOUT_S
+    version: str,
+    model_text: str,
+    cache_dir: Path,
+    quick: bool = False,
+    timeout_s: float = COMPILE_TIMEOUT_S,
 ) -> None:
-    """Compile ``version`` into ``cache_dir`` in a child process; ``CompileFailed`` (with the
-    child's reason) when it could not."""
+    """Compile ``version`` into ``cache_dir`` in a child process (``quick``: without inlining,
+    unless the optimised object is cached); ``CompileFailed`` (with the child's reason) when
+    it could not."""
     with tempfile.TemporaryDirectory(prefix="stream-app-compile-") as folder:
         model_file = Path(folder) / "model.txt"
         model_file.write_text(model_text)
         command = [sys.executable, "-m", __name__, str(model_file), version, str(cache_dir)]
+        command += ["--quick"] if quick else []
         try:
             done = subprocess.run(
                 command, capture_output=True, text=True, timeout=timeout_s, check=False
@@ -51,14 +61,20 @@ def compile_elsewhere(
 
 
 def main(argv: list[str]) -> int:
-    model_file, version, cache_dir = argv
+    quick = "--quick" in argv
+    model_file, version, cache_dir = [a for a in argv if a != "--quick"]
     with contextlib.suppress(OSError):
         os.nice(CHILD_NICENESS)
-    try:
-        compile_model(version, Path(model_file).read_text(), Path(cache_dir))
-    except CompileFailed as e:
-        print(f"{e.reason}: {e}", file=sys.stderr)
-        return FAILED
+    folder = Path(cache_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(version.encode()).hexdigest()[:16]
+    with (folder / f".{name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process compiling it: its object, read
+        try:
+            compile_model(version, Path(model_file).read_text(), folder, quick)
+        except CompileFailed as e:
+            print(f"{e.reason}: {e}", file=sys.stderr)
+            return FAILED
     return 0
 
 

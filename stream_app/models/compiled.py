@@ -158,12 +158,15 @@ def cached_object(version: str, model_text: str, cache_dir: Path, inline: bool =
     return cache_dir / f"{_safe(version)}-{cache_key(model_text)}{'' if inline else '-quick'}.o"
 
 
-def _cached(version: str, model_text: str, cache_dir: Path | None) -> bool:
-    """Whether the optimised object of ``version`` is in the cache."""
+def _cached(version: str, model_text: str, cache_dir: Path | None, quick: bool) -> bool:
+    """Whether the cache holds the optimised object of ``version`` (or, ``quick``, its quick
+    one)."""
     if cache_dir is None:
         return False
     try:
-        return cached_object(version, model_text, cache_dir).exists()
+        if cached_object(version, model_text, cache_dir).exists():
+            return True
+        return quick and cached_object(version, model_text, cache_dir, False).exists()
     except (ImportError, OSError):
         return False
 
@@ -311,7 +314,8 @@ def load_scorer(
     reference = LightGBMScorer(version, feature_names, model_text, threads)
     if not compilation.enabled:
         return reference
-    if compilation.cached_only and not _cached(version, model_text, compilation.cache_dir):
+    cache_dir, quick = compilation.cache_dir, compilation.quick
+    if compilation.cached_only and not _cached(version, model_text, cache_dir, quick):
         return reference  # a choice (scoring a few rows costs less than compiling), not a fault
     try:
         model, seconds, hit = compiler(

@@ -102,7 +102,7 @@ def compile_in_child(registry: RegistryReader, version: str, compilation: Compil
     cache_dir = _for_use_case(compilation, model.use_case).cache_dir
     if cache_dir is None:
         raise CompileFailed("compile_error", "no cache folder to compile into")
-    compile_elsewhere(model.version, registry.artifact(version), cache_dir)
+    compile_elsewhere(model.version, registry.artifact(version), cache_dir, compilation.quick)
 
 
 def _for_use_case(compilation: Compilation, use_case: str) -> Compilation:

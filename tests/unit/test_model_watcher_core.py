@@ -116,4 +116,5 @@ def test_a_version_is_served_by_lightgbm_at_once_and_by_its_compiled_code_when_r
     assert abs(values[0] - values[1]) <= 1e-9 * max(1.0, abs(values[0]))  # the same answer
     assert metrics.get_sample_value("stream_app_scorers_loaded_total", {"kind": "compiled"}) == 1
     assert not watcher.monitor.snapshot()["switches"]  # not a model switch: same roles
-    assert list((tmp_path / "compiled" / EATS.name).glob("v1-*.o"))  # kept for the next start
+    # compiled quickly (no inlining), kept for the next start
+    assert list((tmp_path / "compiled" / EATS.name).glob("v1-*-quick.o"))
