@@ -276,7 +276,7 @@ class ScoringSettings(BaseModel):
         1.0, gt=0, description="A feature read slower than this counts as missing."
     )
     compiled: bool = Field(
-        True,
+        False,
         description="Score with each model version compiled to native code (lleaves), cached "
         "in <services.home>/compiled and checked against LightGBM's predictions when loaded; "
         "a model that cannot be compiled or differs is scored by LightGBM (a warning and "
