@@ -93,10 +93,13 @@ kustomize:
 # make test runs its test files on TEST_WORKERS processes (pytest-xdist, a file per process at
 # a time): most of an end-to-end test is waiting for a worker, a group or a label, and every
 # test owns its topics, keyspace and ports, so two files side by side share the servers safely.
+# Tests marked `serial` (a model's whole life inside 50 s of traffic) then run alone.
 TEST_WORKERS ?= 2
+TEST_MARKS := not bench and not own_services and not image
 .PHONY: test
 test: services browser kcat kustomize ## all set-up, then the unit, integration, e2e and deploy suites against the real services
-	KUSTOMIZE="$(KUSTOMIZE)" $(BIN)/pytest tests -m "not bench and not own_services and not image" -n $(TEST_WORKERS) --dist loadfile --durations=15
+	KUSTOMIZE="$(KUSTOMIZE)" $(BIN)/pytest tests -m "$(TEST_MARKS) and not serial" -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(BIN)/pytest tests -m "$(TEST_MARKS) and serial" --durations=5
 
 .PHONY: test-services
 test-services: services ## the suites that start a Kafka and Cassandra of their own (services life cycle, TLS and passwords)

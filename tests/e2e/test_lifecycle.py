@@ -87,6 +87,7 @@ def workers(env: dict[str, str], tmp_path: Path) -> Iterator[list[int]]:
             process.wait(timeout=60)
 
 
+@pytest.mark.serial  # drift to promotion inside 50 s of traffic: not beside another test file
 def test_drift_retrains_promotes_recovers_and_rolls_back_in_every_worker(
     deployment: Deployment, env: dict[str, str], workers: list[int], stream_app: Run
 ) -> None:
