@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import threading
 import time
 import uuid
@@ -55,7 +54,6 @@ from stream_app.supervision import supervise
 log = logging.getLogger(__name__)
 POLL_S = 0.5
 LOADED_VERSIONS_KEPT = 6
-COMPILE_NICENESS = 10  # the compile thread yields the CPU to scoring
 T = TypeVar("T")
 
 
@@ -83,13 +81,6 @@ def in_daemon_thread(function: Callable[[], T], name: str) -> asyncio.Future[T]:
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return future
-
-
-def background_priority() -> None:
-    """Lower the calling thread's CPU priority (Linux: niceness is per thread), so that a
-    compile never takes a core from scoring; elsewhere, nothing."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMPILE_NICENESS)
 
 
 def role_state(roles: dict[str, RoleAssignment]) -> dict[str, tuple[str, float]]:
@@ -215,7 +206,6 @@ class ModelWatcher:
                                 version, e.reason, e)  # fmt: skip
                     fallbacks.labels(e.reason).inc()
                     return None
-                background_priority()  # loading and checking it: a fraction of a second
                 cached = replace(self._compilation, cached_only=True)
                 return load_scorer(self.registry, version, cached,
                                    on_fallback=lambda r: fallbacks.labels(r).inc())  # fmt: skip
