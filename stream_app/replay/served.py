@@ -11,7 +11,7 @@ features; the live roles' vector is preferred, then the shadow's, then simulated
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import repeat
 from typing import Any, NamedTuple
 
@@ -62,7 +62,7 @@ class ServedIndex:
         # event id -> (feature set, row in its matrix, chunk number, row in the chunk)
         self.where: dict[str, tuple[str, int, int, int]] = {}
         self.event_times: dict[str, int] = {}
-        self._columns: list[dict[str, list[Any]]] = []
+        self._columns: list[Mapping[str, list[Any]]] = []
         # production predictions of the versions replayed: version -> event id -> value
         self.production: dict[str, dict[str, float]] = {v: {} for v in versions}
 

@@ -2,8 +2,9 @@
 
 Two tables: ``predictions`` (slim, by event: what the accuracy join needs) and
 ``prediction_log`` (by time, in chunks: every prediction with its served vector, for training
-sets and replays). A chunk holds the rows of one scored batch and model as JSON columns plus a
-float64 matrix, so the scoring path writes one log statement per few hundred predictions.
+sets and replays). A chunk holds the rows of one scored batch and model as binary columns
+(``log_columns``; older chunks hold JSON, still read) plus a float64 matrix, so the scoring
+path writes one log statement per few hundred predictions.
 Simulated history goes to the log only, with ``model_version = "history"`` and no values.
 
 Re-scoring a batch after a crash rewrites the same ``predictions`` rows (idempotent) but may
@@ -16,16 +17,16 @@ import asyncio
 import calendar
 import hashlib
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
-import orjson
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent
 from cassandra.query import BatchStatement, BatchType
 
 from stream_app.cassandra_session import HOT_PATH
+from stream_app.storage import log_columns
 from stream_app.storage.cql import execute_async
 
 BUCKET_MS = 600_000  # 10 minutes of chunks per partition and shard
@@ -107,7 +108,7 @@ class LoggedChunk(NamedTuple):
     model_version: str
     role: str
     feature_set: str
-    columns: dict[str, list[Any]]  # event_ids, prediction_ids, values, event_times, scored_at...
+    columns: Mapping[str, list[Any]]  # event_ids, prediction_ids, values, event_times, scored_at...
     matrix: Vector  # one served vector per row
 
 
@@ -214,18 +215,7 @@ class PredictionStore:
                 chunk = group[start : start + CHUNK_ROWS]
                 first = min(r.scored_at for r in chunk)
                 chunk_id = chunk[0].prediction_id
-                columns = orjson.dumps(
-                    {
-                        "event_ids": [r.event_id for r in chunk],
-                        "prediction_ids": [r.prediction_id for r in chunk],
-                        "values": [r.value for r in chunk],
-                        "event_times": [r.event_time for r in chunk],
-                        "scored_at": [r.scored_at for r in chunk],
-                        "latency_ms": [r.latency_ms for r in chunk],
-                        "feature_age_ms": [r.feature_age_ms for r in chunk],
-                        "missing_features": [list(r.missing_features) for r in chunk],
-                    }
-                )
+                columns = log_columns.encode(chunk)
                 parameters.append(
                     (self.use_case, bucket_of(first), shard_of(chunk_id), first, chunk_id,
                      version, role, feature_set, len(chunk), columns,
@@ -308,7 +298,7 @@ class PredictionStore:
             )  # fmt: skip
             for result in results:  # in statement order: bucket by bucket
                 for version, role, feature_set, blob, features in result.result_or_exc:
-                    columns = orjson.loads(blob)
+                    columns = log_columns.decode(blob)
                     count = len(columns["event_ids"])
                     yield LoggedChunk(
                         version,

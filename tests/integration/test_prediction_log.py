@@ -38,3 +38,26 @@ def test_chunks_by_when_they_were_scored(deployment: Deployment, cassandra_sessi
         f"inside-later-{i}" for i in range(3)
     ]
     assert scanned[0].features.tolist() == [0.0, 2.0]
+
+
+def test_chunks_logged_as_json_read_back_beside_binary_ones(
+    deployment: Deployment, cassandra_session: Any, monkeypatch: Any
+) -> None:
+    from stream_app.storage import log_columns
+
+    store = PredictionStore(cassandra_session, deployment.settings.cassandra.keyspace, "uc-json")
+    start = 1_795_900_000_000 - 1_795_900_000_000 % BUCKET_MS
+    with monkeypatch.context() as patch:  # a chunk as the versions before the binary columns
+        patch.setattr(log_columns, "encode", log_columns.encode_json)
+        store.write(rows("old", start + 1_000))
+    store.write(rows("new", start + 2_000))
+    blobs = [row.columns for row in cassandra_session.execute(
+        f"SELECT columns FROM {deployment.settings.cassandra.keyspace}.prediction_log "
+        "WHERE use_case = 'uc-json' AND bucket = %s AND shard IN (0,1,2,3,4,5,6,7)", (start,)
+    )]  # fmt: skip
+    assert sorted(b[:1] for b in blobs) == [b"\x00", b"{"]
+    scanned = sorted(store.scan(start, start + BUCKET_MS), key=lambda r: r.event_id)
+    assert [(r.event_id, r.value, r.latency_ms, r.features.tolist()) for r in scanned] == [
+        (f"{prefix}-{i}", float(i), 1.0, [float(i), 2.0]) for prefix in ("new", "old")
+        for i in range(3)
+    ]  # fmt: skip
