@@ -44,19 +44,22 @@ from stream_app.use_cases.spec import UseCase
 
 
 def raw_consume(kafka: KafkaSettings, plan: ReplayPlan) -> tuple[int, float]:
-    """Records read and seconds taken by a bare assign-and-consume loop over ``plan``."""
+    """Records read and seconds taken by a bare assign-and-consume loop over ``plan``. Like
+    the replay's reader it asks for no more messages than the range has left (the client
+    waits out its timeout for a batch it cannot fill)."""
     started = time.perf_counter()
     consumer = Consumer(
         {**kafka.client_config(), "group.id": f"bench-raw-{uuid.uuid4().hex[:8]}",
          "enable.auto.commit": False, "enable.partition.eof": True, "log_level": 4}
     )  # fmt: skip
     ends = {p.partition: p.end for p in plan.partitions if p.count}
-    consumer.assign([TopicPartition(plan.topic, p, s.start) for p, s in
-                     ((p.partition, p) for p in plan.partitions if p.count)])  # fmt: skip
+    left = sum(p.count for p in plan.partitions)
+    consumer.assign([TopicPartition(plan.topic, p.partition, p.start) for p in plan.partitions
+                     if p.count])  # fmt: skip
     count = 0
     with closing(consumer):
         while ends:
-            messages: list[Any] = consumer.consume(10_000, 1.0)
+            messages: list[Any] = consumer.consume(max(min(10_000, left - count), 1), 1.0)
             for message in messages:
                 partition = message.partition()
                 if message.error() is None:

@@ -6,7 +6,8 @@ nothing is ever committed, so no group's offsets are created or moved. Its group
 replay's own (``stream-app-replay-<run id>``), required by the client but never used.
 
 Each partition stops at its end offset; records past it (fetched in the same batch) are
-dropped. Batches are as large as the client hands them, up to ``batch_size``.
+dropped. Batches are as large as the client hands them, up to ``batch_size`` and never more
+than the offsets left in the range (a request for more waits out its timeout at the end).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class RangeReader:
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
         self.remaining = {p.partition: p.end for p in plan.partitions if p.count > 0}
+        self.position = {p.partition: p.start for p in plan.partitions if p.count > 0}
         self.consumer = Consumer(
             {
                 **kafka.client_config(),
@@ -65,8 +67,14 @@ class RangeReader:
 
     def batches(self) -> Iterator[list[InputMessage]]:
         remaining, topic, consumer = self.remaining, self.topic, self.consumer
+        position = self.position
         while remaining:
-            messages: list[Any] = consumer.consume(self.batch_size, self.poll_timeout_s)
+            # never more than the range still holds: the client returns a batch when it has
+            # that many messages or the timeout passed, so asking for more than is left made
+            # the last batch of every range wait the whole timeout
+            left = sum(end - position[p] for p, end in remaining.items())
+            wanted = max(min(self.batch_size, left), 1)
+            messages: list[Any] = consumer.consume(wanted, self.poll_timeout_s)
             batch: list[InputMessage] = []
             finished: list[int] = []
             for message in messages:
@@ -86,6 +94,7 @@ class RangeReader:
                 if offset >= end:  # past the range (its last offsets held no record)
                     finished.append(partition)
                     continue
+                position[partition] = offset + 1
                 batch.append(
                     InputMessage(
                         topic, partition, offset, message.key(), message.value(),

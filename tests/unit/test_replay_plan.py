@@ -62,3 +62,64 @@ def test_a_replay_writes_only_its_own_topic_never_a_production_one() -> None:
         writable_output_topic("r1", hijacked)
     with pytest.raises(ConfigurationError, match="production topic"):
         writable_output_topic("r1", TopicNames(dead_letter="replay.r1.predictions"))
+
+
+class _Message:
+    def __init__(self, partition: int, offset: int, eof: bool = False) -> None:
+        self._partition, self._offset, self._eof = partition, offset, eof
+
+    def error(self) -> object:
+        from confluent_kafka import KafkaError
+
+        return KafkaError(KafkaError._PARTITION_EOF) if self._eof else None
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return b"{}"
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._offset)
+
+
+class _Consumer:
+    """Hands out a partition's records in the order asked, a few per call, and records what
+    each ``consume`` asked for."""
+
+    def __init__(self, records: list[_Message]) -> None:
+        self.records = records
+        self.asked: list[int] = []
+
+    def consume(self, count: int, timeout: float) -> list[_Message]:
+        self.asked.append(count)
+        handed, self.records = self.records[: min(count, 4)], self.records[min(count, 4) :]
+        return handed
+
+    def incremental_unassign(self, partitions: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_reader_never_asks_for_more_records_than_the_range_has_left() -> None:
+    """The client answers a batch when it holds that many messages or its timeout passed: a
+    request beyond what is left made every range's last batch wait the whole timeout."""
+    from stream_app.replay.reader import RangeReader
+    from stream_app.settings import KafkaSettings
+
+    plan = ReplayPlan("t", 1, 2, [PartitionRange(0, 10, 17), PartitionRange(1, 3, 6)])
+    reader = RangeReader(KafkaSettings(), plan, "g", batch_size=5)
+    reader.consumer.close()
+    records = [_Message(0, o) for o in range(10, 17)] + [_Message(1, o) for o in range(3, 6)]
+    fake = reader.consumer = _Consumer(records)  # type: ignore[assignment]
+    read = [(m.partition, m.offset) for batch in reader.batches() for m in batch]
+    assert read == [(0, o) for o in range(10, 17)] + [(1, o) for o in range(3, 6)]
+    assert fake.asked == [5, 5, 2]  # 10 left, 6 left, then the last 2
