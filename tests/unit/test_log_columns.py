@@ -31,7 +31,8 @@ def test_binary_columns_decode_to_exactly_what_json_held() -> None:
     assert blob.startswith(log_columns.MAGIC)
     decoded = log_columns.decode(blob)
     assert decoded == orjson.loads(log_columns.encode_json(rows))
-    assert decoded["values"][4] is None and decoded["latency_ms"][0] is None
+    assert decoded["values"][4] is None
+    assert decoded["latency_ms"][0] is None
     assert math.copysign(1.0, decoded["values"][5]) == -1.0  # bytes, not a decimal rendering
     assert len(blob) < len(log_columns.encode_json(rows))
 
