@@ -68,6 +68,7 @@ class Outputs:
     distinct_keys: int
     expected: int = 0  # distinct inputs sent (every one should have one output)
     worker: dict[str, Any] | None = None  # what the running worker reported (run_half_load)
+    worker_cpu_s: float | None = None  # the worker's CPU time over the measured traffic
 
     @property
     def eps(self) -> float:
@@ -295,6 +296,15 @@ def run_scenario(
     return outputs
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """User plus system CPU seconds a process has used (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_half_load(
     base: Settings, run_id: str, world: World, rate: float, seconds: float, log_dir: Path,
     progress: TextIO, scenario: str = "half",
@@ -315,9 +325,13 @@ def run_half_load(
             warmup = pregenerate(world, int(rate * warmup_s), f"{run_id}-warmup")
             produce(settings, warmup, rate=rate)
             records = pregenerate(world, int(rate * seconds), f"{run_id}-half")
+            cpu_before = process_cpu_s(process.pid)
             created = produce(settings, records, rate=rate)
             expected = len(records) + len(warmup) + 1
             outputs = collect(settings, expected, created, 120)
+            cpu_after = process_cpu_s(process.pid)
+            if cpu_before is not None and cpu_after is not None:
+                outputs.worker_cpu_s = round(cpu_after - cpu_before, 2)
             outputs.expected = expected
             if inspect is not None:
                 outputs.worker = inspect(settings)

@@ -65,6 +65,13 @@ def run(
         "max_ms": percentile(outputs.latencies_ms, 100),
         "lost": outputs.expected - outputs.distinct_keys,
         "output_linger_ms": settings.kafka.output_linger_ms,
+        # the worker's CPU per event over the measured traffic (from /proc; None elsewhere):
+        # steadier from run to run than the latencies, which queue behind the shared cores
+        "worker_cpu_ms_per_event": (
+            round(outputs.worker_cpu_s * 1000 / max(len(outputs.latencies_ms), 1), 3)
+            if outputs.worker_cpu_s is not None
+            else None
+        ),
         "stages_ms": outputs.worker or {},
         "logs": str(log_dir),
     }

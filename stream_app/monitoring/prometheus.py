@@ -24,8 +24,11 @@ STAGE_BUCKETS = (
 def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
     """``histogram.observe(v)`` for every value, in one pass (the scoring path observes a
     whole batch at once). Uses the client's bucket storage; a unit test holds it equal to
-    one ``observe`` per value."""
-    if not len(values):
+    one ``observe`` per value. A few values are observed one by one: numpy's fixed cost per
+    call (about 9 µs here) is more than ``observe``'s (about 1.3 µs) below eight values."""
+    if len(values) < 8:
+        for value in values:
+            histogram.observe(value)
         return
     array = np.asarray(values, dtype=np.float64)
     bounds = histogram._upper_bounds
