@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from stream_app.kafka.producer import produce_when_room
+from stream_app.kafka.producer import output_producer_config, produce_when_room
 from stream_app.settings import Settings, load_settings
 
 
@@ -202,15 +202,7 @@ def run_ceiling(settings: Settings) -> None:
     required = sorted({*builder.entity_keys, use_case.entities.split_key})
     group = f"{settings.worker.app_id}-ceiling"
     consumer = Consumer(consumer_config(settings.kafka, group, settings.worker.session_timeout_s))
-    producer = Producer(
-        {
-            **settings.kafka.client_config(),
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": settings.kafka.output_linger_ms,
-            "compression.type": "lz4",
-        }
-    )
+    producer = Producer(output_producer_config(settings.kafka))
     errors: list[str] = []
 
     def delivered(err: Any, message: Any) -> None:

@@ -41,6 +41,19 @@ def produce_when_room(
             producer.poll(drain_s)
 
 
+def output_producer_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """librdkafka settings of a producer of the worker's outputs (and of the ceiling baseline,
+    which must keep the same guarantees): idempotent, acknowledged by every in-sync replica,
+    lz4-compressed, lingering ``output_linger_ms``."""
+    return {
+        **kafka.client_config(),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": kafka.output_linger_ms,
+        "compression.type": "lz4",
+    }
+
+
 class Publisher(Protocol):
     """Where services send their outputs: ``publish`` returns once every record is
     acknowledged, or raises ``PublishError`` with those that were not (``KafkaPublisher``)."""
@@ -68,18 +81,13 @@ class KafkaPublisher:
         self,
         kafka: KafkaSettings,
         client_id: str,
-        linger_ms: float | None = None,  # default: the settings' output_linger_ms
         crash: Crash = crash_without_commit,
     ) -> None:
         self._crash = crash
         self._producer = Producer(
             {
-                **kafka.client_config(),
+                **output_producer_config(kafka),
                 "client.id": client_id,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": kafka.output_linger_ms if linger_ms is None else linger_ms,
-                "compression.type": "lz4",
                 "queue.buffering.max.messages": 1_000_000,
                 "log_level": 4,
                 "error_cb": self._on_error,
