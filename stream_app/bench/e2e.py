@@ -40,6 +40,7 @@ from stream_app.kafka.producer import produce_when_room
 from stream_app.models.compiled import Compilation, CompiledScorer
 from stream_app.models.registry import ModelRegistry, load_scorer
 from stream_app.provisioning.keyspace import ensure_keyspace
+from stream_app.services.process import cpu_seconds
 from stream_app.settings import (
     CassandraSettings,
     KafkaSettings,
@@ -296,15 +297,6 @@ def run_scenario(
     return outputs
 
 
-def process_cpu_s(pid: int) -> float | None:
-    """User plus system CPU seconds a process has used (Linux ``/proc``; None elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run_half_load(
     base: Settings, run_id: str, world: World, rate: float, seconds: float, log_dir: Path,
     progress: TextIO, scenario: str = "half",
@@ -325,11 +317,11 @@ def run_half_load(
             warmup = pregenerate(world, int(rate * warmup_s), f"{run_id}-warmup")
             produce(settings, warmup, rate=rate)
             records = pregenerate(world, int(rate * seconds), f"{run_id}-half")
-            cpu_before = process_cpu_s(process.pid)
+            cpu_before = cpu_seconds(process.pid)
             created = produce(settings, records, rate=rate)
             expected = len(records) + len(warmup) + 1
             outputs = collect(settings, expected, created, 120)
-            cpu_after = process_cpu_s(process.pid)
+            cpu_after = cpu_seconds(process.pid)
             if cpu_before is not None and cpu_after is not None:
                 outputs.worker_cpu_s = round(cpu_after - cpu_before, 2)
             outputs.expected = expected

@@ -89,15 +89,29 @@ class ServiceStatus:
     detail: str
 
 
-def _start_ticks(pid: int) -> str | None:
-    """The kernel start time of ``pid`` (clock ticks since boot), or None if it is gone."""
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` from the third on (state, ppid, ...; ``fields[0]``
+    is field 3 of proc(5)), or None if the process is gone (or there is no ``/proc``)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may hold spaces; fields after the last ')' are fixed.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":  # a zombie has exited already
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU seconds ``pid`` has used, or None if it is gone."""
+    fields = stat_fields(pid)
+    if fields is None:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _start_ticks(pid: int) -> str | None:
+    """The kernel start time of ``pid`` (clock ticks since boot), or None if it is gone."""
+    fields = stat_fields(pid)
+    if fields is None or fields[0] == "Z":  # a zombie has exited already
         return None
     return fields[19]
 

@@ -25,7 +25,12 @@ import orjson
 
 MAGIC = b"\x00SL1"
 _SEPARATOR = "\x00"
-_HEADER = struct.Struct("<4sI9I")  # magic, rows, then the byte length of each part
+# the parts of a binary blob, in order, after the header (magic, rows, each part's length)
+_PARTS = (
+    "event_ids", "prediction_ids", "integers", "values", "values_present", "latency_ms",
+    "latency_present", "missing_table", "missing_index",
+)  # fmt: skip
+_HEADER = struct.Struct(f"<4sI{len(_PARTS)}I")
 
 
 class ColumnRow(Protocol):
@@ -66,12 +71,13 @@ def encode_json(rows: Sequence[ColumnRow]) -> bytes:
 
 
 def _nullable(values: list[float | None]) -> tuple[bytes, bytes]:
-    if None not in values:  # the common case: one conversion, no mask to build
-        return np.array(values, dtype="<f8").tobytes(), np.packbits(
-            np.ones(len(values), bool)
-        ).tobytes()
-    present = np.array([v is not None for v in values], dtype=bool)
-    array = np.array([np.nan if v is None else v for v in values], dtype="<f8")
+    """float64 bytes (NaN where None) and the validity bitmap."""
+    if None in values:
+        present = np.array([v is not None for v in values], dtype=bool)
+        array = np.array([np.nan if v is None else v for v in values], dtype="<f8")
+    else:  # the common case: one conversion
+        present = np.ones(len(values), dtype=bool)
+        array = np.array(values, dtype="<f8")
     return array.tobytes(), np.packbits(present).tobytes()
 
 
@@ -95,7 +101,7 @@ def encode(rows: Sequence[ColumnRow]) -> bytes:
     for i, r in enumerate(rows):
         if r.missing_features:
             index[i] = table.setdefault(tuple(r.missing_features), len(table))
-    parts = [
+    parts = [  # in _PARTS order
         event_ids.encode(), prediction_ids.encode(), integers.tobytes(), values,
         values_present, latency, latency_present, orjson.dumps(list(table)), index.tobytes(),
     ]  # fmt: skip
@@ -133,9 +139,7 @@ class Columns(Mapping[str, list[Any]]):
         _, self._count, *lengths = _HEADER.unpack_from(blob)
         view = memoryview(blob)
         offset = _HEADER.size
-        names = ("event_ids", "prediction_ids", "integers", "values", "values_present",
-                 "latency_ms", "latency_present", "missing_table", "missing_index")  # fmt: skip
-        for name, length in zip(names, lengths, strict=True):
+        for name, length in zip(_PARTS, lengths, strict=True):
             self._parts[name] = view[offset : offset + length]
             offset += length
 
