@@ -198,6 +198,13 @@ class WorkerSettings(BaseModel):
         description="Agents this worker runs (run them in separate workers to scale apart).",
     )
     app_id: str = Field("stream-app", description="Faust app id (consumer group prefix).")
+    instance_id: str | None = Field(
+        None,
+        description="This worker's stable name among the workers of one app, e.g. a "
+        "StatefulSet pod's name (default: host name and web port). exactly_once: its "
+        "transactional ids are derived from it, so a restarted worker fences its predecessor "
+        "at once; two live workers must never share it.",
+    )
     web_host: str = Field("127.0.0.1", description="Address the web port binds to.")
     web_port: int = Field(6066, description="Web port (metrics, dashboard).")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
@@ -250,6 +257,20 @@ class ConsumerSettings(BaseModel):
     )
     retry_initial_s: float = Field(0.2, gt=0, description="First back-off after an outage.")
     retry_max_s: float = Field(10.0, gt=0, description="Longest back-off between retries.")
+    guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="at_least_once: outputs are acknowledged before offsets are committed (a "
+        "crash re-scores uncommitted work; copies share a prediction id). exactly_once: each "
+        "commit is one Kafka transaction holding the outputs of the batches it commits and "
+        "their offsets; read_committed consumers see one copy. Needs the batch consumer.",
+    )
+    transaction_timeout_s: float = Field(
+        30.0,
+        ge=1,
+        description="exactly_once: the broker aborts a transaction left open this long (a "
+        "killed worker's open transaction holds back read_committed readers until then, "
+        "unless a worker with the same worker.instance_id starts first and fences it).",
+    )
 
 
 class ScoringSettings(BaseModel):

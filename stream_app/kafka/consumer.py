@@ -18,11 +18,18 @@ Guarantees:
 - errors the client recovers from (an unknown member, a moved coordinator, brokers down) are
   logged and the consumer goes on (librdkafka rejoins by itself); any other error, and any
   failure of a batch, ends the worker (``supervision``), never the consumer alone.
+
+Given ``transactions`` (``consumer.guarantee = exactly_once``), each batch's outputs are kept
+(``transactions.batch_outputs``) instead of sent, and a commit is one transaction holding the
+outputs of the batches it commits and their offsets. When a transaction is aborted, or
+partitions are lost, the outputs in hand are dropped and the consumer goes back to the
+committed offsets: those batches are processed again, and only one copy is ever committed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 import time
@@ -32,9 +39,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from stream_app.messages import InputMessage
+from stream_app.kafka.transactions import TransactionAborted, Transactions, batch_outputs
+from stream_app.messages import InputMessage, Record
 from stream_app.settings import KafkaSettings
 from stream_app.supervision import Crash, crash_without_commit, supervise
 
@@ -187,6 +195,7 @@ class BatchConsumer:
         report_commit: Callable[[float], None] | None = None,
         make_consumer: Callable[[dict[str, Any]], Any] = Consumer,
         crash: Crash = crash_without_commit,
+        transactions: Transactions | None = None,
     ) -> None:
         self.config = config
         self.service = service
@@ -197,15 +206,19 @@ class BatchConsumer:
         self.report_commit = report_commit  # seconds from a batch done to its offsets acked
         self._make_consumer = make_consumer
         self._crash = crash
+        self._transactions = transactions
         self._consumer: Any = None
         # One thread owns the consumer: consume, commit and the rebalance callbacks run on it.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"consumer-{topic}")
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._in_flight: deque[tuple[dict[Partition, int], asyncio.Task[Any]]] = deque()
+        self._in_flight: deque[tuple[dict[Partition, int], asyncio.Task[Any], list[Record]]]
+        self._in_flight = deque()
         self._finished = threading.Lock()
         self._done: dict[Partition, int] = {}  # next offset to commit, per partition
         self._acked: dict[Partition, int] = {}  # the last offset Kafka confirmed committed
         self._unacked: deque[tuple[dict[Partition, int], float]] = deque()  # done, not acked
+        self._outputs: list[Record] = []  # exactly once: finished batches' outputs, not sent
+        self._rewind = False  # exactly once: outputs dropped, go back to the committed offsets
         self._owned: set[Partition] = set()
         self._fatal: KafkaError | None = None
         self._stopping = False
@@ -247,6 +260,8 @@ class BatchConsumer:
         await self._on_thread(lambda: self._commit(self._pending(), asynchronous=False))
         await self._on_thread(self._consumer.close)
         self._thread.shutdown(wait=True)
+        if self._transactions is not None:
+            self._transactions.close()
 
     def state(self) -> ConsumerState:
         """Where this consumer stands in its group."""
@@ -297,6 +312,9 @@ class BatchConsumer:
             self._collect_finished()
             if self._fatal is not None:
                 raise KafkaException(self._fatal)
+            if self._rewind:
+                await self._go_back_to_committed()
+                continue
             if len(self._in_flight) >= self.options.batches_in_flight:
                 await self._wait_for_room()
                 continue
@@ -309,6 +327,8 @@ class BatchConsumer:
                 self._throttled.warning(f"poll-{error.code()}", "%s consumer: %s; going on",
                                         self.topic, error)  # fmt: skip
                 await asyncio.sleep(RETRY_AFTER_ERROR_S)
+                continue
+            if self._rewind:  # read past outputs just dropped: read again after going back
                 continue
             inputs = []
             for message in messages:
@@ -330,19 +350,29 @@ class BatchConsumer:
         for message in inputs:
             key = (message.topic, message.partition)
             last[key] = max(last.get(key, -1), message.offset)
-        task = asyncio.ensure_future(self.service.process(inputs))
-        self._in_flight.append(({k: v + 1 for k, v in last.items()}, task))
+        outputs: list[Record] = []
+        context = contextvars.copy_context()
+        if self._transactions is not None:
+            context.run(batch_outputs.set, outputs)  # the batch's publishes land here
+        task = asyncio.get_running_loop().create_task(self.service.process(inputs), context=context)
+        self._in_flight.append(({k: v + 1 for k, v in last.items()}, task, outputs))
 
     def _collect_finished(self) -> None:
         """Record the offsets of finished batches, oldest first, stopping at the first
         unfinished one; a failed batch ends the worker without committing it."""
         while self._in_flight and self._in_flight[0][1].done():
-            offsets, task = self._in_flight.popleft()
+            offsets, task, outputs = self._in_flight.popleft()
             if task.cancelled() or task.exception() is not None:
                 error = None if task.cancelled() else task.exception()
                 self._crash(f"processing a batch of {self.topic} failed unexpectedly: {error!r}")
                 continue
             with self._finished:
+                if self._transactions is not None:
+                    if self._rewind or any(p not in self._owned for p in offsets):
+                        # its outputs can no longer be committed with all of its offsets
+                        self._rewind = True
+                        continue
+                    self._outputs += outputs
                 for partition, offset in offsets.items():
                     if partition in self._owned:  # not for partitions given up meanwhile
                         self._done[partition] = offset
@@ -368,14 +398,54 @@ class BatchConsumer:
             self._paused = False
 
     def _keep_membership(self) -> None:
-        """On the consumer thread, while paused: serve the group protocol and callbacks."""
+        """On the consumer thread, while paused: serve the group protocol and callbacks. A
+        message that arrives meanwhile (from a partition assigned since the pause) is not
+        processed now: the consumer goes back to it, so it is read again later."""
         self._commit_due()
-        self._consumer.poll(0)
+        message = self._consumer.poll(0)
+        if message is not None and message.error() is None:
+            self._consumer.seek(
+                TopicPartition(message.topic(), message.partition(), message.offset())
+            )
         self.last_poll = time.monotonic()
+
+    async def _go_back_to_committed(self) -> None:
+        """Exactly once, after a transaction was aborted or partitions were lost: let the
+        batches in flight finish, drop every output not committed, and read the owned
+        partitions again from their committed offsets."""
+        await self._drain()
+        with self._finished:
+            self._outputs = []
+            self._done = {p: o for p, o in self._acked.items() if p in self._owned}
+            self._unacked.clear()
+        try:
+            await self._on_thread(self._seek_to_committed)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not isinstance(error, KafkaError) or not recoverable(error):
+                raise
+            self._throttled.warning(
+                "rewind", "%s consumer: going back to the committed offsets failed (%s); "
+                "trying again", self.topic, error,
+            )  # fmt: skip
+            await asyncio.sleep(RETRY_AFTER_ERROR_S)
+            return
+        self._rewind = False
+
+    def _seek_to_committed(self) -> None:
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return
+        committed = self._consumer.committed(assignment, timeout=DRAIN_TIMEOUT_S)
+        for tp in committed:
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        log.warning("%s consumer: back to the committed offsets %s", self.topic,
+                    {tp.partition: tp.offset for tp in committed})  # fmt: skip
 
     async def _drain(self) -> None:
         """Wait for every batch in flight to finish and record its offsets."""
-        tasks = [task for _, task in self._in_flight]
+        tasks = [task for _, task, _ in self._in_flight]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=DRAIN_TIMEOUT_S)
             if pending:
@@ -388,11 +458,14 @@ class BatchConsumer:
     def _pending(self, only: set[Partition] | None = None) -> list[TopicPartition]:
         """Finished offsets Kafka has not confirmed yet (of ``only`` these partitions)."""
         with self._finished:
-            return [
-                TopicPartition(t, p, offset)
-                for (t, p), offset in self._done.items()
-                if offset > self._acked.get((t, p), -1) and (only is None or (t, p) in only)
-            ]
+            return self._pending_locked(only)
+
+    def _pending_locked(self, only: set[Partition] | None = None) -> list[TopicPartition]:
+        return [
+            TopicPartition(t, p, offset)
+            for (t, p), offset in self._done.items()
+            if offset > self._acked.get((t, p), -1) and (only is None or (t, p) in only)
+        ]
 
     def _commit_due(self) -> None:
         """Commit finished work at most every ``commit_interval_s`` (each commit is a write to
@@ -406,6 +479,9 @@ class BatchConsumer:
     def _commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
         """Commit ``offsets``; a failure the group recovers from leaves them pending (tried
         again at the next commit), any other ends the worker."""
+        if self._transactions is not None:
+            self._commit_transaction()
+            return
         if not offsets:
             return
         try:
@@ -421,6 +497,30 @@ class BatchConsumer:
             return
         if not asynchronous and committed:
             self._on_commit(None, committed)
+
+    def _commit_transaction(self) -> None:
+        """Exactly once: every finished batch's outputs and offsets in one transaction (all
+        partitions: outputs are not kept apart by partition)."""
+        assert self._transactions is not None
+        if self._rewind:
+            return
+        with self._finished:
+            records, offsets = self._outputs, self._pending_locked()
+            self._outputs = []
+        if not offsets and not records:
+            return
+        try:
+            done = self._transactions.commit(
+                records, offsets, self._consumer.consumer_group_metadata()
+            )
+        except TransactionAborted:
+            self._rewind = True
+            return
+        if not done:
+            with self._finished:
+                self._outputs = records + self._outputs
+            return
+        self._on_commit(None, offsets)
 
     def _on_commit(self, error: Any, partitions: list[TopicPartition]) -> None:
         """Kafka's answer to a commit (called on the consumer thread)."""
@@ -514,7 +614,9 @@ class BatchConsumer:
             if self._in_flight:
                 drained = asyncio.run_coroutine_threadsafe(self._drain(), self._loop)
                 drained.result(DRAIN_TIMEOUT_S + 5)
-            if not lost:
+            if lost and self._transactions is not None:
+                self._rewind = True  # the outputs in hand are dropped, none committed
+            elif not lost:
                 self._commit(self._pending(only=gone), asynchronous=False)
             with self._finished:
                 self._owned -= gone

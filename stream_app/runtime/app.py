@@ -15,6 +15,7 @@ import faust
 from stream_app.agents import leader, scoring
 from stream_app.agents.attach import attach
 from stream_app.kafka.consumer import BatchConsumer, BatchOptions, consumer_config
+from stream_app.kafka.transactions import TransactionalProducer, transactional_id
 from stream_app.monitoring.readiness import Readiness
 from stream_app.monitoring.web import register_dashboard, register_health, register_pages
 from stream_app.settings import KafkaSettings, Settings
@@ -122,9 +123,13 @@ def wire_use_case(
         )
         group = group_id(settings, use_case, agent)
         config = consumer_config(settings.kafka, group, settings.worker.session_timeout_s)
+        transactions = None
+        if settings.consumer.guarantee == "exactly_once":
+            transactions = TransactionalProducer(settings, transactional_id(settings, group))
         consumer = BatchConsumer(
             config, service, topic=topic, options=options, report_lag=report_lag,
             report_commit=report_commit if agent == "scoring" else None,
+            transactions=transactions,
         )  # fmt: skip
         attach(app, f"BatchConsumer_{consumer.topic}", consumer.start, consumer.stop)
         watchdog.watch(consumer.progress)

@@ -18,7 +18,8 @@ from stream_app.features.pane_store import PaneStore
 from stream_app.features.service import FeatureService
 from stream_app.features.store import CassandraFeatureStore
 from stream_app.kafka.admin import topic_id
-from stream_app.kafka.producer import KafkaPublisher
+from stream_app.kafka.producer import KafkaPublisher, Publisher
+from stream_app.kafka.transactions import BatchOutputs
 from stream_app.lifecycle.accuracy_feed import AccuracyFeed
 from stream_app.lifecycle.orchestrator import Orchestrator
 from stream_app.lifecycle.watcher import ModelWatcher
@@ -130,6 +131,19 @@ def served_use_cases(
     return loaded
 
 
+def services_publisher(settings: Settings, publisher: KafkaPublisher) -> Publisher:
+    """What the services publish through: the worker's producer (at least once), or each
+    batch's outputs, sent in its commit's transaction (exactly once)."""
+    if settings.consumer.guarantee == "at_least_once":
+        return publisher
+    if settings.scoring.consumer != "batch":
+        raise ConfigurationError(
+            "consumer.guarantee exactly_once needs the batch consumer: unset "
+            "STREAM_APP_SCORING__CONSUMER (faust)"
+        )
+    return BatchOutputs(publisher)
+
+
 def build_dependencies(
     settings: Settings, registry: CollectorRegistry = REGISTRY, use_cases: Sequence[str] = ()
 ) -> Dependencies:
@@ -149,11 +163,12 @@ def build_dependencies(
             if "scoring" in settings.worker.agents:  # refuse to start without one, saying how
                 ModelRegistry(session, keyspace, use_case.name).champion()
         publisher = KafkaPublisher(settings.kafka, client_id=f"{settings.worker.app_id}-outputs")
+        outputs = services_publisher(settings, publisher)
         labelled = UseCaseLabelled()
         services = []
         for use_case, own in served:
             metrics_registry = CollectorRegistry()
-            services.append(use_case_services(session, own, use_case, publisher, metrics_registry))
+            services.append(use_case_services(session, own, use_case, outputs, metrics_registry))
             labelled.add(use_case.name, metrics_registry)
         registry.register(labelled)
     except BaseException:
@@ -174,7 +189,7 @@ def use_case_services(
     session: Session,
     settings: Settings,
     use_case: UseCase,
-    publisher: KafkaPublisher,
+    publisher: Publisher,
     metrics_registry: CollectorRegistry,
 ) -> UseCaseServices:
     """The services of one use case (``settings`` as it sees them)."""

@@ -74,6 +74,7 @@ class FakeConsumer:
     commit_error: KafkaError | None = None
     in_revoke: bool = False
     consume_calls: int = 0
+    generation: int = 1  # the group generation, as the transactional fake checks it
     _callbacks: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -93,6 +94,7 @@ class FakeConsumer:
     def assign_now(self, partitions: list[tuple[str, int]]) -> None:
         """A rebalance that gives this member ``partitions`` (callback on this thread)."""
         self.assigned = list(partitions)
+        self.generation += 1
         for tp in partitions:
             self.positions.setdefault(tp, self.committed_offsets().get(tp, 0))
         self._callbacks["on_assign"](self, [TopicPartition(t, p) for t, p in partitions])
@@ -136,8 +138,24 @@ class FakeConsumer:
             time.sleep(min(timeout, 0.005))
         return found
 
-    def poll(self, timeout: float = -1) -> None:
-        self.consume(0, 0)
+    def poll(self, timeout: float = -1) -> FakeMessage | None:
+        found = self.consume(1, 0)
+        return found[0] if found else None
+
+    def seek(self, partition: TopicPartition) -> None:
+        key = (partition.topic, partition.partition)
+        assert key in self.assigned, f"seek on {key}, not assigned"
+        self.positions[key] = max(partition.offset, 0)  # OFFSET_BEGINNING (-2): the start
+
+    def committed(self, partitions: list[TopicPartition], timeout: float = -1) -> Any:
+        offsets = self.committed_offsets()
+        return [
+            TopicPartition(tp.topic, tp.partition, offsets.get((tp.topic, tp.partition), -1001))
+            for tp in partitions
+        ]
+
+    def consumer_group_metadata(self) -> Any:
+        return ("g", self.generation)
 
     def commit(self, offsets: list[TopicPartition], asynchronous: bool = True) -> Any:
         if self.commit_error is not None:
@@ -179,3 +197,39 @@ def raise_from_consume(error: KafkaError) -> Action:
         raise KafkaException(error)
 
     return action
+
+
+@dataclass
+class FakeTransactions:
+    """A transactional producer in memory: a committed transaction records its records and
+    adds its offsets to ``consumer``'s commits, as Kafka's TxnOffsetCommit does; a test can
+    make the next commit abort, fence a member of an older generation, or find the
+    transactions not ready."""
+
+    consumer: FakeConsumer | None = None
+    committed: list[list[Any]] = field(default_factory=list)  # records per transaction
+    aborted: int = 0
+    abort_next: bool = False
+    not_ready_next: bool = False
+    closed: bool = False
+    group_generation: int | None = None  # set: the group's generation, older ones are fenced
+
+    def commit(self, records: Any, offsets: list[TopicPartition], group_metadata: Any) -> bool:
+        from stream_app.kafka.transactions import TransactionAborted
+
+        assert self.consumer is not None
+        if self.not_ready_next:
+            self.not_ready_next = False
+            return False
+        fenced = self.group_generation is not None and group_metadata[1] != self.group_generation
+        if self.abort_next or fenced:
+            self.abort_next = False
+            self.aborted += 1
+            raise TransactionAborted("aborted by the test")
+        self.committed.append(list(records))
+        committed = {(tp.topic, tp.partition): tp.offset for tp in offsets}
+        self.consumer.commits.append(Commit(committed, False, self.consumer.in_revoke))
+        return True
+
+    def close(self) -> None:
+        self.closed = True

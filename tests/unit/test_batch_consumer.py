@@ -16,8 +16,9 @@ import pytest
 from confluent_kafka import KafkaError
 
 from stream_app.kafka.consumer import BatchConsumer, BatchOptions, recoverable
-from stream_app.messages import InputMessage
-from tests.fakes.kafka import FakeConsumer, raise_from_consume
+from stream_app.kafka.transactions import BatchOutputs
+from stream_app.messages import InputMessage, Record
+from tests.fakes.kafka import FakeConsumer, FakeTransactions, raise_from_consume
 
 TOPIC = "client-events"
 P0, P1 = (TOPIC, 0), (TOPIC, 1)
@@ -31,8 +32,9 @@ class Crashed(Exception):
 class Service:
     """Records batches; a batch finishes when the test opens its gate (or at once)."""
 
-    def __init__(self, hold: bool = False) -> None:
+    def __init__(self, hold: bool = False, publisher: BatchOutputs | None = None) -> None:
         self.hold = hold
+        self.publisher = publisher  # given: one output per message, published as it is read
         self.batches: list[list[tuple[int, int]]] = []
         self.gates: list[asyncio.Event] = []
         self.fail_next = False
@@ -45,6 +47,8 @@ class Service:
         self.gates.append(gate)
         if self.fail_next:
             raise RuntimeError("a bug in the service")
+        if self.publisher is not None:
+            await self.publisher.publish([output(m.partition, m.offset) for m in messages])
         if self.hold:
             await gate.wait()
         return len(messages)
@@ -62,6 +66,7 @@ class Harness:
         service: Service,
         options: BatchOptions = OPTIONS,
         report_commit: Callable[[float], None] | None = None,
+        transactions: FakeTransactions | None = None,
     ) -> None:
         self.service = service
         self.crashes: list[str] = []
@@ -69,6 +74,8 @@ class Harness:
 
         def make(config: dict[str, Any]) -> FakeConsumer:
             self.fake = FakeConsumer(config)
+            if transactions is not None:
+                transactions.consumer = self.fake
             return self.fake
 
         def crash(what: str) -> None:
@@ -76,7 +83,7 @@ class Harness:
 
         self.consumer = BatchConsumer(
             {"group.id": "g"}, service, topic=TOPIC, options=options, make_consumer=make,
-            crash=crash, report_commit=report_commit,
+            crash=crash, report_commit=report_commit, transactions=transactions,
         )  # fmt: skip
 
     @property
@@ -104,6 +111,10 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
 
 def values(n: int) -> list[bytes]:
     return [b"{}"] * n
+
+
+def output(partition: int, offset: int) -> Record:
+    return Record("predictions", None, f"{partition}:{offset}".encode())
 
 
 def test_offsets_are_committed_only_after_the_batch_is_acknowledged() -> None:
@@ -399,7 +410,164 @@ def test_the_fake_consumer_offers_nothing_the_real_one_lacks() -> None:
     real = {name for name in dir(Consumer) if not name.startswith("_")}
     test_helpers = {"produce", "committed_offsets", "assign_now", "revoke_now", "config", "logs",
                     "commits", "positions", "assigned", "paused", "closed", "script",
-                    "commit_error", "in_revoke", "consume_calls"}  # fmt: skip
+                    "commit_error", "in_revoke", "consume_calls", "generation"}  # fmt: skip
     offered = {name for name in dir(FakeConsumer) if not name.startswith("_")}
     offered |= {f for f in FakeConsumer.__dataclass_fields__ if not f.startswith("_")}
     assert offered - test_helpers <= real, sorted(offered - test_helpers - real)
+
+
+class Sent:
+    """The at-least-once publisher behind ``BatchOutputs`` (used outside a batch only)."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    async def publish(self, records: Sequence[Record]) -> None:
+        self.records += records
+
+
+def exactly_once(hold: bool = False) -> tuple[Harness, FakeTransactions, Sent]:
+    sent, transactions = Sent(), FakeTransactions()
+    h = Harness(Service(hold, BatchOutputs(sent)), transactions=transactions)
+    return h, transactions, sent
+
+
+def committed_outputs(transactions: FakeTransactions) -> list[Record]:
+    return [record for records in transactions.committed for record in records]
+
+
+def test_exactly_once_commits_a_batchs_outputs_with_its_offsets_in_one_transaction() -> None:
+    async def scenario() -> None:
+        h, transactions, sent = exactly_once(hold=True)
+        await h.start([P0])
+        h.kafka.produce(TOPIC, 0, values(3))
+        await h.until(lambda: len(h.service.batches) == 1)
+        await asyncio.sleep(0.05)
+        assert transactions.committed == [] and h.kafka.committed_offsets() == {}
+        h.service.gates[0].set()
+        await h.until(lambda: h.kafka.committed_offsets() == {P0: 3})
+        assert transactions.committed == [[output(0, 0), output(0, 1), output(0, 2)]]
+        assert sent.records == []  # nothing left the transaction
+        await h.consumer.stop()
+        assert transactions.closed and h.crashes == []
+
+    run(scenario)
+
+
+def test_an_aborted_transaction_is_processed_again_from_the_committed_offsets() -> None:
+    async def scenario() -> None:
+        h, transactions, _ = exactly_once()
+        await h.start([P0])
+        h.kafka.produce(TOPIC, 0, values(3))
+        await h.until(lambda: h.kafka.committed_offsets() == {P0: 3})
+        transactions.abort_next = True
+        h.kafka.produce(TOPIC, 0, values(3))
+        await h.until(lambda: h.kafka.committed_offsets() == {P0: 6})
+        assert transactions.aborted == 1
+        assert h.service.batches[1] == h.service.batches[2] == [(0, 3), (0, 4), (0, 5)]
+        assert committed_outputs(transactions) == [output(0, i) for i in range(6)]
+        await h.consumer.stop()
+        assert h.crashes == []
+
+    run(scenario)
+
+
+def test_exactly_once_drops_the_outputs_of_lost_partitions_and_commits_none_of_them() -> None:
+    async def scenario() -> None:
+        h, transactions, _ = exactly_once(hold=True)
+        await h.start([P0, P1])
+        h.kafka.produce(TOPIC, 0, values(3))
+        await h.until(lambda: len(h.service.batches) == 1)
+
+        def lose(kafka: FakeConsumer) -> None:
+            h.service.gates[0].set()
+            kafka.revoke_now([P0, P1], lost=True)
+
+        h.kafka.script += [lose, lambda k: k.assign_now([P0, P1])]
+        await h.until(lambda: len(h.service.batches) == 2)  # scored again after the rejoin
+        h.service.gates[1].set()
+        await h.until(lambda: h.kafka.committed_offsets() == {P0: 3})
+        assert committed_outputs(transactions) == [output(0, i) for i in range(3)]
+        await h.consumer.stop()
+        assert h.crashes == []
+
+    run(scenario)
+
+
+def test_a_zombie_member_cannot_commit_and_a_revoke_commits_what_is_in_hand() -> None:
+    """A transaction sent with an old group generation is refused (fenced); the work goes
+    back to the committed offsets. A revoke commits the finished outputs first."""
+
+    async def scenario() -> None:
+        h, transactions, _ = exactly_once(hold=True)
+        await h.start([P0, P1])
+        h.kafka.produce(TOPIC, 1, values(2))
+        await h.until(lambda: len(h.service.batches) == 1)
+
+        def revoke(kafka: FakeConsumer) -> None:
+            h.service.gates[0].set()
+            kafka.revoke_now([P1])
+
+        h.kafka.script.append(revoke)
+        await h.until(lambda: h.service.revoked == [[1]])
+        assert [c.offsets for c in h.kafka.commits if c.during_revoke] == [{P1: 2}]
+        assert committed_outputs(transactions) == [output(1, 0), output(1, 1)]
+        transactions.group_generation = h.kafka.generation + 1  # the group moved on
+        h.kafka.produce(TOPIC, 0, values(2))
+        await h.until(lambda: len(h.service.batches) == 2)
+        h.service.gates[1].set()
+        await h.until(lambda: transactions.aborted >= 1)
+        transactions.group_generation = None  # the member rejoined
+        await h.until(lambda: len(h.service.batches) >= 3)
+        for gate in h.service.gates:
+            gate.set()
+        await h.until(lambda: h.kafka.committed_offsets().get(P0) == 2)
+        assert h.service.batches[2] == [(0, 0), (0, 1)]
+        assert committed_outputs(transactions)[2:] == [output(0, 0), output(0, 1)]
+        await h.consumer.stop()
+
+    run(scenario)
+
+
+def test_outputs_wait_while_transactions_cannot_begin_and_are_committed_once() -> None:
+    async def scenario() -> None:
+        h, transactions, _ = exactly_once()
+        transactions.not_ready_next = True
+        await h.start([P0])
+        h.kafka.produce(TOPIC, 0, values(2))
+        await h.until(lambda: h.kafka.committed_offsets() == {P0: 2})
+        assert committed_outputs(transactions) == [output(0, 0), output(0, 1)]
+        assert len(h.service.batches) == 1
+        await h.consumer.stop()
+
+    run(scenario)
+
+
+def test_outputs_published_outside_a_batch_go_to_the_fallback_publisher() -> None:
+    sent = Sent()
+    asyncio.run(BatchOutputs(sent).publish([output(0, 0)]))
+    assert sent.records == [output(0, 0)]
+
+
+def test_a_message_read_while_paused_is_read_again_later() -> None:
+    """While every batch slot is busy the consumer only serves the group; a message that
+    poll returns then (from a partition assigned meanwhile) must not be skipped."""
+
+    async def scenario() -> None:
+        options = BatchOptions(batch_size=3, batches_in_flight=1, batch_wait_s=0.01,
+                               commit_interval_s=0)  # fmt: skip
+        h = Harness(Service(hold=True), options)
+        await h.start([P0])
+        h.kafka.produce(TOPIC, 0, values(3))
+        await h.until(lambda: len(h.service.batches) == 1)
+        h.kafka.produce(TOPIC, 1, values(1))
+        polled = await h.on_thread(lambda: (h.kafka.assign_now([P0, P1]), h.consumer._keep_membership()))
+        assert polled is not None
+        h.service.gates[0].set()
+        await h.until(lambda: len(h.service.batches) == 2)
+        h.service.gates[1].set()
+        assert h.service.batches[1] == [(1, 0)]
+        await h.until(lambda: h.kafka.committed_offsets() == {P0: 3, P1: 1})
+        await h.consumer.stop()
+
+    run(scenario)
