@@ -67,9 +67,14 @@ fuzz: venv ## coverage-guided fuzzing of every decoder with atheris for FUZZ_SEC
 	$(BIN)/python tests/fuzz/fuzz_decoders.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 -max_len=80000 -artifact_prefix=fuzz/ -print_final_stats=1 fuzz/corpus
 
 CHAOS_REPEAT ?= 1
+CHAOS_GUARANTEE ?= at_least_once
 .PHONY: chaos
-chaos: services ## faults under load (kill -9 x5, rebalance, Cassandra 30 s down, Kafka restarts), CHAOS_REPEAT times: JSON with lost == 0 per run
-	$(BIN)/stream-app bench chaos --repeat $(CHAOS_REPEAT) --json chaos.json
+chaos: services ## faults under load (kill -9 x5, rebalance, Cassandra 30 s down, Kafka restarts), CHAOS_REPEAT times, workers in CHAOS_GUARANTEE (at_least_once or exactly_once): JSON with lost == 0 per run
+	$(BIN)/stream-app bench chaos --repeat $(CHAOS_REPEAT) --guarantee $(CHAOS_GUARANTEE) --json chaos.json
+
+.PHONY: chaos-eos
+chaos-eos: services ## `chaos` with the workers in exactly-once mode: JSON with lost == 0 and duplicates == 0 per run
+	$(BIN)/stream-app bench chaos --repeat $(CHAOS_REPEAT) --guarantee exactly_once --json chaos-eos.json
 
 .PHONY: browser
 

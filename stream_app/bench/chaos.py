@@ -311,6 +311,7 @@ def read_outcomes(
             "group.id": f"chaos-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
+            "isolation.level": "read_committed",  # as downstream consumers should read
             "log_level": 3,
         }
     )
@@ -442,11 +443,16 @@ def run(
                     repetition,
                 )
             )
-    return summarise(runs, rate, seconds, repeat, str(log_dir))
+    return summarise(runs, rate, seconds, repeat, str(log_dir), settings.consumer.guarantee)
 
 
 def summarise(
-    runs: list[dict[str, Any]], rate: float, seconds: float, repeat: int, logs: str
+    runs: list[dict[str, Any]],
+    rate: float,
+    seconds: float,
+    repeat: int,
+    logs: str,
+    guarantee: str = "at_least_once",
 ) -> dict[str, Any]:
     """Every run, and per scenario its figures over the repetitions and its targets."""
     scenarios: dict[str, dict[str, Any]] = {}
@@ -459,8 +465,11 @@ def summarise(
     for name, summary in scenarios.items():
         targets[f"{name}: lost == 0 in every run"] = not any(summary["lost"])
         targets[f"{name}: no worker crashed"] = not any(summary["crashes"])
+        if guarantee == "exactly_once":
+            targets[f"{name}: duplicates == 0 in every run"] = not any(summary["duplicates"])
     return {
         "benchmark": "chaos",
+        "guarantee": guarantee,
         "rate": rate,
         "seconds": seconds,
         "repeat": repeat,
@@ -468,6 +477,7 @@ def summarise(
         "runs": runs,
         "scenarios": scenarios,
         "lost": sum(r["lost"] for r in runs),
+        "duplicates": sum(r["duplicates"] for r in runs),
         "crashes": sum(r["crashes"] for r in runs),
         "targets_met": targets,
     }

@@ -26,7 +26,8 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -56,6 +57,7 @@ from stream_app.use_cases.spec import UseCase, load_use_case
 PARTITIONS = 6
 PACE_EVERY = 10  # events produced per pacing step at a fixed rate
 WARMUP_S = 3.0  # traffic at the measured rate before latency is measured
+VISIBLE_WAIT_S = 0.005  # the reader's longest wait for a batch: when outputs are seen
 
 
 @dataclass
@@ -70,6 +72,9 @@ class Outputs:
     expected: int = 0  # distinct inputs sent (every one should have one output)
     worker: dict[str, Any] | None = None  # what the running worker reported (run_half_load)
     worker_cpu_s: float | None = None  # the worker's CPU time over the measured traffic
+    # input to output read by a read_committed consumer: with exactly once, an output is
+    # appended (its timestamp) before it can be read (when its transaction commits)
+    visible_ms: list[float] = field(default_factory=list)
 
     @property
     def eps(self) -> float:
@@ -129,9 +134,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "STREAM_APP_USE_CASE": settings.use_case,
         "STREAM_APP_SERVICES__HOME": str(settings.services.home.resolve()),  # compiled models
         "STREAM_APP_KAFKA__OUTPUT_LINGER_MS": str(settings.kafka.output_linger_ms),
+        "STREAM_APP_CONSUMER__GUARANTEE": settings.consumer.guarantee,
     }
-    for field, name in settings.kafka.topics.model_dump().items():
-        env[f"STREAM_APP_KAFKA__TOPICS__{field.upper()}"] = name
+    for topic, name in settings.kafka.topics.model_dump().items():
+        env[f"STREAM_APP_KAFKA__TOPICS__{topic.upper()}"] = name
     return env
 
 
@@ -166,10 +172,11 @@ def produce(
     records: list[tuple[bytes, bytes]],
     rate: float | None = None,
     topic: str | None = None,
+    created: dict[bytes, int] | None = None,
 ) -> dict[bytes, int]:
     """Produce records to ``topic`` (default: client events), paced at ``rate`` per second if
-    given; returns CreateTime by key."""
-    created: dict[bytes, int] = {}
+    given; returns CreateTime by key (added to ``created`` when given)."""
+    created = {} if created is None else created
 
     def delivered(err: Any, message: Any) -> None:
         if err is None:
@@ -196,28 +203,38 @@ def produce(
 
 
 def collect(
-    settings: Settings, expected: int, created: dict[bytes, int], timeout_s: float
+    settings: Settings,
+    expected: int,
+    created: dict[bytes, int],
+    timeout_s: float,
+    wait_s: float = 0.5,
 ) -> Outputs:
-    """Read the output topic until ``expected`` distinct keys arrived or ``timeout_s``."""
+    """Read the output topic until ``expected`` distinct keys arrived or ``timeout_s``.
+    Latencies are taken at the end, so ``created`` may be filled while this reads (by
+    ``produce`` on another thread: ``visible_ms`` then means when each output was read, to
+    within ``wait_s``: librdkafka's consume returns when it holds a full batch or that has
+    passed)."""
     consumer = Consumer(
         {
             **settings.kafka.client_config(),
             "group.id": f"bench-collector-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
+            "isolation.level": "read_committed",
         }
     )
     consumer.subscribe([settings.kafka.topics.predictions])
     stamps: list[int] = []
-    latencies: list[float] = []
+    read: list[tuple[bytes, int, float]] = []  # key, append time, read time
     keys: set[bytes] = set()
     deadline = time.monotonic() + timeout_s
     idle_deadline = time.monotonic() + timeout_s
     try:
         while len(keys) < expected and time.monotonic() < min(deadline, idle_deadline):
-            messages = consumer.consume(2000, timeout=0.5)
+            messages = consumer.consume(2000, timeout=wait_s)
             if messages:
                 idle_deadline = time.monotonic() + 30  # give up 30 s after the last output
+            read_ms = time.time() * 1000
             for message in messages:
                 if message.error() is not None:
                     continue
@@ -225,21 +242,24 @@ def collect(
                 stamps.append(stamp)
                 key: bytes = message.key() or b""
                 keys.add(key)
-                if key in created:
-                    latencies.append(float(stamp - created[key]))
+                read.append((key, stamp, read_ms))
     finally:
         consumer.close()
+    latencies = [float(stamp - created[key]) for key, stamp, _ in read if key in created]
+    visible = [read_ms - created[key] for key, _, read_ms in read if key in created]
     if not stamps:
         return Outputs(0, 0, 0, [], 0)
-    return Outputs(len(stamps), min(stamps), max(stamps), latencies, len(keys))
+    return Outputs(len(stamps), min(stamps), max(stamps), latencies, len(keys), visible_ms=visible)
 
 
-def start_process(kind: str, settings: Settings, log_dir: Path) -> subprocess.Popen[bytes]:
+def start_process(
+    kind: str, settings: Settings, log_dir: Path, name: str | None = None
+) -> subprocess.Popen[bytes]:
     if kind == "e2e":
         command = [sys.executable, "-m", "stream_app.main", "worker"]
     else:
         command = [sys.executable, "-m", "stream_app.bench.baselines", kind]
-    log = (log_dir / f"{kind}.log").open("wb")
+    log = (log_dir / f"{name or kind}.log").open("wb")
     return subprocess.Popen(
         command, env={**os.environ, **settings_env(settings)}, stdout=log, stderr=subprocess.STDOUT
     )
@@ -279,21 +299,22 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def run_scenario(
     kind: str, base: Settings, run_id: str, records: list[tuple[bytes, bytes]], log_dir: Path,
-    progress: TextIO,
+    progress: TextIO, scenario: str | None = None,
 ) -> Outputs:  # fmt: skip
     """Backlog of ``records`` first, then the contestant drains it."""
-    settings = bench_settings(base, run_id, kind)
+    scenario = scenario or kind
+    settings = bench_settings(base, run_id, scenario)
     create_topics(settings)
     try:
         created = produce(settings, records)
-        process = start_process(kind, settings, log_dir)
+        process = start_process(kind, settings, log_dir, scenario)
         try:
             outputs = collect(settings, len(records), created, timeout_s=600)
         finally:
             stop_process(process)
     finally:
         delete_topics(settings)
-    progress.write(f"{kind:>12}: {outputs.count:,} outputs, {outputs.eps:,.0f} events/s\n")
+    progress.write(f"{scenario:>12}: {outputs.count:,} outputs, {outputs.eps:,.0f} events/s\n")
     return outputs
 
 
@@ -308,19 +329,24 @@ def run_half_load(
     settings = bench_settings(base, run_id, scenario)
     create_topics(settings)
     try:
-        process = start_process("e2e", settings, log_dir)
+        process = start_process("e2e", settings, log_dir, scenario)
         try:
             first = pregenerate(world, 1, f"{run_id}-first")
             if collect(settings, 1, produce(settings, first), timeout_s=120).count == 0:
-                raise process_failure("the worker never answered", log_dir / "e2e.log")
+                raise process_failure("the worker never answered", log_dir / f"{scenario}.log")
             # warm up at the measured rate (caches, connections); not counted
             warmup = pregenerate(world, int(rate * warmup_s), f"{run_id}-warmup")
             produce(settings, warmup, rate=rate)
             records = pregenerate(world, int(rate * seconds), f"{run_id}-half")
             cpu_before = cpu_seconds(process.pid)
-            created = produce(settings, records, rate=rate)
             expected = len(records) + len(warmup) + 1
-            outputs = collect(settings, expected, created, 120)
+            created: dict[bytes, int] = {}
+            with ThreadPoolExecutor(1) as reader:  # outputs read as they come
+                reading = reader.submit(
+                    collect, settings, expected, created, 120 + seconds, VISIBLE_WAIT_S
+                )
+                produce(settings, records, rate=rate, created=created)
+                outputs = reading.result()
             cpu_after = cpu_seconds(process.pid)
             if cpu_before is not None and cpu_after is not None:
                 outputs.worker_cpu_s = round(cpu_after - cpu_before, 2)
@@ -360,6 +386,11 @@ def prepare(
     return run_id, world, log_dir
 
 
+def with_guarantee(settings: Settings, guarantee: str) -> Settings:
+    consumer = settings.consumer.model_copy(update={"guarantee": guarantee})
+    return settings.model_copy(update={"consumer": consumer})
+
+
 def run(
     settings: Settings,
     use_case: UseCase,
@@ -371,8 +402,11 @@ def run(
 ) -> dict[str, Any]:
     run_id, world, log_dir = prepare(settings, use_case, seed, progress)
     records = pregenerate(world, events, f"{run_id}-e")
+    exactly_once = with_guarantee(settings, "exactly_once")
+    at_least_once = with_guarantee(settings, "at_least_once")
     results = {
-        "e2e": run_scenario("e2e", settings, run_id, records, log_dir, progress),
+        "e2e": run_scenario("e2e", at_least_once, run_id, records, log_dir, progress),
+        "eos": run_scenario("e2e", exactly_once, run_id, records, log_dir, progress, "e2e-eos"),
         "naive": run_scenario("naive", settings, run_id, records[:naive_events], log_dir, progress),
         "passthrough": run_scenario("passthrough", settings, run_id, records, log_dir, progress),
         "raw": run_scenario("raw", settings, run_id, records, log_dir, progress),
@@ -381,7 +415,13 @@ def run(
     e2e = results["e2e"]
     # half of saturation (a run too short to time: a modest rate)
     half_rate = e2e.eps / 2 if math.isfinite(e2e.eps) else 100.0
-    half = run_half_load(settings, run_id, world, half_rate, half_load_seconds, log_dir, progress)
+    half = run_half_load(
+        at_least_once, run_id, world, half_rate, half_load_seconds, log_dir, progress
+    )
+    half_eos = run_half_load(
+        exactly_once, run_id, world, half_rate, half_load_seconds, log_dir, progress, "half-eos"
+    )
+    eos = results["eos"]
     figures: dict[str, Any] = {
         "benchmark": "e2e",
         "events": events,
@@ -400,6 +440,18 @@ def run(
         # every input sent (the half-load run's first event and warm-up included) has an output
         "lost": (events - e2e.distinct_keys) + (half.expected - half.distinct_keys),
         "ceiling_lost": events - results["ceiling"].distinct_keys,
+        # the worker again with consumer.guarantee exactly_once; latencies as a read_committed
+        # consumer sees them (when it read the output), in both modes
+        "exactly_once": {
+            "e2e_eps": eos.eps_figure,
+            "eps_vs_at_least_once": ratio(eos.eps_figure, e2e.eps_figure, 2),
+            "visible_p50_ms_half_load": percentile(half_eos.visible_ms, 50),
+            "visible_p99_ms_half_load": percentile(half_eos.visible_ms, 99),
+            "at_least_once_visible_p50_ms_half_load": percentile(half.visible_ms, 50),
+            "at_least_once_visible_p99_ms_half_load": percentile(half.visible_ms, 99),
+            "lost": (events - eos.distinct_keys) + (half_eos.expected - half_eos.distinct_keys),
+            "duplicates": sum(o.count - o.distinct_keys for o in (eos, half_eos)),
+        },
     }
     figures["e2e_vs_naive"] = ratio(figures["e2e_eps"], figures["naive_eps"], 1)
     figures["e2e_vs_passthrough"] = ratio(figures["e2e_eps"], figures["passthrough_eps"], 2)

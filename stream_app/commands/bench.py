@@ -59,6 +59,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     replay.add_argument("--events", type=int, default=200_000, help="events in the range")
     replay.add_argument("--rounds", type=int, default=2, help="runs of each (best is kept)")
     replay.add_argument("--use-case", help="use case name or .toml path (default: settings)")
+    scale = benches.add_parser(
+        "scale",
+        help="one backlog drained by 1, 2 and 3 worker processes: events/s, partitions per "
+        "worker and peak lag per count",
+    )
+    scale.add_argument("--events", type=int, default=100_000, help="events in the backlog")
+    scale.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2, 3], help="worker counts to run"
+    )
+    scale.add_argument("--use-case", help="use case name or .toml path (default: settings)")
     chaos = benches.add_parser(
         "chaos",
         help="faults under load (kill -9, rebalance, Cassandra and Kafka restarts): "
@@ -76,6 +86,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--repeat", type=int, default=1, help="run the chosen scenarios this many times"
     )
     chaos.add_argument("--use-case", help="use case name or .toml path (default: settings)")
+    chaos.add_argument(
+        "--guarantee",
+        choices=["at_least_once", "exactly_once"],
+        help="the workers' consumer.guarantee (default: settings); exactly_once adds the "
+        "target duplicates == 0",
+    )
     scorer = benches.add_parser(
         "scorer",
         help="the compiled scorer against LightGBM predict at batch sizes 1 and 1,000 "
@@ -85,7 +101,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     scorer.add_argument("--days", type=float, default=3.0, help="days of simulated history")
     scorer.add_argument("--events-per-day", type=int, help="history density (default: spec)")
     scorer.add_argument("--repeats", type=int, default=2000, help="calls at batch size 1")
-    for bench in (decode, simulation, e2e, latency, features, freshness, replay, chaos, scorer):
+    for bench in (
+        decode, simulation, e2e, latency, features, freshness, replay, scale, chaos, scorer
+    ):  # fmt: skip
         bench.add_argument("--json", type=Path, help="also write the JSON to this file")
     parser.set_defaults(run=run)
 
@@ -156,10 +174,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         result = scorer_bench.run(
             settings, [use_case], args.days, args.events_per_day, args.repeats
         )
+    elif args.bench == "scale":
+        from stream_app.bench import scale as scale_bench
+
+        result = scale_bench.run(settings, use_case, args.events, tuple(args.workers))
     elif args.bench == "chaos":
         from stream_app.bench import chaos as chaos_bench
 
         scenarios = args.scenario or list(chaos_bench.SCENARIOS)
+        if args.guarantee is not None:
+            consumer = settings.consumer.model_copy(update={"guarantee": args.guarantee})
+            settings = settings.model_copy(update={"consumer": consumer})
         result = chaos_bench.run(
             settings, use_case, scenarios, args.rate, args.seconds, repeat=args.repeat
         )

@@ -52,6 +52,7 @@ PAUSE_AFTER_S = 10.0  # well below max.poll.interval.ms (5 minutes)
 LAG_EVERY_S = 2.0
 LOG_REPEATS_EVERY_S = 30.0
 RETRY_AFTER_ERROR_S = 0.5
+REWIND_TIMEOUT_S = 30.0
 
 # Group and connection errors that librdkafka recovers from by itself (rejoin, find the new
 # coordinator, reconnect): seen around broker restarts and rebalances.
@@ -436,7 +437,7 @@ class BatchConsumer:
         assignment = self._consumer.assignment()
         if not assignment:
             return
-        committed = self._consumer.committed(assignment, timeout=DRAIN_TIMEOUT_S)
+        committed = self._consumer.committed(assignment, timeout=REWIND_TIMEOUT_S)
         for tp in committed:
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
@@ -516,6 +517,9 @@ class BatchConsumer:
         except TransactionAborted:
             self._rewind = True
             return
+        except BaseException:  # the worker ends: nothing in hand may be committed after this
+            self._rewind = True
+            raise
         if not done:
             with self._finished:
                 self._outputs = records + self._outputs

@@ -43,6 +43,7 @@ SMOKE: dict[str, tuple[list[str], set[str]]] = {
             "e2e_vs_passthrough",
             "e2e_vs_ceiling",
             "ceiling_lost",
+            "exactly_once",
             "targets_met",
         },
     ),
@@ -69,9 +70,13 @@ SMOKE: dict[str, tuple[list[str], set[str]]] = {
             "targets_met",
         },
     ),
+    "scale": (
+        ["--events", "300", "--workers", "1", "2"],
+        {"runs", "speedup", "partitions", "cores", "lost", "targets_met"},
+    ),
     "chaos": (
         ["--scenario", "hostile", "--rate", "50", "--seconds", "3"],
-        {"runs", "scenarios", "lost", "crashes", "targets_met", "logs"},
+        {"runs", "scenarios", "lost", "duplicates", "guarantee", "crashes", "targets_met", "logs"},
     ),
 }
 
@@ -108,6 +113,10 @@ def test_every_bench_runs_and_prints_its_json(
         assert result["lost"] == 0
     if bench == "e2e":  # the ceiling answered every event too (else its figure means little)
         assert result["ceiling_lost"] == 0
+        assert (result["exactly_once"]["lost"], result["exactly_once"]["duplicates"]) == (0, 0)
+    if bench == "scale":  # both workers held partitions and scored
+        assert [sum(r["partitions_per_worker"]) for r in result["runs"]] == [6, 6]
+        assert [len(r["partitions_per_worker"]) for r in result["runs"]] == [1, 2]
     if bench == "latency":  # every stage of the scoring path measured by the worker itself
         assert set(result["stages_ms"]) >= {"kafka_wait", "decode", "features", "score",
                                             "publish", "store"}  # fmt: skip

@@ -443,13 +443,15 @@ def test_exactly_once_commits_a_batchs_outputs_with_its_offsets_in_one_transacti
         h.kafka.produce(TOPIC, 0, values(3))
         await h.until(lambda: len(h.service.batches) == 1)
         await asyncio.sleep(0.05)
-        assert transactions.committed == [] and h.kafka.committed_offsets() == {}
+        assert transactions.committed == []
+        assert h.kafka.committed_offsets() == {}
         h.service.gates[0].set()
         await h.until(lambda: h.kafka.committed_offsets() == {P0: 3})
         assert transactions.committed == [[output(0, 0), output(0, 1), output(0, 2)]]
         assert sent.records == []  # nothing left the transaction
         await h.consumer.stop()
-        assert transactions.closed and h.crashes == []
+        assert transactions.closed
+        assert h.crashes == []
 
     run(scenario)
 
@@ -561,8 +563,8 @@ def test_a_message_read_while_paused_is_read_again_later() -> None:
         h.kafka.produce(TOPIC, 0, values(3))
         await h.until(lambda: len(h.service.batches) == 1)
         h.kafka.produce(TOPIC, 1, values(1))
-        polled = await h.on_thread(lambda: (h.kafka.assign_now([P0, P1]), h.consumer._keep_membership()))
-        assert polled is not None
+        await h.on_thread(lambda: h.kafka.assign_now([P0, P1]))
+        await h.on_thread(h.consumer._keep_membership)  # its poll returns P1's message
         h.service.gates[0].set()
         await h.until(lambda: len(h.service.batches) == 2)
         h.service.gates[1].set()
@@ -571,3 +573,20 @@ def test_a_message_read_while_paused_is_read_again_later() -> None:
         await h.consumer.stop()
 
     run(scenario)
+
+
+def test_exactly_once_wraps_the_services_publisher_and_refuses_the_faust_agent() -> None:
+    from stream_app.errors import ConfigurationError
+    from stream_app.runtime.dependencies import services_publisher
+    from stream_app.settings import Settings
+
+    producer: Any = Sent()
+    assert services_publisher(Settings(), producer) is producer
+    exactly = Settings(consumer={"guarantee": "exactly_once"})  # type: ignore[arg-type]
+    wrapped = services_publisher(exactly, producer)
+    assert isinstance(wrapped, BatchOutputs)
+    assert wrapped.fallback is producer
+    faust = exactly.model_copy(update={"scoring": exactly.scoring.model_copy(
+        update={"consumer": "faust"})})  # fmt: skip
+    with pytest.raises(ConfigurationError, match="needs the batch consumer"):
+        services_publisher(faust, producer)
