@@ -63,6 +63,11 @@ def run(
         "p95_ms": percentile(outputs.latencies_ms, 95),
         "p99_ms": percentile(outputs.latencies_ms, 99),
         "max_ms": percentile(outputs.latencies_ms, 100),
+        # when a read_committed consumer read each output (with exactly once, outputs are
+        # appended before their transaction commits; the percentiles above count the append)
+        "guarantee": settings.consumer.guarantee,
+        "visible_p50_ms": percentile(outputs.visible_ms, 50),
+        "visible_p99_ms": percentile(outputs.visible_ms, 99),
         "lost": outputs.expected - outputs.distinct_keys,
         "output_linger_ms": settings.kafka.output_linger_ms,
         # the worker's CPU per event over the measured traffic (from /proc; None elsewhere):
