@@ -49,6 +49,7 @@ def _specs(
     for name in names or list(SERVICES):
         lib_dir = settings.services.home.resolve() / "lib" / name
         if fetch:
+            SERVICES[name](settings, lib_dir, java)  # settings it cannot run: before any download
             began = time.monotonic()
             lib_dir, fetched[name] = ensure_jars(name, settings.services.home)
             if fetched[name]:

@@ -241,3 +241,20 @@ def test_brokers_start_together_and_cassandra_nodes_one_by_one(
     assert [[spec.name for spec in wave] for wave in start_waves(single)] == [
         ["kafka", "cassandra"]
     ]
+
+
+def test_settings_the_cluster_cannot_run_are_refused_before_any_download(
+    cluster: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stream_app.services import control
+
+    def no_download(service: str, home: Path) -> tuple[Path, bool]:
+        raise AssertionError(f"{service}'s jars fetched for settings that cannot run")
+
+    monkeypatch.setattr(control, "ensure_jars", no_download)
+    monkeypatch.setattr(control, "find_java", lambda java_home: Path("java"))
+    remote = cluster.model_copy(
+        update={"kafka": cluster.kafka.model_copy(update={"bootstrap_servers": "db.example:9092"})}
+    )
+    with pytest.raises(ConfigurationError, match="loopback"):
+        control.up(remote, ["kafka"], log=lambda line: None)
