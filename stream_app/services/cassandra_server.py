@@ -233,6 +233,12 @@ def cassandra_specs(settings: Settings, lib_dir: Path, java: Path) -> list[Servi
             "the local Cassandra cluster runs without passwords and TLS; they are served by "
             "the single node"
         )
+    replicas = max([cassandra.replication_factor, *cassandra.datacenters.values()])
+    if settings.services.cluster and replicas > len(nodes):
+        raise ConfigurationError(
+            f"the keyspace asks for {replicas} replicas and the cluster has {len(nodes)} nodes "
+            "(one per cassandra.contact_points address): no write could reach them all"
+        )
     return [cassandra_spec(settings, lib_dir, java, node) for node in nodes]
 
 

@@ -288,6 +288,12 @@ def kafka_specs(settings: Settings, lib_dir: Path, java: Path) -> list[ServiceSp
         raise ConfigurationError(
             "the local Kafka cluster runs PLAINTEXT only; SASL_SSL is served by the single broker"
         )
+    if settings.services.cluster and settings.kafka.replication_factor > len(nodes):
+        raise ConfigurationError(
+            f"kafka.replication_factor is {settings.kafka.replication_factor} and the cluster "
+            f"has {len(nodes)} brokers (one per kafka.bootstrap_servers entry): its internal "
+            "topics could never be made"
+        )
     return [kafka_spec(settings, lib_dir, java, node, nodes) for node in nodes]
 
 

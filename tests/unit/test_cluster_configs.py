@@ -258,3 +258,16 @@ def test_settings_the_cluster_cannot_run_are_refused_before_any_download(
     )
     with pytest.raises(ConfigurationError, match="loopback"):
         control.up(remote, ["kafka"], log=lambda line: None)
+
+
+def test_more_replicas_than_the_cluster_has_nodes_are_refused(
+    cluster: Settings, tmp_path: Path
+) -> None:
+    two_brokers = cluster.kafka.model_copy(
+        update={"bootstrap_servers": "127.0.0.1:19092,127.0.0.1:19093"}
+    )
+    with pytest.raises(ConfigurationError, match="replication_factor is 3 and the cluster has 2"):
+        kafka_specs(cluster.model_copy(update={"kafka": two_brokers}), tmp_path, Path("java"))
+    two_nodes = cluster.cassandra.model_copy(update={"contact_points": ["127.0.0.2", "127.0.0.3"]})
+    with pytest.raises(ConfigurationError, match="3 replicas and the cluster has 2 nodes"):
+        cassandra_specs(cluster.model_copy(update={"cassandra": two_nodes}), tmp_path, Path("java"))
