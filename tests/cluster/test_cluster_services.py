@@ -188,6 +188,20 @@ def test_three_brokers_and_topics_replicated_three_times(cluster: ClusterUnderTe
             assert future.result(timeout=30)["min.insync.replicas"].value == "2", resource.name
 
 
+def test_init_reports_topics_replicated_otherwise_than_the_settings(
+    cluster: ClusterUnderTest,
+) -> None:
+    fewer = run_cli(
+        "init",
+        env={**cluster.env, "STREAM_APP_KAFKA__REPLICATION_FACTOR": "2"},
+        timeout=600,
+    )
+    assert fewer.returncode == 0, fewer.stderr
+    topics = [line for line in fewer.stdout.splitlines() if line.startswith("topic ")]
+    assert len(topics) == len(cluster.settings.kafka.topics.all())
+    assert all("differs (3 replicas, settings ask for 2)" in line for line in topics), topics
+
+
 def test_the_keyspace_is_replicated_three_times_in_the_datacenter(
     cluster: ClusterUnderTest,
 ) -> None:
