@@ -33,6 +33,19 @@ services: venv ## fetch the server jars (once) and start Kafka and Cassandra on 
 services-down: ## stop the Kafka and Cassandra that `make services` started
 	@if [ -x $(APP) ]; then $(APP) services down; fi
 
+# The local replicated cluster: three brokers and three Cassandra nodes (deploy/cluster.env).
+CLUSTER_ENV := deploy/cluster.env
+WITH_CLUSTER := set -a && . ./$(CLUSTER_ENV) && set +a &&
+
+.PHONY: services-cluster
+services-cluster: venv ## three Kafka brokers and three Cassandra nodes (deploy/cluster.env) beside the single-node services, then their topics and keyspace (replication 3)
+	$(WITH_CLUSTER) $(APP) services up
+	$(WITH_CLUSTER) $(APP) init
+
+.PHONY: services-cluster-down
+services-cluster-down: ## stop the cluster that `make services-cluster` started
+	@if [ -x $(APP) ]; then $(WITH_CLUSTER) $(APP) services down; fi
+
 .PHONY: status
 status: venv ## show pid, port and readiness of the local services
 	$(APP) services status
@@ -100,7 +113,7 @@ kustomize:
 # test owns its topics, keyspace and ports, so two files side by side share the servers safely.
 # Tests marked `serial` (a model's whole life inside 50 s of traffic) then run alone.
 TEST_WORKERS ?= 2
-TEST_MARKS := not bench and not own_services and not image
+TEST_MARKS := not bench and not own_services and not image and not cluster
 .PHONY: test
 test: services browser kcat kustomize ## all set-up, then the unit, integration, e2e and deploy suites against the real services
 	KUSTOMIZE="$(KUSTOMIZE)" $(BIN)/pytest tests -m "$(TEST_MARKS) and not serial" -n $(TEST_WORKERS) --dist loadfile --durations=15
@@ -109,6 +122,10 @@ test: services browser kcat kustomize ## all set-up, then the unit, integration,
 .PHONY: test-services
 test-services: services ## the suites that start a Kafka and Cassandra of their own (services life cycle, TLS and passwords)
 	$(BIN)/pytest tests -m own_services --durations=5
+
+.PHONY: test-cluster
+test-cluster: venv ## a cluster of the test's own (3 brokers, 3 Cassandra nodes): RF 3, min ISR 2, LOCAL_QUORUM, a node and a broker killed
+	$(BIN)/pytest tests -m cluster -s --durations=10
 
 .PHONY: test-bench
 test-bench: services ## every benchmark at a tiny size: runs, prints its JSON, loses nothing

@@ -7,9 +7,15 @@ import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from cassandra import ConsistencyLevel
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
-from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy
+from cassandra.policies import (
+    DCAwareRoundRobinPolicy,
+    ExponentialReconnectionPolicy,
+    LoadBalancingPolicy,
+    WhiteListRoundRobinPolicy,
+)
 from cassandra.query import tuple_factory
 
 from stream_app.settings import CassandraSettings
@@ -17,24 +23,34 @@ from stream_app.settings import CassandraSettings
 HOT_PATH = "hot-path"  # execution profile returning rows as tuples
 
 
-def open_cluster(settings: CassandraSettings, connect_timeout_s: float = 10.0) -> Cluster:
+def open_cluster(
+    settings: CassandraSettings, connect_timeout_s: float = 10.0, pinned: bool = False
+) -> Cluster:
     """A ``cassandra.cluster.Cluster`` for the configured nodes (not yet connected).
 
-    Protocol v5 and the local datacenter are pinned so the driver skips version probing.
+    Protocol v4 and the local datacenter are pinned so the driver skips version probing.
+    Every request runs at ``settings.consistency``. ``pinned`` talks to the contact points
+    only, never to the peers they announce (a probe of one node of a cluster).
     """
     auth = None
     if settings.username:
         password = settings.password.get_secret_value() if settings.password else ""
         auth = PlainTextAuthProvider(username=settings.username, password=password)
-    balancing = DCAwareRoundRobinPolicy(local_dc=settings.local_dc)
+    balancing: LoadBalancingPolicy = DCAwareRoundRobinPolicy(local_dc=settings.local_dc)
+    if pinned:
+        balancing = WhiteListRoundRobinPolicy(settings.contact_points)
+    consistency = ConsistencyLevel.name_to_value[settings.consistency]
     profile = ExecutionProfile(
-        load_balancing_policy=balancing, request_timeout=settings.request_timeout_s
+        load_balancing_policy=balancing,
+        request_timeout=settings.request_timeout_s,
+        consistency_level=consistency,
     )
     # The hot path reads rows as plain tuples: the default named-tuple factory builds a new
     # class for every result, which costs more than the read itself.
     hot = ExecutionProfile(
         load_balancing_policy=balancing,
         request_timeout=settings.request_timeout_s,
+        consistency_level=consistency,
         row_factory=tuple_factory,
     )
     tls = None

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NestedSecretsSettingsSource,
@@ -78,12 +78,27 @@ class KafkaSettings(BaseModel):
     topics: TopicNames = Field(default_factory=TopicNames, description="Topic names.")
     partitions: int = Field(6, ge=1, description="Partitions per topic created by `init`.")
     replication_factor: int = Field(1, ge=1, description="Replication factor for `init`.")
+    min_insync_replicas: int = Field(
+        1, ge=1,
+        description="Replicas that must have a write before a producer with acks=all is "
+        "answered: `init` sets it on every topic when above Kafka's default of 1, and the "
+        "local cluster's brokers use it for their internal topics. At most replication_factor.",
+    )  # fmt: skip
     output_linger_ms: float = Field(
         5, ge=0, le=1000,
         description="How long the worker's producer waits to fill a request of outputs "
         "(predictions, dead letters, accuracy events), ms: librdkafka's linger.ms. Every "
         "prediction waits up to this long before it is sent.",
     )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> KafkaSettings:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) exceeds replication_factor "
+                f"({self.replication_factor}): no write with acks=all could succeed"
+            )
+        return self
 
     def bootstrap_list(self) -> list[tuple[str, int]]:
         """The bootstrap servers as (host, port) pairs."""
@@ -147,6 +162,12 @@ class CassandraSettings(BaseModel):
         None, description="PEM file of the CA that signed the nodes: clients connect over TLS."
     )
     request_timeout_s: float = Field(10.0, gt=0, description="Per-request timeout, seconds.")
+    consistency: Literal["ONE", "LOCAL_ONE", "LOCAL_QUORUM", "QUORUM", "ALL"] = Field(
+        "LOCAL_ONE",
+        description="Consistency level of every read and write (the driver's default "
+        "execution profiles): LOCAL_ONE suits one node; LOCAL_QUORUM with replication 3 keeps "
+        "reads and writes working, and reads seeing every acknowledged write, with a node down.",
+    )
 
     @field_validator("datacenters")
     @classmethod
@@ -169,7 +190,8 @@ class ServicesSettings(BaseModel):
     """The local Kafka and Cassandra that `stream-app services` runs as JVM processes.
 
     Their client ports come from ``kafka.bootstrap_servers`` and ``cassandra.port`` so that the
-    servers and their clients can never disagree.
+    servers and their clients can never disagree. With ``cluster`` set, one broker runs per
+    bootstrap server and one Cassandra node per contact point (see ``deploy/cluster.env``).
     """
 
     model_config = _SECTION
@@ -180,8 +202,26 @@ class ServicesSettings(BaseModel):
     java_home: Path | None = Field(
         None, description="JDK 17 for both servers; found on PATH or in /usr/lib/jvm if unset."
     )
-    kafka_controller_port: int = Field(9093, description="KRaft controller listener port.")
-    cassandra_storage_port: int = Field(7000, description="Cassandra inter-node port.")
+    cluster: bool = Field(
+        False,
+        description="Run a replicated cluster instead of one broker and one node: a Kafka "
+        "broker (combined with a KRaft controller) per `kafka.bootstrap_servers` entry and a "
+        "Cassandra node per `cassandra.contact_points` address (distinct loopback addresses, "
+        "all on `cassandra.port`), under <home>/cluster/.",
+    )
+    kafka_controller_port: int = Field(
+        9093,
+        description="KRaft controller listener port (cluster: the first broker's; broker n "
+        "listens on this port + n - 1).",
+    )
+    cassandra_storage_port: int = Field(
+        7000, description="Cassandra inter-node port (cluster: every node's, on its address)."
+    )
+    cassandra_jmx_port: int = Field(
+        17199,
+        description="Cluster only: the first Cassandra node's JMX port on 127.0.0.1 (for "
+        "nodetool); node n listens on this port + n - 1. The single node runs no JMX port.",
+    )
     kafka_heap_mb: int = Field(768, ge=256, description="Kafka JVM heap, MiB.")
     cassandra_heap_mb: int = Field(1024, ge=512, description="Cassandra JVM heap, MiB.")
     start_timeout_s: float = Field(180.0, gt=0, description="Readiness timeout per service.")

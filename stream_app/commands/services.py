@@ -1,4 +1,5 @@
-"""`stream-app services up|down|status [kafka] [cassandra]`."""
+"""`stream-app services up|down|status [kafka] [cassandra]` (a cluster with
+``STREAM_APP_SERVICES__CLUSTER=true``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ def _service_name(value: str) -> str:
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("services", help="run the local Kafka and Cassandra (JVMs)")
+    parser = sub.add_parser(
+        "services",
+        help="run the local Kafka and Cassandra (JVMs)",
+        description="One broker and one node on 127.0.0.1, or with services.cluster "
+        "(STREAM_APP_SERVICES__CLUSTER=true, see deploy/cluster.env) a broker per bootstrap "
+        "server and a Cassandra node per contact point.",
+    )
     parser.add_argument("action", choices=["up", "down", "status"])
     parser.add_argument(
         "service", nargs="*", type=_service_name, help="kafka and/or cassandra (default: both)"
@@ -34,5 +41,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     statuses = control.status(settings, args.service)
     for s in statuses:
         pid = s.pid if s.pid is not None else "-"
-        print(f"{s.name:<10} pid {pid!s:<8} port {s.port:<6} ready {s.ready!s:<5} {s.detail}")
+        where = f"port {s.port:<6}" if s.host == "127.0.0.1" else f"{s.host}:{s.port}"
+        print(f"{s.name:<11} pid {pid!s:<8} {where:<14} ready {s.ready!s:<5} {s.detail}")
     return 0 if all(s.ready for s in statuses) else 1

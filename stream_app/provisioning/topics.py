@@ -40,12 +40,18 @@ class TopicOutcome:
 
 
 def topic_plans(kafka: KafkaSettings) -> list[TopicPlan]:
-    """The topics of the design; ``model-updates`` is compacted (latest announcement per role)."""
+    """The topics of the design; ``model-updates`` is compacted (latest announcement per role).
+
+    ``min.insync.replicas`` is set on each topic when the settings ask for more than Kafka's
+    default of 1, so the topic keeps it whatever the brokers' own default is.
+    """
     plans = []
     for name in kafka.topics.all():
         config: dict[str, str] = {}
         if name == kafka.topics.model_updates:
             config = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+        if kafka.min_insync_replicas > 1:
+            config["min.insync.replicas"] = str(kafka.min_insync_replicas)
         plans.append(TopicPlan(name, kafka.partitions, kafka.replication_factor, config))
     return plans
 
@@ -79,9 +85,13 @@ def ensure_topics(kafka: KafkaSettings) -> list[TopicOutcome]:
     configs = _current_configs(admin, [plan for plan in present if plan.config])
     for plan in present:
         differences = []
-        partitions = len(existing[plan.name].partitions)
-        if partitions != plan.partitions:
-            differences.append(f"{partitions} partitions, settings ask for {plan.partitions}")
+        partitions = existing[plan.name].partitions
+        if len(partitions) != plan.partitions:
+            differences.append(f"{len(partitions)} partitions, settings ask for {plan.partitions}")
+        replicas = {len(partition.replicas) for partition in partitions.values()}
+        if replicas and replicas != {plan.replication_factor}:
+            found = "/".join(str(count) for count in sorted(replicas))
+            differences.append(f"{found} replicas, settings ask for {plan.replication_factor}")
         for key, wanted in plan.config.items():
             actual = configs.get(plan.name, {}).get(key)
             if actual != wanted:

@@ -1,4 +1,5 @@
-"""A single Apache Cassandra 5.0 node run from the ``cassandra-all`` jar.
+"""Apache Cassandra 5.0 nodes run from the ``cassandra-all`` jar: one node by default, or with
+``services.cluster`` one per ``cassandra.contact_points`` address (see :func:`cassandra_nodes`).
 
 When the settings name a user (``cassandra.username``), the node runs PasswordAuthenticator.
 At its first start the project takes over from Cassandra's default superuser
@@ -9,13 +10,15 @@ At every start the administrator creates the clients' role, or sets its password
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 
-from stream_app.errors import ConfigurationError
+from stream_app.errors import ConfigurationError, ServiceError
 from stream_app.services.admin_secret import admin_password
 from stream_app.services.jars import find_jar
 from stream_app.services.process import ServiceSpec
@@ -64,6 +67,67 @@ _JAVA17_FLAGS = [
 ]
 
 
+# A fresh node waits this long for the ring's gossip before it joins (Cassandra's default is
+# 30 s per node). The nodes start one after another on one machine, so a few seconds suffice.
+RING_DELAY_MS = 5000
+
+
+@dataclass(frozen=True)
+class CassandraNode:
+    """One local Cassandra node: the address it listens on, its token, its folder."""
+
+    name: str
+    index: int
+    address: str
+    token: int
+    seeds: tuple[str, ...]
+    jmx_port: int | None
+    root: Path
+
+    @property
+    def in_cluster(self) -> bool:
+        return self.jmx_port is not None
+
+
+def cassandra_nodes(settings: Settings) -> list[CassandraNode]:
+    """The nodes ``services`` runs: one on 127.0.0.1, or with ``services.cluster`` one per
+    contact point, each on its own loopback address (Cassandra's storage port is one for the
+    whole cluster). Tokens are spread evenly, one per node; the first node is the seed."""
+    services = settings.services
+    if not services.cluster:
+        root = (services.home / "cassandra").resolve()
+        return [CassandraNode("cassandra", 0, "127.0.0.1", 0, ("127.0.0.1",), None, root)]
+    addresses = settings.cassandra.contact_points
+    for address in addresses:
+        try:
+            loopback = ipaddress.ip_address(address)
+        except ValueError:
+            loopback = None
+        if loopback is None or loopback.version != 4 or not loopback.is_loopback:
+            raise ConfigurationError(
+                f"cassandra.contact_points names {address!r}; the local cluster's nodes run on "
+                "loopback IPv4 addresses such as 127.0.0.2, one address per node"
+            )
+    if len(set(addresses)) != len(addresses):
+        raise ConfigurationError(
+            "the local cluster's nodes share one storage port, so each needs its own address: "
+            f"cassandra.contact_points repeats one ({addresses})"
+        )
+    step = 2**64 // len(addresses)
+    return [
+        CassandraNode(
+            name=f"cassandra-{index + 1}",
+            index=index,
+            address=address,
+            token=-(2**63) + index * step,
+            seeds=(addresses[0],),
+            jmx_port=services.cassandra_jmx_port + index,
+            root=(services.home / "cluster" / f"cassandra-{index + 1}").resolve(),
+        )
+        for index, address in enumerate(addresses)
+    ]
+
+
 def wants_authentication(cassandra: CassandraSettings) -> bool:
     """Whether the clients log in, so the node must run PasswordAuthenticator."""
     if cassandra.username is None:
@@ -92,25 +156,36 @@ client_encryption_options:
 """
 
 
-def _yaml(settings: Settings, tls: TlsFiles | None = None) -> str:
+def _yaml(
+    settings: Settings, tls: TlsFiles | None = None, node: CassandraNode | None = None
+) -> str:
+    """``cassandra.yaml`` of ``node`` (default: the single node)."""
+    node = node or cassandra_nodes(settings)[0]
     storage_port = settings.services.cassandra_storage_port
     authenticator = (
         "PasswordAuthenticator"
         if wants_authentication(settings.cassandra)
         else "AllowAllAuthenticator"
     )
+    seeds = ",".join(f"{seed}:{storage_port}" for seed in node.seeds)
+    # The cluster's nodes name their datacenter (cassandra-rackdc.properties), so that
+    # cassandra.local_dc, NetworkTopologyStrategy and LOCAL_QUORUM all refer to it; another
+    # cluster name keeps them from ever gossiping with the single node.
+    name, snitch = "stream-app", "SimpleSnitch"
+    if node.in_cluster:
+        name, snitch = "stream-app-cluster", "GossipingPropertyFileSnitch"
     return f"""\
-cluster_name: stream-app
+cluster_name: {name}
 num_tokens: 1
-initial_token: 0
+initial_token: {node.token}
 partitioner: org.apache.cassandra.dht.Murmur3Partitioner
-endpoint_snitch: SimpleSnitch
+endpoint_snitch: {snitch}
 seed_provider:
   - class_name: org.apache.cassandra.locator.SimpleSeedProvider
     parameters:
-      - seeds: "127.0.0.1:{storage_port}"
-listen_address: 127.0.0.1
-rpc_address: 127.0.0.1
+      - seeds: "{seeds}"
+listen_address: {node.address}
+rpc_address: {node.address}
 storage_port: {storage_port}
 start_native_transport: true
 native_transport_port: {settings.cassandra.port}
@@ -148,9 +223,32 @@ _LOGBACK = """\
 """
 
 
-def cassandra_spec(settings: Settings, lib_dir: Path, java: Path) -> ServiceSpec:
-    """Describe the node's process; its ``prepare`` writes the configuration."""
-    root = (settings.services.home / "cassandra").resolve()
+def cassandra_specs(settings: Settings, lib_dir: Path, java: Path) -> list[ServiceSpec]:
+    """Every node's process (one, or the cluster's); ``services up`` starts a cluster's nodes
+    one after another."""
+    nodes = cassandra_nodes(settings)
+    cassandra = settings.cassandra
+    if len(nodes) > 1 and (wants_authentication(cassandra) or cassandra.ssl_ca_file):
+        raise ConfigurationError(
+            "the local Cassandra cluster runs without passwords and TLS; they are served by "
+            "the single node"
+        )
+    replicas = max([cassandra.replication_factor, *cassandra.datacenters.values()])
+    if settings.services.cluster and replicas > len(nodes):
+        raise ConfigurationError(
+            f"the keyspace asks for {replicas} replicas and the cluster has {len(nodes)} nodes "
+            "(one per cassandra.contact_points address): no write could reach them all"
+        )
+    return [cassandra_spec(settings, lib_dir, java, node) for node in nodes]
+
+
+def cassandra_spec(
+    settings: Settings, lib_dir: Path, java: Path, node: CassandraNode | None = None
+) -> ServiceSpec:
+    """Describe a node's process (default: the single node); its ``prepare`` writes the
+    configuration."""
+    node = node or cassandra_nodes(settings)[0]
+    root = node.root
     config_dir, data_dir, log_dir = root / "config", root / "data", root / "logs"
     yaml_file = config_dir / "cassandra.yaml"
     logback = config_dir / "logback.xml"
@@ -165,8 +263,10 @@ def cassandra_spec(settings: Settings, lib_dir: Path, java: Path) -> ServiceSpec
         ca_file, tls = settings.cassandra.ssl_ca_file, None
         if ca_file is not None:
             tls = local_server_files(settings.services.home, ca_file, CA_VARIABLE)
-        yaml_file.write_text(_yaml(settings, tls))
+        yaml_file.write_text(_yaml(settings, tls, node))
         logback.write_text(_LOGBACK)
+        if node.in_cluster:  # read from the classpath by GossipingPropertyFileSnitch
+            (config_dir / "cassandra-rackdc.properties").write_text(_rackdc(settings))
 
     def provision() -> None:
         if wants_authentication(settings.cassandra):
@@ -195,23 +295,44 @@ def cassandra_spec(settings: Settings, lib_dir: Path, java: Path) -> ServiceSpec
         "-Dcassandra.skip_wait_for_gossip_to_settle=0",
         # With PasswordAuthenticator, the default role is made at once rather than after 10 s.
         "-Dcassandra.superuser_setup_delay_ms=0",
-        "-Dstream-app.service=cassandra",
+        *_cluster_flags(node),
+        f"-Dstream-app.service={node.name}",
         "-cp",
         f"{config_dir}:{lib_dir}/*",
         "org.apache.cassandra.service.CassandraDaemon",
     ]
+    probe = (
+        (lambda: probe_node(settings, node))
+        if node.in_cluster
+        else (lambda: probe_cassandra(settings))
+    )
     return ServiceSpec(
-        name="cassandra",
+        name=node.name,
         port=settings.cassandra.port,
+        host=node.address,
         command=command,
-        run_dir=(settings.services.home / "run").resolve(),
+        run_dir=root.parent / "run",
         console_log=log_dir / "console.log",
         server_log=log_dir / "system.log",
         ready_line=READY_LINE,
-        probe=lambda: probe_cassandra(settings),
+        probe=probe,
         prepare=prepare,
         provision=provision,
     )
+
+
+def _rackdc(settings: Settings) -> str:
+    return f"dc={settings.cassandra.local_dc}\nrack=rack1\n"
+
+
+def _cluster_flags(node: CassandraNode) -> list[str]:
+    if node.jmx_port is None:
+        return []
+    return [
+        f"-Dcassandra.ring_delay_ms={RING_DELAY_MS}",
+        # nodetool's port, on 127.0.0.1 only (every node its own)
+        f"-Dcassandra.jmx.local.port={node.jmx_port}",
+    ]
 
 
 def _login(cassandra: CassandraSettings, role: str, password: str) -> tuple[Any, Any] | None:
@@ -288,5 +409,27 @@ def probe_cassandra(settings: Settings) -> None:
     try:
         session = cluster.connect()
         session.execute("SELECT release_version FROM system.local", timeout=5.0).one()
+    finally:
+        cluster.shutdown()
+
+
+def probe_node(settings: Settings, node: CassandraNode) -> None:
+    """One node of the cluster, asked alone: it has joined the ring (bootstrap complete) and
+    its gossip has every node before it in the ring, so the next may join."""
+    from stream_app.cassandra_session import open_cluster
+
+    alone = settings.cassandra.model_copy(update={"contact_points": [node.address]})
+    cluster = open_cluster(alone, connect_timeout_s=5.0, pinned=True)
+    try:
+        session = cluster.connect()
+        local = session.execute("SELECT bootstrapped FROM system.local", timeout=5.0).one()
+        if local is None or local.bootstrapped != "COMPLETED":
+            raise ServiceError(f"{node.name} has not joined the ring yet")
+        peers = session.execute("SELECT peer, tokens FROM system.peers_v2", timeout=5.0)
+        joined = {str(row.peer) for row in peers if row.tokens}
+        earlier = cassandra_nodes(settings)[: node.index]
+        missing = [n.name for n in earlier if n.address not in joined]
+        if missing:
+            raise ServiceError(f"{node.name} does not see {', '.join(missing)} in its ring yet")
     finally:
         cluster.shutdown()

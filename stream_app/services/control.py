@@ -1,22 +1,28 @@
-"""`stream-app services up|down|status` for the local Kafka broker and Cassandra node."""
+"""`stream-app services up|down|status` for the local Kafka and Cassandra: one broker and one
+node, or with ``services.cluster`` a cluster of each (``kafka-1``..., ``cassandra-1``...)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from stream_app.errors import ServiceNotReady
+from stream_app.errors import ServiceError
 from stream_app.services import process
-from stream_app.services.cassandra_server import cassandra_spec
+from stream_app.services.cassandra_server import cassandra_specs
 from stream_app.services.jars import ensure_jars, find_java
-from stream_app.services.kafka_server import kafka_spec
+from stream_app.services.kafka_server import kafka_specs
 from stream_app.services.process import ServiceSpec, ServiceStatus
 from stream_app.settings import Settings
 
-SpecBuilder = Callable[[Settings, Path, Path], ServiceSpec]
-SERVICES: dict[str, SpecBuilder] = {"kafka": kafka_spec, "cassandra": cassandra_spec}
+SpecsBuilder = Callable[[Settings, Path, Path], list[ServiceSpec]]
+SERVICES: dict[str, SpecsBuilder] = {"kafka": kafka_specs, "cassandra": cassandra_specs}
+# Whether a service's processes start together. A cluster's brokers must: their controller
+# quorum elects a leader only once most of them run. Cassandra's nodes must not: a node that
+# joins while another is joining fails, so each starts once the one before it is ready.
+STARTED_TOGETHER = {"kafka": True, "cassandra": False}
 
 
 @dataclass(frozen=True)
@@ -35,20 +41,37 @@ def _specs(
     names: Sequence[str],
     fetch: bool,
     log: Callable[[str], None] = print,
-) -> tuple[list[ServiceSpec], dict[str, bool]]:
+) -> tuple[dict[str, list[ServiceSpec]], dict[str, bool]]:
+    """Each named service's processes (default: every service), and whether its jars were
+    fetched now."""
     java = find_java(settings.services.java_home) if fetch else Path("java")
-    specs, fetched = [], {}
+    specs, fetched = {}, {}
     for name in names or list(SERVICES):
         lib_dir = settings.services.home.resolve() / "lib" / name
         if fetch:
+            SERVICES[name](settings, lib_dir, java)  # settings it cannot run: before any download
             began = time.monotonic()
             lib_dir, fetched[name] = ensure_jars(name, settings.services.home)
             if fetched[name]:
                 log(f"{name}: jars fetched into {lib_dir} in {time.monotonic() - began:.1f} s")
             else:
                 log(f"{name}: jars cached in {lib_dir}")
-        specs.append(SERVICES[name](settings, lib_dir, java))
+        specs[name] = SERVICES[name](settings, lib_dir, java)
     return specs, fetched
+
+
+def start_waves(specs: dict[str, list[ServiceSpec]]) -> list[list[ServiceSpec]]:
+    """The processes in groups started together, each group once the one before is ready:
+    every service's first process (all of a cluster's brokers) in the first group, a
+    cluster's next Cassandra node in each next one."""
+    waves: list[list[ServiceSpec]] = []
+    for name, processes in specs.items():
+        groups = [processes] if STARTED_TOGETHER[name] else [[spec] for spec in processes]
+        for index, group in enumerate(groups):
+            if index == len(waves):
+                waves.append([])
+            waves[index].extend(group)
+    return waves
 
 
 def up(
@@ -60,29 +83,49 @@ def up(
     the processes this call started are stopped again and the error carries the log's tail.
     """
     specs, fetched = _specs(settings, names, fetch=True, log=log)
-    started: list[tuple[ServiceSpec, process.Started, float]] = []
+    service_of = {spec.name: name for name, group in specs.items() for spec in group}
+    started: list[ServiceSpec] = []
     results = []
-    for spec in specs:
-        began = time.monotonic()
-        proc = process.start(spec)
-        if proc is None:
-            pid = process.owned_pid(spec) or 0
-            log(f"{spec.name}: already running (pid {pid}, port {spec.port})")
-            results.append(UpResult(spec.name, pid, fetched[spec.name], True, 0.0))
-        else:
-            log(f"{spec.name}: started (pid {proc.pid}, port {spec.port}), waiting for readiness")
-            started.append((spec, proc, began))
     try:
-        for spec, proc, began in started:
-            process.wait_ready(spec, proc, settings.services.start_timeout_s)
-            took = time.monotonic() - began
-            log(f"{spec.name}: ready in {took:.1f} s")
-            results.append(UpResult(spec.name, proc.pid, fetched[spec.name], False, took))
-    except ServiceNotReady:
-        for spec, _, _ in started:
-            process.stop(spec, settings.services.stop_timeout_s)
+        for wave in start_waves(specs):
+            waiting: list[tuple[ServiceSpec, process.Started, float]] = []
+            for spec in wave:
+                began = time.monotonic()
+                proc = process.start(spec)
+                was_fetched = fetched[service_of[spec.name]]
+                if proc is None:
+                    pid = process.owned_pid(spec) or 0
+                    log(f"{spec.name}: already running (pid {pid}, {_address(spec)})")
+                    results.append(UpResult(spec.name, pid, was_fetched, True, 0.0))
+                else:
+                    where = f"pid {proc.pid}, {_address(spec)}"
+                    log(f"{spec.name}: started ({where}), waiting for readiness")
+                    started.append(spec)
+                    waiting.append((spec, proc, began))
+            for spec, proc, began in waiting:
+                process.wait_ready(spec, proc, settings.services.start_timeout_s)
+                took = time.monotonic() - began
+                log(f"{spec.name}: ready in {took:.1f} s")
+                results.append(
+                    UpResult(spec.name, proc.pid, fetched[service_of[spec.name]], False, took)
+                )
+    except ServiceError:  # not ready, or a port taken: stop what this call started
+        _stop_all(started, settings.services.stop_timeout_s)
         raise
     return results
+
+
+def _address(spec: ServiceSpec) -> str:
+    return f"port {spec.port}" if spec.host == "127.0.0.1" else f"{spec.host}:{spec.port}"
+
+
+def _stop_all(specs: Sequence[ServiceSpec], timeout_s: float) -> list[bool]:
+    """Stop the processes side by side (whether each was running): the last broker of a
+    cluster stopped alone would wait for a controller quorum that has already gone."""
+    if len(specs) <= 1:
+        return [process.stop(spec, timeout_s) for spec in specs]
+    with ThreadPoolExecutor(max_workers=len(specs)) as pool:
+        return list(pool.map(lambda spec: process.stop(spec, timeout_s), specs))
 
 
 def down(
@@ -91,17 +134,20 @@ def down(
     """Stop the servers this project started (by pid file) and wait for them to exit."""
     specs, _ = _specs(settings, names, fetch=False)
     stopped = []
-    for spec in reversed(specs):  # Cassandra first: it takes longest to drain
-        pid = process.owned_pid(spec)
-        if process.stop(spec, settings.services.stop_timeout_s):
-            log(f"{spec.name}: stopped (pid {pid})")
-            stopped.append(spec.name)
-        else:
-            log(f"{spec.name}: not running")
+    for group in reversed(list(specs.values())):  # Cassandra first: it takes longest to drain
+        pids = [process.owned_pid(spec) for spec in group]
+        for spec, pid, was_running in zip(
+            group, pids, _stop_all(group, settings.services.stop_timeout_s), strict=True
+        ):
+            if was_running:
+                log(f"{spec.name}: stopped (pid {pid})")
+                stopped.append(spec.name)
+            else:
+                log(f"{spec.name}: not running")
     return stopped
 
 
 def status(settings: Settings, names: Sequence[str] = ()) -> list[ServiceStatus]:
-    """Pid, port and readiness of each server."""
+    """Pid, port and readiness of each server (each process of a cluster)."""
     specs, _ = _specs(settings, names, fetch=False)
-    return [process.status(spec) for spec in specs]
+    return [process.status(spec) for group in specs.values() for spec in group]

@@ -1,4 +1,7 @@
-"""A single-node Apache Kafka 4 broker in KRaft mode (broker and controller in one JVM).
+"""Apache Kafka 4 brokers in KRaft mode, each a broker and a controller in one JVM.
+
+One broker by default; with ``services.cluster``, one per ``kafka.bootstrap_servers`` entry,
+the controllers forming one quorum of them all (see :func:`brokers`).
 
 The broker speaks what the clients' settings ask for: ``PLAINTEXT``, or ``SASL_SSL`` with
 SCRAM. Secured, it serves TLS with the project's own CA (:mod:`stream_app.services.tls`),
@@ -74,11 +77,65 @@ def wants_security(kafka: KafkaSettings) -> bool:
     return True
 
 
-def _security_lines(port: int, controller: int, security: BrokerSecurity | None) -> list[str]:
+@dataclass(frozen=True)
+class BrokerNode:
+    """One local broker: its id, the addresses it listens on, its folder under the home."""
+
+    name: str
+    node_id: int
+    host: str
+    port: int
+    controller_port: int
+    root: Path
+
+    @property
+    def voter(self) -> str:
+        """This node in ``controller.quorum.voters``."""
+        return f"{self.node_id}@{self.host}:{self.controller_port}"
+
+
+def brokers(settings: Settings) -> list[BrokerNode]:
+    """The brokers ``services`` runs: one, or with ``services.cluster`` one per bootstrap server
+    (node ids 1, 2, ...; broker n's controller on ``kafka_controller_port + n - 1``)."""
+    services = settings.services
+    if not services.cluster:
+        home = (services.home / "kafka").resolve()
+        port = local_port(settings)
+        return [BrokerNode("kafka", 1, "127.0.0.1", port, services.kafka_controller_port, home)]
+    nodes = []
+    for index, (host, port) in enumerate(settings.kafka.bootstrap_list()):
+        if not _loopback(host):
+            raise ConfigurationError(
+                f"kafka.bootstrap_servers names {host}; the local cluster's brokers run on "
+                "loopback addresses (127.x.x.x)"
+            )
+        name = f"kafka-{index + 1}"
+        root = (services.home / "cluster" / name).resolve()
+        nodes.append(
+            BrokerNode(name, index + 1, host, port, services.kafka_controller_port + index, root)
+        )
+    listeners = [(n.host, port) for n in nodes for port in (n.port, n.controller_port)]
+    if len(set(listeners)) != len(listeners):
+        raise ConfigurationError(
+            "the cluster's brokers need distinct ports: broker n's controller listens on "
+            "services.kafka_controller_port + n - 1, which collides with a bootstrap server "
+            f"({settings.kafka.bootstrap_servers}, controller from "
+            f"{services.kafka_controller_port})"
+        )
+    return nodes
+
+
+def _loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.")
+
+
+def _security_lines(
+    host: str, port: int, controller: int, security: BrokerSecurity | None
+) -> list[str]:
     if security is None:
         return [
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}",
+            f"advertised.listeners=PLAINTEXT://{host}:{port}",
             "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name=PLAINTEXT",
         ]
@@ -87,8 +144,8 @@ def _security_lines(port: int, controller: int, security: BrokerSecurity | None)
         f'username="{ADMIN_USER}" password="{security.admin_password}";'
     )
     return [
-        f"listeners=SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
-        f"advertised.listeners=SASL_SSL://127.0.0.1:{port}",
+        f"listeners=SASL_SSL://{host}:{port},CONTROLLER://{host}:{controller}",
+        f"advertised.listeners=SASL_SSL://{host}:{port}",
         # The controller listener is TLS too, and only takes a client holding a certificate
         # from the project's CA: nothing reaches the cluster's metadata without one.
         "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL",
@@ -106,18 +163,9 @@ def _security_lines(port: int, controller: int, security: BrokerSecurity | None)
     ]
 
 
-def _properties(settings: Settings, data_dir: Path, security: BrokerSecurity | None) -> str:
-    port = local_port(settings)
-    controller = settings.services.kafka_controller_port
-    return "\n".join(
-        [
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{controller}",
-            *_security_lines(port, controller, security),
-            "controller.listener.names=CONTROLLER",
-            f"log.dirs={data_dir}",
-            # one node: every internal topic has a single replica
+def _replication_lines(settings: Settings, nodes: list[BrokerNode]) -> list[str]:
+    if len(nodes) == 1:
+        return [  # one node: every internal topic has a single replica
             "offsets.topic.replication.factor=1",
             "offsets.topic.num.partitions=1",
             "transaction.state.log.replication.factor=1",
@@ -125,6 +173,44 @@ def _properties(settings: Settings, data_dir: Path, security: BrokerSecurity | N
             "transaction.state.log.num.partitions=1",
             "share.coordinator.state.topic.replication.factor=1",
             "share.coordinator.state.topic.min.isr=1",
+        ]
+    # The internal topics (offsets, transactions) are replicated like the project's own, so a
+    # broker down loses no committed offset; a few partitions each, as the cluster is small.
+    replicas, in_sync = settings.kafka.replication_factor, settings.kafka.min_insync_replicas
+    return [
+        f"default.replication.factor={replicas}",
+        f"min.insync.replicas={in_sync}",
+        f"offsets.topic.replication.factor={replicas}",
+        "offsets.topic.num.partitions=6",
+        f"transaction.state.log.replication.factor={replicas}",
+        f"transaction.state.log.min.isr={in_sync}",
+        "transaction.state.log.num.partitions=6",
+        f"share.coordinator.state.topic.replication.factor={replicas}",
+        f"share.coordinator.state.topic.min.isr={in_sync}",
+        "unclean.leader.election.enable=false",
+    ]
+
+
+def _properties(
+    settings: Settings,
+    data_dir: Path,
+    security: BrokerSecurity | None,
+    node: BrokerNode | None = None,
+    nodes: list[BrokerNode] | None = None,
+) -> str:
+    """``server.properties`` of ``node`` (default: the single broker) among ``nodes``."""
+    if node is None:
+        node = brokers(settings)[0]
+    nodes = nodes or [node]
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            f"node.id={node.node_id}",
+            f"controller.quorum.voters={','.join(n.voter for n in nodes)}",
+            *_security_lines(node.host, node.port, node.controller_port, security),
+            "controller.listener.names=CONTROLLER",
+            f"log.dirs={data_dir}",
+            *_replication_lines(settings, nodes),
             "group.initial.rebalance.delay.ms=0",
             "num.partitions=1",
             "auto.create.topics.enable=false",
@@ -194,13 +280,41 @@ def _cluster_id(path: Path) -> str:
     return cluster_id
 
 
-def kafka_spec(settings: Settings, lib_dir: Path, java: Path) -> ServiceSpec:
-    """Describe the broker's process; its ``prepare`` writes the configuration and formats
-    the storage the first time."""
-    root = (settings.services.home / "kafka").resolve()
+def kafka_specs(settings: Settings, lib_dir: Path, java: Path) -> list[ServiceSpec]:
+    """Every broker's process (one, or the cluster's), started together: a controller quorum
+    of several nodes elects a leader only once most of them run."""
+    nodes = brokers(settings)
+    if len(nodes) > 1 and wants_security(settings.kafka):
+        raise ConfigurationError(
+            "the local Kafka cluster runs PLAINTEXT only; SASL_SSL is served by the single broker"
+        )
+    if settings.services.cluster and settings.kafka.replication_factor > len(nodes):
+        raise ConfigurationError(
+            f"kafka.replication_factor is {settings.kafka.replication_factor} and the cluster "
+            f"has {len(nodes)} brokers (one per kafka.bootstrap_servers entry): its internal "
+            "topics could never be made"
+        )
+    return [kafka_spec(settings, lib_dir, java, node, nodes) for node in nodes]
+
+
+def kafka_spec(
+    settings: Settings,
+    lib_dir: Path,
+    java: Path,
+    node: BrokerNode | None = None,
+    nodes: list[BrokerNode] | None = None,
+) -> ServiceSpec:
+    """Describe a broker's process (default: the single broker); its ``prepare`` writes the
+    configuration and formats the storage the first time."""
+    if node is None:
+        node = brokers(settings)[0]
+    nodes = nodes or [node]
+    root = node.root
     config_dir, data_dir, log_dir = root / "config", root / "data", root / "logs"
     server_properties = config_dir / "server.properties"
     log4j = config_dir / "log4j2.yaml"
+    # The brokers of one cluster share its id; the single broker keeps its own beside it.
+    cluster_id_file = root / "cluster.id" if len(nodes) == 1 else root.parent / "kafka.cluster.id"
     java_opts = [
         str(java),
         f"-Xms{settings.services.kafka_heap_mb}m",
@@ -213,7 +327,7 @@ def kafka_spec(settings: Settings, lib_dir: Path, java: Path) -> ServiceSpec:
         "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={log4j}",
         f"-Dkafka.logs.dir={log_dir}",
-        "-Dstream-app.service=kafka",
+        f"-Dstream-app.service={node.name}",
         "-cp",
         f"{lib_dir}/*",
     ]
@@ -239,25 +353,29 @@ def kafka_spec(settings: Settings, lib_dir: Path, java: Path) -> ServiceSpec:
         for folder in (config_dir, data_dir, log_dir):
             folder.mkdir(parents=True, exist_ok=True)
         # The properties may hold the administrator's password: owner-only.
-        write_private(server_properties, _properties(settings, data_dir, secured).encode())
+        properties = _properties(settings, data_dir, secured, node, nodes)
+        write_private(server_properties, properties.encode())
         log4j.write_text(_LOG4J2)
         if not (data_dir / "meta.properties").exists():
             scram = [] if secured is None else _admin_scram(secured)
-            _format_storage(java_opts, _cluster_id(root / "cluster.id"), server_properties, scram)
+            _format_storage(java_opts, _cluster_id(cluster_id_file), server_properties, scram)
 
     def provision() -> None:
         if wants_security(settings.kafka):
             create_client_user(settings.kafka, admin_password(admin_file))
 
+    # One node of a cluster is probed alone: the others answering proves nothing about it.
+    alone = settings.kafka.model_copy(update={"bootstrap_servers": f"{node.host}:{node.port}"})
     return ServiceSpec(
-        name="kafka",
-        port=local_port(settings),
+        name=node.name,
+        port=node.port,
+        host=node.host,
         command=[*java_opts, "kafka.Kafka", str(server_properties)],
-        run_dir=(settings.services.home / "run").resolve(),
+        run_dir=root.parent / "run",
         console_log=log_dir / "console.log",
         server_log=log_dir / "server.log",
         ready_line=READY_LINE,
-        probe=lambda: probe_kafka(settings),
+        probe=lambda: probe_kafka(settings.model_copy(update={"kafka": alone}), node.node_id),
         prepare=prepare,
         provision=provision,
     )
@@ -325,8 +443,12 @@ def create_client_user(kafka: KafkaSettings, password: str) -> None:
         future.result(timeout=10)
 
 
-def probe_kafka(settings: Settings) -> None:
-    """One metadata request through the project's own client configuration."""
+def probe_kafka(settings: Settings, node_id: int = 1) -> None:
+    """One metadata request through the project's own client configuration; the broker must
+    list itself (a broker of a cluster answers before the controllers have registered it)."""
     from stream_app.kafka.admin import reach
 
-    reach(settings.kafka, timeout_s=5, extra={"socket.timeout.ms": 5000})
+    _, metadata = reach(settings.kafka, timeout_s=5, extra={"socket.timeout.ms": 5000})
+    if node_id not in metadata.brokers:
+        listed = sorted(metadata.brokers)
+        raise ServiceError(f"broker {node_id} is not yet registered (metadata lists {listed})")

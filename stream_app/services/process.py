@@ -43,6 +43,7 @@ class ServiceSpec:
     prepare: Callable[[], None] = lambda: None
     provision: Callable[[], None] = lambda: None
     env: dict[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"  # the address its client port listens on
 
     @property
     def pid_file(self) -> Path:
@@ -87,6 +88,7 @@ class ServiceStatus:
     port: int
     ready: bool
     detail: str
+    host: str = "127.0.0.1"
 
 
 def stat_fields(pid: int) -> list[str] | None:
@@ -148,9 +150,9 @@ def start(spec: ServiceSpec) -> Started | None:
     """Start the service in the background; None if this project's copy already runs."""
     if owned_pid(spec) is not None:
         return None
-    if port_open(spec.port):
+    if port_open(spec.port, spec.host):
         raise ServiceError(
-            f"{spec.name}: port {spec.port} on 127.0.0.1 is in use by a process that "
+            f"{spec.name}: port {spec.port} on {spec.host} is in use by a process that "
             f"stream-app did not start; stop it or change the port in the settings"
         )
     spec.prepare()
@@ -236,14 +238,15 @@ def status(spec: ServiceSpec) -> ServiceStatus:
     """The pid, port and readiness of the service."""
     pid = owned_pid(spec)
     if pid is None:
-        foreign = port_open(spec.port)
+        foreign = port_open(spec.port, spec.host)
         detail = f"port {spec.port} held by another process" if foreign else "not running"
-        return ServiceStatus(spec.name, None, spec.port, False, detail)
+        return ServiceStatus(spec.name, None, spec.port, False, detail, spec.host)
     try:
         spec.probe()
     except Exception as exc:  # the probe's client raises its own error types
-        return ServiceStatus(spec.name, pid, spec.port, False, f"running, not ready: {exc}")
-    return ServiceStatus(spec.name, pid, spec.port, True, "ready")
+        detail = f"running, not ready: {exc}"
+        return ServiceStatus(spec.name, pid, spec.port, False, detail, spec.host)
+    return ServiceStatus(spec.name, pid, spec.port, True, "ready", spec.host)
 
 
 def stop(spec: ServiceSpec, timeout_s: float) -> bool:
