@@ -148,7 +148,13 @@ def create_topics(settings: Settings) -> None:
     # worker's producer (its linger, the request) as a downstream consumer sees them
     appended = {"message.timestamp.type": "LogAppendTime"}
     outputs = {settings.kafka.topics.predictions, settings.kafka.topics.predictions_shadow}
-    topics = [NewTopic(n, PARTITIONS, 1, config=appended if n in outputs else {}) for n in names]
+    # replicated as the settings ask (a cluster's benches pay for its replication)
+    replicas = settings.kafka.replication_factor
+    durable = {"min.insync.replicas": str(settings.kafka.min_insync_replicas)}
+    topics = [
+        NewTopic(n, PARTITIONS, replicas, config={**durable, **(appended if n in outputs else {})})
+        for n in names
+    ]
     for future in admin.create_topics(topics).values():
         future.result(timeout=30)
 

@@ -66,7 +66,7 @@ class LagSampler(threading.Thread):
         )
         self.peak = 0
         self.last: int | None = None
-        self._stop = threading.Event()
+        self._finish = threading.Event()
 
     def lag(self) -> int:
         partitions = [TopicPartition(self.topic, p) for p in range(PARTITIONS)]
@@ -77,7 +77,7 @@ class LagSampler(threading.Thread):
         return total
 
     def run(self) -> None:
-        while not self._stop.wait(LAG_EVERY_S):
+        while not self._finish.wait(LAG_EVERY_S):
             try:
                 self.last = self.lag()
             except Exception:  # a slow broker answer: the next sample counts
@@ -85,7 +85,7 @@ class LagSampler(threading.Thread):
             self.peak = max(self.peak, self.last)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._finish.set()
         self.join(timeout=15)
         self.consumer.close()
 
