@@ -85,6 +85,10 @@ CHAOS_GUARANTEE ?= at_least_once
 chaos: services ## faults under load (kill -9 x5, rebalance, Cassandra 30 s down, Kafka restarts), CHAOS_REPEAT times, workers in CHAOS_GUARANTEE (at_least_once or exactly_once): JSON with lost == 0 per run
 	$(BIN)/stream-app bench chaos --repeat $(CHAOS_REPEAT) --guarantee $(CHAOS_GUARANTEE) --json chaos.json
 
+.PHONY: chaos-cluster
+chaos-cluster: services-cluster ## on the local cluster: the leading broker and a Cassandra node killed, a rolling restart, each under load (CHAOS_GUARANTEE): JSON with lost == 0 and pauses < 15 s
+	$(WITH_CLUSTER) $(APP) bench chaos --repeat $(CHAOS_REPEAT) --guarantee $(CHAOS_GUARANTEE) --json chaos-cluster.json
+
 .PHONY: chaos-eos
 chaos-eos: services ## `chaos` with the workers in exactly-once mode: JSON with lost == 0 and duplicates == 0 per run
 	$(BIN)/stream-app bench chaos --repeat $(CHAOS_REPEAT) --guarantee exactly_once --json chaos-eos.json

@@ -14,6 +14,11 @@ at a steady rate (2% of them invalid) for ``seconds``, and one kind of fault whi
   delayed 1 s, through a proxy) for 30 s: scoring slows, work waits in Kafka (the consumer
   lag grows), and the worker's memory (RSS, sampled every 0.5 s) must stay bounded; reported
   before, during and after the slow spell;
+- on a local cluster (``services.cluster``, `make chaos-cluster`), ``broker``: the broker that
+  leads most of the scenario's partitions killed with SIGKILL, started again after
+  ``NODE_DOWN_S / 2``; ``cassandra-node``: one Cassandra node killed with SIGKILL for
+  ``NODE_DOWN_S``; ``rolling``: the brokers restarted one after another (SIGTERM, start, ready,
+  ``ROLL_SETTLE_S``), as an upgrade does;
 - ``hostile``: ~100,000 hostile messages (every dead-letter kind, random bytes, huge numbers,
   deep nesting, invalid UTF-8, wrong types) among valid events, at 5,500 messages/s for 20 s
   (or ``seconds`` when shorter).
@@ -37,6 +42,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
@@ -44,6 +50,7 @@ from typing import Any, TextIO
 import numpy as np
 import orjson
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
 
 from stream_app.bench.accounting import Sent, account
 from stream_app.bench.e2e import (
@@ -55,9 +62,10 @@ from stream_app.bench.e2e import (
     stop_process,
 )
 from stream_app.cassandra_session import connected
+from stream_app.errors import BenchError
 from stream_app.kafka.producer import produce_when_room
 from stream_app.provisioning.keyspace import ensure_keyspace
-from stream_app.services import control
+from stream_app.services import control, process
 from stream_app.services.tcp_proxy import TcpProxy
 from stream_app.settings import CassandraSettings, Settings, WorkerSettings
 from stream_app.simulation.corrupt import corrupt, hostile
@@ -67,6 +75,9 @@ from stream_app.simulation.world import World
 from stream_app.use_cases.spec import UseCase
 
 SCENARIOS = ("kill", "rebalance", "cassandra", "kafka", "hostile", "backpressure")
+CLUSTER_SCENARIOS = ("broker", "cassandra-node", "rolling")
+NODE_DOWN_S, ROLL_SETTLE_S = 60.0, 10.0
+PAUSE_TARGET_S = 15.0  # a cluster's scenarios: the longest pause one node lost may cause
 KAFKA_DOWN_S = 20.0  # longer than the workers' session timeout (10 s)
 SLOW_REPLY_S, SLOW_FROM_S, SLOW_FOR_S, SLOW_RATE = 1.0, 12.0, 30.0, 2_000
 INVALID_SHARE = 0.02
@@ -236,6 +247,8 @@ def inject(
         control.down(base, ["cassandra"], log=say)
         time.sleep(30)
         control.up(base, ["cassandra"], log=say)
+    elif scenario in CLUSTER_SCENARIOS:
+        cluster_fault(scenario, base, workers.settings, say)
     elif scenario == "kafka":
         time.sleep(15)
         control.down(base, ["kafka"], log=say)
@@ -245,6 +258,44 @@ def inject(
         say(f"the broker stays down {KAFKA_DOWN_S:.0f} s (longer than the session timeout)")
         time.sleep(KAFKA_DOWN_S)
         control.up(base, ["kafka"], log=say)
+
+
+def leading_broker(settings: Settings) -> int:
+    """The broker that leads most partitions of the scenario's input and output topics."""
+    admin = AdminClient(settings.kafka.client_config())
+    metadata = admin.list_topics(timeout=10)
+    topics = settings.kafka.topics
+    leaders = Counter(
+        partition.leader
+        for name in (topics.client_events, topics.predictions, topics.dead_letter)
+        for partition in metadata.topics[name].partitions.values()
+    )
+    return leaders.most_common(1)[0][0]
+
+
+def cluster_fault(
+    scenario: str, base: Settings, bench: Settings, say: Callable[[str], None]
+) -> None:
+    """One node of the local cluster lost (killed, or restarted in turn), while traffic runs."""
+    nodes = control.processes(base)
+    time.sleep(15)
+    if scenario == "broker":
+        spec = nodes[f"kafka-{leading_broker(bench)}"]
+        process.kill(spec)
+        say(f"kill -9 {spec.name} (it led the most partitions); down {NODE_DOWN_S / 2:.0f} s")
+        time.sleep(NODE_DOWN_S / 2)
+        say(f"{spec.name} ready again in {control.start_one(base, spec):.1f} s")
+    elif scenario == "cassandra-node":
+        spec = nodes[sorted(n for n in nodes if n.startswith("cassandra-"))[-1]]
+        process.kill(spec)
+        say(f"kill -9 {spec.name}; down {NODE_DOWN_S:.0f} s")
+        time.sleep(NODE_DOWN_S)
+        say(f"{spec.name} ready again in {control.start_one(base, spec):.1f} s")
+    elif scenario == "rolling":
+        for name in sorted(n for n in nodes if n.startswith("kafka-")):
+            process.stop(nodes[name], base.services.stop_timeout_s)
+            say(f"{name} stopped; ready again in {control.start_one(base, nodes[name]):.1f} s")
+            time.sleep(ROLL_SETTLE_S)
 
 
 class MemorySampler(threading.Thread):
@@ -416,6 +467,12 @@ def run(
     progress: TextIO = sys.stderr,
     repeat: int = 1,
 ) -> dict[str, Any]:
+    on_cluster = [s for s in scenarios if s in CLUSTER_SCENARIOS]
+    if on_cluster and not settings.services.cluster:
+        raise BenchError(
+            f"scenarios {on_cluster} need the local cluster: run them with the settings of "
+            "deploy/cluster.env (make chaos-cluster)"
+        )
     run_id = uuid.uuid4().hex[:6]
     base = bench_settings(settings, run_id, "chaos")
     ensure_keyspace(base.cassandra)
@@ -465,6 +522,10 @@ def summarise(
     for name, summary in scenarios.items():
         targets[f"{name}: lost == 0 in every run"] = not any(summary["lost"])
         targets[f"{name}: no worker crashed"] = not any(summary["crashes"])
+        if name in ("broker", "cassandra-node"):
+            targets[f"{name}: longest pause < {PAUSE_TARGET_S:g} s"] = (
+                max(summary["longest_pause_s"]) < PAUSE_TARGET_S
+            )
         if guarantee == "exactly_once":
             targets[f"{name}: duplicates == 0 in every run"] = not any(summary["duplicates"])
     return {

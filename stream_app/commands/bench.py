@@ -77,8 +77,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     chaos.add_argument(
         "--scenario",
         action="append",
-        choices=["kill", "rebalance", "cassandra", "kafka", "hostile", "backpressure"],
-        help="one scenario (repeat for several; default: all)",
+        choices=[
+            "kill",
+            "rebalance",
+            "cassandra",
+            "kafka",
+            "hostile",
+            "backpressure",
+            "broker",
+            "cassandra-node",
+            "rolling",
+        ],
+        help="one scenario (repeat for several; default: all single-node ones, or on a "
+        "local cluster its three: broker, cassandra-node, rolling)",
     )
     chaos.add_argument("--rate", type=float, default=300, help="client events per second")
     chaos.add_argument("--seconds", type=float, default=60, help="seconds of traffic")
@@ -181,7 +192,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     elif args.bench == "chaos":
         from stream_app.bench import chaos as chaos_bench
 
-        scenarios = args.scenario or list(chaos_bench.SCENARIOS)
+        default = (
+            chaos_bench.CLUSTER_SCENARIOS if settings.services.cluster else chaos_bench.SCENARIOS
+        )
+        scenarios = args.scenario or list(default)
         if args.guarantee is not None:
             consumer = settings.consumer.model_copy(update={"guarantee": args.guarantee})
             settings = settings.model_copy(update={"consumer": consumer})

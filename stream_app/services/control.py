@@ -147,6 +147,22 @@ def down(
     return stopped
 
 
+def processes(settings: Settings) -> dict[str, ServiceSpec]:
+    """Every local server process by name (``kafka``, or ``kafka-1``... in a cluster), ready
+    to be stopped, killed or started one at a time (the chaos benchmarks do)."""
+    specs, _ = _specs(settings, (), fetch=True, log=lambda _: None)
+    return {spec.name: spec for group in specs.values() for spec in group}
+
+
+def start_one(settings: Settings, spec: ServiceSpec) -> float:
+    """Start one process (if it is not running) and wait until it is ready; seconds taken."""
+    began = time.monotonic()
+    started = process.start(spec)
+    if started is not None:
+        process.wait_ready(spec, started, settings.services.start_timeout_s)
+    return time.monotonic() - began
+
+
 def status(settings: Settings, names: Sequence[str] = ()) -> list[ServiceStatus]:
     """Pid, port and readiness of each server (each process of a cluster)."""
     specs, _ = _specs(settings, names, fetch=False)

@@ -271,6 +271,20 @@ def stop(spec: ServiceSpec, timeout_s: float) -> bool:
     return True
 
 
+def kill(spec: ServiceSpec) -> bool:
+    """SIGKILL the process at once (a crash, not a shutdown) and wait until it is gone;
+    False when it was not running."""
+    pid = owned_pid(spec)
+    if pid is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    if not _wait_gone(spec, pid, 10.0):
+        raise ServiceError(f"{spec.name} (pid {pid}) did not exit after SIGKILL")
+    spec.pid_file.unlink(missing_ok=True)
+    return True
+
+
 def _wait_gone(spec: ServiceSpec, pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -57,3 +57,20 @@ def test_a_valid_event_dead_lettered_is_not_lost() -> None:
 def test_longest_gap() -> None:
     assert longest_gap_s([]) == 0.0
     assert longest_gap_s([5_000, 1_000, 2_000]) == 3.0
+
+
+def test_a_clusters_node_scenarios_are_judged_on_their_longest_pause_and_eos_on_copies() -> None:
+    from stream_app.bench.chaos import summarise
+
+    def run(scenario: str, pause: float, duplicates: int = 0) -> dict[str, object]:
+        return {"scenario": scenario, "lost": 0, "duplicates": duplicates,
+                "longest_pause_s": pause, "crashes": 0}  # fmt: skip
+
+    runs = [run("broker", 9.5), run("cassandra-node", 16.0), run("rolling", 40.0, 3)]
+    result = summarise(runs, 300, 60, 1, "logs", "exactly_once")  # type: ignore[arg-type]
+    targets = result["targets_met"]
+    assert targets["broker: longest pause < 15 s"] is True
+    assert targets["cassandra-node: longest pause < 15 s"] is False
+    assert not any("rolling: longest pause" in t for t in targets)
+    assert targets["rolling: duplicates == 0 in every run"] is False
+    assert (result["guarantee"], result["duplicates"]) == ("exactly_once", 3)
