@@ -249,11 +249,11 @@ def status(spec: ServiceSpec) -> ServiceStatus:
     return ServiceStatus(spec.name, pid, spec.port, True, "ready", spec.host)
 
 
-def stop(spec: ServiceSpec, timeout_s: float) -> bool:
+def stop(spec: ServiceSpec, timeout_s: float, first: int = signal.SIGTERM) -> bool:
     """Stop the process this project started and wait for it to exit.
 
-    Returns False when it was not running. SIGTERM first (both servers shut down cleanly on
-    it), SIGKILL after ``timeout_s``.
+    Returns False when it was not running. ``first`` first (SIGTERM: both servers shut down
+    cleanly on it; SIGKILL: a crash), SIGKILL after ``timeout_s``.
     """
     pid = owned_pid(spec)
     if pid is None:
@@ -261,7 +261,7 @@ def stop(spec: ServiceSpec, timeout_s: float) -> bool:
         return False
     # The service leads its own process group (start_new_session), so signal the group.
     with contextlib.suppress(ProcessLookupError):  # it may exit between check and signal
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, first)
     if not _wait_gone(spec, pid, timeout_s):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
@@ -274,15 +274,7 @@ def stop(spec: ServiceSpec, timeout_s: float) -> bool:
 def kill(spec: ServiceSpec) -> bool:
     """SIGKILL the process at once (a crash, not a shutdown) and wait until it is gone;
     False when it was not running."""
-    pid = owned_pid(spec)
-    if pid is None:
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    if not _wait_gone(spec, pid, 10.0):
-        raise ServiceError(f"{spec.name} (pid {pid}) did not exit after SIGKILL")
-    spec.pid_file.unlink(missing_ok=True)
-    return True
+    return stop(spec, 0.0, signal.SIGKILL)
 
 
 def _wait_gone(spec: ServiceSpec, pid: int, timeout_s: float) -> bool:
