@@ -19,6 +19,9 @@ at a steady rate (2% of them invalid) for ``seconds``, and one kind of fault whi
   ``NODE_DOWN_S / 2``; ``cassandra-node``: one Cassandra node killed with SIGKILL for
   ``NODE_DOWN_S``; ``rolling``: the brokers restarted one after another (SIGTERM, start, ready,
   ``ROLL_SETTLE_S``), as an upgrade does;
+- ``partition`` (on a cluster by default, and on a single node when named): a second worker
+  joins, and once it scores it is cut off from Kafka for ``CUT_FOR_S`` (``bench.partition``:
+  its packets to the brokers dropped) while the first goes on; then reconnected;
 - ``hostile``: ~100,000 hostile messages (every dead-letter kind, random bytes, huge numbers,
   deep nesting, invalid UTF-8, wrong types) among valid events, at 5,500 messages/s for 20 s
   (or ``seconds`` when shorter).
@@ -61,6 +64,7 @@ from stream_app.bench.e2e import (
     settings_env,
     stop_process,
 )
+from stream_app.bench.partition import NetworkCut
 from stream_app.cassandra_session import connected
 from stream_app.errors import BenchError
 from stream_app.kafka.producer import produce_when_room
@@ -75,8 +79,8 @@ from stream_app.simulation.world import World
 from stream_app.use_cases.spec import UseCase
 
 SCENARIOS = ("kill", "rebalance", "cassandra", "kafka", "hostile", "backpressure")
-CLUSTER_SCENARIOS = ("broker", "cassandra-node", "rolling")
-NODE_DOWN_S, ROLL_SETTLE_S = 60.0, 10.0
+CLUSTER_SCENARIOS = ("broker", "cassandra-node", "rolling", "partition")
+NODE_DOWN_S, ROLL_SETTLE_S, CUT_FOR_S = 60.0, 10.0, 40.0
 PAUSE_TARGET_S = 15.0  # a cluster's scenarios: the longest pause one node lost may cause
 KAFKA_DOWN_S = 20.0  # longer than the workers' session timeout (10 s)
 SLOW_REPLY_S, SLOW_FROM_S, SLOW_FOR_S, SLOW_RATE = 1.0, 12.0, 30.0, 2_000
@@ -157,7 +161,12 @@ class Workers:
         self.logs: dict[str, Path] = {}
         self.starts = 0
 
-    def start(self, name: str, port_offset: int = 0) -> None:
+    def start(
+        self,
+        name: str,
+        port_offset: int = 0,
+        wrap: Callable[[list[str]], list[str]] | None = None,
+    ) -> None:
         port = self.settings.worker.web_port + port_offset
         worker = WorkerSettings(**{**self.settings.worker.model_dump(), "web_port": port})
         settings = self.settings.model_copy(update={"worker": worker})
@@ -165,8 +174,9 @@ class Workers:
         self.starts += 1
         self.logs[name] = self.log_dir / f"{name}-{self.starts}.log"
         log = self.logs[name].open("wb")
+        command = [sys.executable, "-m", "stream_app.main", "worker"]
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "stream_app.main", "worker"],
+            command if wrap is None else wrap(command),
             env={**os.environ, **settings_env(settings), **QUIET},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -247,6 +257,8 @@ def inject(
         control.down(base, ["cassandra"], log=say)
         time.sleep(30)
         control.up(base, ["cassandra"], log=say)
+    elif scenario == "partition":
+        cut_off(workers, say)
     elif scenario in CLUSTER_SCENARIOS:
         cluster_fault(scenario, base, workers.settings, say)
     elif scenario == "kafka":
@@ -258,6 +270,25 @@ def inject(
         say(f"the broker stays down {KAFKA_DOWN_S:.0f} s (longer than the session timeout)")
         time.sleep(KAFKA_DOWN_S)
         control.up(base, ["kafka"], log=say)
+
+
+def cut_off(workers: Workers, say: Callable[[str], None]) -> None:
+    """A second worker joins; once it scores, it is cut off from Kafka (``partition``) for
+    ``CUT_FOR_S`` while the first goes on; then it is reconnected, and leaves."""
+    ports = [port for _, port in workers.settings.kafka.bootstrap_list()]
+    with NetworkCut(workers.settings.worker.app_id, ports) as cut:
+        time.sleep(12)
+        workers.start("cut-off", port_offset=1, wrap=cut.command)
+        workers.wait_scoring("cut-off")
+        time.sleep(3)
+        cut.cut()
+        say(f"the second worker cut off from Kafka (ports {ports}) for {CUT_FOR_S:.0f} s")
+        time.sleep(CUT_FOR_S)
+        cut.heal()
+        say("the second worker reconnected")
+        time.sleep(15)
+        workers.stop("cut-off")
+        say("the second worker left")
 
 
 def leading_broker(settings: Settings) -> int:

@@ -87,9 +87,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             "broker",
             "cassandra-node",
             "rolling",
+            "partition",
         ],
         help="one scenario (repeat for several; default: all single-node ones, or on a "
-        "local cluster its three: broker, cassandra-node, rolling)",
+        "local cluster its four: broker, cassandra-node, rolling, partition)",
     )
     chaos.add_argument("--rate", type=float, default=300, help="client events per second")
     chaos.add_argument("--seconds", type=float, default=60, help="seconds of traffic")

@@ -188,6 +188,12 @@ def _replication_lines(settings: Settings, nodes: list[BrokerNode]) -> list[str]
         f"share.coordinator.state.topic.replication.factor={replicas}",
         f"share.coordinator.state.topic.min.isr={in_sync}",
         "unclean.leader.election.enable=false",
+        # A broker that stops heart-beating to the controllers is fenced after this, and only
+        # then do its partitions' leaders (and the group and transaction coordinators it
+        # held) move. Kafka's 9 s default, plus the move, outlasts the clients' 10 s session
+        # timeout (worker.session_timeout_s): the groups forget their members.
+        "broker.session.timeout.ms=4000",
+        "broker.heartbeat.interval.ms=1000",
     ]
 
 

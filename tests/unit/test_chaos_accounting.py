@@ -74,3 +74,15 @@ def test_a_clusters_node_scenarios_are_judged_on_their_longest_pause_and_eos_on_
     assert not any("rolling: longest pause" in t for t in targets)
     assert targets["rolling: duplicates == 0 in every run"] is False
     assert (result["guarantee"], result["duplicates"]) == ("exactly_once", 3)
+
+
+def test_a_clusters_scenarios_are_refused_on_a_single_node_in_one_line() -> None:
+    import pytest
+
+    from stream_app.bench import chaos
+    from stream_app.errors import BenchError
+    from stream_app.settings import Settings
+    from stream_app.use_cases.spec import load_use_case
+
+    with pytest.raises(BenchError, match="need the local cluster"):
+        chaos.run(Settings(), load_use_case("delivery_eta"), ["kill", "broker"])
