@@ -160,6 +160,7 @@ class Workers:
         self.ports: dict[str, int] = {}
         self.logs: dict[str, Path] = {}
         self.starts = 0
+        self.exited: list[str] = []  # workers that had exited by themselves when stopped
 
     def start(
         self,
@@ -216,11 +217,15 @@ class Workers:
         process.wait()
 
     def stop(self, name: str) -> None:
-        stop_process(self.processes.pop(name))
+        process = self.processes.pop(name)
+        if process.poll() is not None:
+            self.exited.append(name)
+        stop_process(process)
 
     def crashed(self) -> list[str]:
         """Workers that exited without being told to."""
-        return [name for name, process in self.processes.items() if process.poll() is not None]
+        running = self.processes.items()
+        return self.exited + [name for name, process in running if process.poll() is not None]
 
     def stop_all(self) -> None:
         for name in list(self.processes):
@@ -417,7 +422,8 @@ def read_outcomes(
                     predictions.append(
                         (payload["event_id"], payload["role"], payload["prediction_id"])
                     )
-                    stamps.append(message.timestamp()[1])
+                    if payload["event_id"] not in outcome_ids:  # pauses: first copies only
+                        stamps.append(message.timestamp()[1])
                     outcome_ids.add(payload["event_id"])
                 elif payload.get("source_topic") == topics.client_events:
                     dead.append((payload["partition"], payload["offset"]))

@@ -17,6 +17,7 @@ their prediction) go to the at-least-once publisher given as ``fallback``.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import socket
@@ -168,6 +169,8 @@ class TransactionalProducer:
         try:
             self._retrying(self._producer.abort_transaction)
         except KafkaException as exc:
+            if _error(exc).fatal():  # fenced meanwhile: the coordinator aborted it already
+                self._renew(_error(exc))
             raise TransactionFailed(
                 f"{self.transactional_id}: aborting the transaction failed ({_error(exc)}) "
                 f"after {error}"
@@ -194,7 +197,8 @@ class TransactionalProducer:
         self._renewals.append(now)
         log.warning("%s: the producer failed fatally (%s); the transaction is aborted and a "
                     "new producer takes its place", self.transactional_id, error)  # fmt: skip
-        self._producer.flush(0)
+        with contextlib.suppress(KafkaException):  # a failed producer raises its error again
+            self._producer.flush(0)
         self._producer = self._make_producer(self._config)
         self._ready = False
         raise TransactionAborted(f"transaction aborted: {error}")

@@ -29,11 +29,15 @@ class FakeProducer:
         self.calls: list[str] = []
         self.fail: dict[str, list[KafkaError]] = {}
         self.produced: list[tuple[str, bytes]] = []
+        self.failed: KafkaError | None = None  # a fatal error: flush raises it, as librdkafka
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
         if self.fail.get(name):
-            raise KafkaException(self.fail[name].pop(0))
+            error = self.fail[name].pop(0)
+            if error.fatal():
+                self.failed = error
+            raise KafkaException(error)
 
     def init_transactions(self, timeout: float) -> None:
         self._call("init")
@@ -58,6 +62,8 @@ class FakeProducer:
         return 0
 
     def flush(self, timeout: float) -> int:
+        if self.failed is not None:
+            raise KafkaException(self.failed)
         return 0
 
 
@@ -145,3 +151,14 @@ def test_a_failed_abort_ends_the_worker() -> None:
     fake.fail["abort"] = [KafkaError(KafkaError._STATE)]
     with pytest.raises(TransactionFailed, match="aborting the transaction failed"):
         transactions.commit(RECORDS, OFFSETS, object())
+
+
+def test_an_abort_the_coordinator_refuses_as_fenced_replaces_the_producer() -> None:
+    """A worker cut off for longer than the transaction timeout: the coordinator aborted its
+    transaction, so its own abort is refused with a fatal error; a new producer takes over."""
+    transactions, fake = producer()
+    fake.fail["offsets"] = [KafkaError(KafkaError._TIMED_OUT, txn_requires_abort=True)]
+    fake.fail["abort"] = [KafkaError(KafkaError.INVALID_TXN_STATE, fatal=True)]
+    with pytest.raises(TransactionAborted):
+        transactions.commit(RECORDS, OFFSETS, object())
+    assert transactions._producer is not fake
