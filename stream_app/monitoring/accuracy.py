@@ -203,10 +203,20 @@ class AccuracyService:
             log.info("%d labels expired without a prediction", len(expired))
 
     async def on_partitions_assigned(self, partitions: list[int]) -> None:
-        """Take over the labels waiting on these partitions (after a restart or a rebalance)."""
+        """Take over the labels waiting on these partitions (after a restart or a rebalance).
+        A read that times out is tried again: an overloaded cluster (a restarted worker
+        catching up, replicas answering slowly) once ended the worker here."""
         now = int(self.clock() * 1000)
         for partition in partitions:
-            for label in await self.labels.waiting(partition, now - self.max_delay_ms):
+            waiting = await retry_forever(
+                lambda p=partition: self.labels.waiting(p, now - self.max_delay_ms),  # type: ignore[misc]
+                worth_retrying,
+                "taking over waiting labels",
+                self.settings.consumer.retry_initial_s,
+                self.settings.consumer.retry_max_s,
+                lambda exc, attempt: self.metrics.retried("take_over"),
+            )
+            for label in waiting:
                 self.waiting.setdefault(label.event_id, Waiting(label, 1, now))
 
     def on_partitions_revoked(self, partitions: list[int]) -> None:

@@ -137,6 +137,7 @@ class MemoryLabels:
             self.finished.append(label.event_id)
 
     async def waiting(self, partition: int, since_ms: int) -> list[Label]:
+        await self.gate.pass_through()
         return [
             label for label in self.waiting_labels.values()
             if label.partition == partition and label.received_at >= since_ms

@@ -125,7 +125,10 @@ def test_a_worker_taking_the_partition_over_goes_on_waiting() -> None:
             monitor=Monitor(EATS, SETTINGS.monitoring),
             metrics=WorkerMetrics(CollectorRegistry()), clock=clock,
         )  # fmt: skip
-        await second.on_partitions_assigned([3])
+        from cassandra import ReadTimeout
+
+        labels.gate.failures.append(ReadTimeout("overloaded", consistency=6))
+        await second.on_partitions_assigned([3])  # the timed-out read is tried again
         assert set(second.waiting) == {"e4"}
         first.on_partitions_revoked([3])
         assert first.waiting == {}
