@@ -389,6 +389,14 @@ class MonitoringSettings(BaseModel):
         description="A feature of an entity served for fewer distinct entities in the window "
         "(a dozen zones) is not compared: its PSI and KS are reported as missing.",
     )
+    estimate_settle_coverage: float = Field(
+        0.9, gt=0, le=1, description="A window's estimate is compared with its realised value "
+        "once this share of its predictions has labels (or the use case's label max_delay after "
+        "the window ended).",
+    )  # fmt: skip
+    estimate_min_labels: int = Field(
+        30, ge=1, description="Fewer labels in a window than this: its estimate is not compared."
+    )
 
 
 class TrainingSettings(BaseModel):
@@ -438,6 +446,23 @@ class LifecycleSettings(BaseModel):
         300, ge=0, description="Retrain only when degradation (or drift) lasted this long."
     )
     retrain_on_drift: bool = Field(True, description="A drift alarm also starts retraining.")
+    retrain_on_no_skill: bool = Field(
+        True, description="Retrain a champion whose live skill (against a constant on the same "
+        "labels) is at most min_skill, when it had skill on its validation rows or when "
+        "no_skill_drift_share of its monitored features drift.",
+    )  # fmt: skip
+    min_skill: float = Field(
+        0.0, lt=1, description="Live skill at or below this is no skill (0: a constant does "
+        "as well)."
+    )  # fmt: skip
+    no_skill_drift_share: float = Field(
+        0.5, gt=0, le=1, description="Share of the monitored features whose drift, with no "
+        "skill, starts retraining."
+    )  # fmt: skip
+    act_on_estimates: bool = Field(
+        False, description="Also retrain when the performance estimated without labels (CBPE, "
+        "DLE) is degraded; the decision records that it acted before the labels.",
+    )  # fmt: skip
     schedule_s: float | None = Field(
         None, gt=0, description="Retrain when the champion is older than this (None: never)."
     )

@@ -34,7 +34,7 @@ from stream_app.contracts.outputs import ModelDecision
 from stream_app.lifecycle.accuracy_feed import AccuracyFeed
 from stream_app.lifecycle.retrain_window import RetrainWindow, retrain_window
 from stream_app.models.evaluation import primary_metric
-from stream_app.models.metrics import HIGHER_IS_BETTER
+from stream_app.models.metrics import HIGHER_IS_BETTER, skill_of
 from stream_app.models.registry import ModelRegistry, ModelVersion
 from stream_app.models.roles import (
     Roles,
@@ -77,6 +77,18 @@ class Watch:
     troubled_since_ms: int | None = None
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """What a check sees of the champion besides its realised rolling metrics: its skill on
+    the validation rows, the features it monitors for drift, and its performance estimated
+    without labels (``monitoring.estimates``; ``None`` when it has none)."""
+
+    validation_skill: float | None = None
+    monitored_features: int = 0
+    estimated: dict[str, float] | None = None
+    estimate_method: str | None = None
+
+
 def assess(
     *,
     watch: Watch,
@@ -87,8 +99,10 @@ def assess(
     champion_created_ms: int,
     now_ms: int,
     settings: LifecycleSettings,
+    evidence: Evidence | None = None,
 ) -> Trigger | None:
     """The trigger to retrain on now, if any (updates ``watch.troubled_since_ms``)."""
+    evidence = evidence or Evidence()
     reasons: list[str] = []
     details: dict[str, Any] = {}
     kind = ""
@@ -107,6 +121,19 @@ def assess(
         )
         details.update(metric=metric, rolling=value, labels=labels, reference=reference,
                        factor=settings.degradation_factor)  # fmt: skip
+    no_skill = _no_skill(rolling, labels, drift_alarms, evidence, settings)
+    if no_skill:
+        kind = kind or "no_skill"
+        reasons += no_skill
+        details["skill"] = rolling.get("skill") if rolling else None
+        details["validation_skill"] = evidence.validation_skill
+    estimated = _estimated_degradation(metric, reference, evidence, settings)
+    if estimated:
+        kind = kind or "estimated_degradation"
+        reasons.append(estimated)
+        details.update(before_labels=kind == "estimated_degradation",
+                       estimated={metric: (evidence.estimated or {}).get(metric)},
+                       estimate_method=evidence.estimate_method)  # fmt: skip
     if drift_alarms and settings.retrain_on_drift:
         kind = kind or "drift"
         names = ", ".join(
@@ -134,6 +161,63 @@ def assess(
             {"age_s": age_s},
         )
     return None
+
+
+def _drifting_share(drift_alarms: list[dict[str, Any]], monitored: int) -> float:
+    features = {a["feature"] for a in drift_alarms if a["feature"] != "prediction"}
+    return len(features) / monitored if monitored else 0.0
+
+
+def _no_skill(
+    rolling: dict[str, float] | None, labels: int, drift_alarms: list[dict[str, Any]],
+    evidence: Evidence, settings: LifecycleSettings,
+) -> list[str]:  # fmt: skip
+    """Reasons to retrain a champion no better than a constant on its live labels: when it
+    had skill on its validation rows (it lost it), or when most of its features drift (the
+    world it was trained on is gone). A live metric better than the validation one says
+    nothing when the base rate moved; skill compares with a constant on the same labels."""
+    skill = rolling.get("skill", math.nan) if rolling else math.nan
+    if not settings.retrain_on_no_skill or labels < settings.min_labels:
+        return []
+    if not math.isfinite(skill) or skill > settings.min_skill:
+        return []
+    had_skill = evidence.validation_skill is not None and (
+        evidence.validation_skill > settings.min_skill
+    )
+    share = _drifting_share(drift_alarms, evidence.monitored_features)
+    if not had_skill and share < settings.no_skill_drift_share:
+        return []
+    reasons = [
+        f"live skill {skill:.3g} over {labels} labels: no better than a constant on the same "
+        f"labels (at most {settings.min_skill:g})"
+    ]
+    if had_skill:
+        reasons.append(f"it had skill {evidence.validation_skill:.3g} on its validation rows")
+    if share >= settings.no_skill_drift_share:
+        reasons.append(f"{share:.0%} of its {evidence.monitored_features} monitored features "
+                       "drift")  # fmt: skip
+    return reasons
+
+
+def _estimated_degradation(
+    metric: str, reference: float | None, evidence: Evidence, settings: LifecycleSettings
+) -> str | None:
+    """A reason to retrain before the labels: the estimated primary metric (its own
+    predictions, no labels: CBPE or DLE) worse than the validation one by the factor."""
+    estimated = evidence.estimated
+    if not settings.act_on_estimates or reference is None or estimated is None:
+        return None
+    value = estimated.get(metric, math.nan)
+    predictions = int(estimated.get("predictions", 0))
+    if predictions < settings.min_labels or not math.isfinite(value):
+        return None
+    if not is_degraded(metric, value, reference, settings.degradation_factor):
+        return None
+    return (
+        f"estimated {metric} {value:.4g} ({evidence.estimate_method}, over {predictions} "
+        f"predictions, before their labels) is worse than {settings.degradation_factor:g} x "
+        f"the validation {metric} {reference:.4g}"
+    )
 
 
 async def run_stream_app(args: list[str], timeout_s: float) -> tuple[int, str, str]:
@@ -220,15 +304,23 @@ class Orchestrator:
             a for a in self.monitor.alarms(self.monitor.drift_report(now))
             if a["model_version"] == champion
         ]  # fmt: skip
+        key = (champion, "champion")
+        estimated = self.monitor.estimates.snapshot(now).get(key)
         trigger = assess(
             watch=self.watch,
             metric=self.metric,
             reference=reference,
-            rolling=self.feed.snapshot(now).get((champion, "champion")),
+            rolling=self.feed.snapshot(now).get(key),
             drift_alarms=alarms,
             champion_created_ms=model.created_at,
             now_ms=now,
             settings=self.policy,
+            evidence=Evidence(
+                validation_skill=skill_of(model.task, model.metrics),
+                monitored_features=len(self.monitor.monitored),
+                estimated=estimated,
+                estimate_method=self.monitor.estimates.methods.get(key),
+            ),
         )
         if trigger is None or not self.policy.auto_retrain:
             return trigger

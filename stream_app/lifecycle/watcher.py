@@ -35,7 +35,9 @@ from typing import Any, TypeVar
 import orjson
 from confluent_kafka import Consumer
 
+from stream_app.models.calibration import uncalibrated
 from stream_app.models.compiled import Compilation, CompileFailed
+from stream_app.models.loss_estimation import loss_estimator
 from stream_app.models.registry import (
     ModelVersion,
     RegistryReader,
@@ -44,6 +46,7 @@ from stream_app.models.registry import (
     load_scorer,
 )
 from stream_app.models.scorer import LightGBMScorer, Scorer
+from stream_app.monitoring.estimates import Estimator, estimator_for
 from stream_app.monitoring.prometheus import WorkerMetrics
 from stream_app.monitoring.state import Monitor
 from stream_app.scoring.model_set import ModelSet, ScoringModel
@@ -107,6 +110,7 @@ class ModelWatcher:
         self.use_case = registry.use_case
         self.state: dict[str, tuple[str, float]] = {}
         self._scorers: dict[str, tuple[Scorer, ModelVersion]] = {}
+        self._estimators: dict[str, Estimator | None] = {}
         # without inlining (about 5x less compile CPU than optimised, the code 10-20 % slower),
         # unless the cache holds the optimised object
         self._compilation = Compilation.from_settings(settings, quick=True)
@@ -130,7 +134,22 @@ class ModelWatcher:
             self.metrics.model_load_seconds.observe(time.perf_counter() - started)
             self.metrics.scorers_loaded.labels("lightgbm").inc()
             self._scorers[version] = (scorer, model)
+            self._estimators[version] = self._estimator(model)
         return self._scorers[version]
+
+    def _estimator(self, model: ModelVersion) -> Estimator | None:
+        """How ``model`` estimates its performance before the labels (``None``: it cannot; a
+        failed read of its loss models is logged and only costs the estimate)."""
+        loss = None
+        if model.task == "regression":
+            try:
+                loss = loss_estimator(self.registry.loss_models(model.version))
+            except Exception as exc:
+                log.warning("model %s: its loss models could not be read (%r); no estimate "
+                            "of its performance before the labels", model.version, exc)  # fmt: skip
+        estimation = {**model.estimation, "calibrated": bool(model.calibration)}
+        threshold = self.service.use_case.label.threshold
+        return estimator_for(model.task, threshold, estimation, loss)
 
     def build(self, roles: dict[str, RoleAssignment]) -> ModelSet:
         """Load every version the roles name (cached) and wrap them for scoring."""
@@ -165,12 +184,15 @@ class ModelWatcher:
                 self.monitor.clear_role(role)
                 continue
             scorer, model = self._scorer(assignment.version)
-            self.monitor.set_model(role, model.version, scorer.feature_names, model.distributions)
+            self.monitor.set_model(role, model.version, scorer.feature_names, model.distributions,
+                                   self._estimators.get(model.version))  # fmt: skip
             if role == "challenger":
                 self.monitor.traffic[role] = assignment.traffic_fraction or 0.0
         held = set(models.roles().values())
         for version in [v for v in self._scorers if v not in held][:-LOADED_VERSIONS_KEPT]:
             del self._scorers[version]  # keep a few recent ones for a quick rollback
+            self._estimators.pop(version, None)
+        self.monitor.keep_estimators(held)
         self._compile_served()
         return previous
 
@@ -187,7 +209,11 @@ class ModelWatcher:
             return
         for version in sorted({assignment.version for assignment in self._roles.values()}):
             scorer, _ = self._scorers.get(version, (None, None))
-            if isinstance(scorer, LightGBMScorer) and version not in self._compiling:
+            if (
+                scorer is not None
+                and isinstance(uncalibrated(scorer), LightGBMScorer)
+                and version not in self._compiling
+            ):
                 self._compiling.add(version)
                 task = asyncio.ensure_future(self._compile(version))
                 self._compile_tasks.add(task)  # held until done (the loop keeps weak refs)
@@ -217,8 +243,8 @@ class ModelWatcher:
                         version, exc)  # fmt: skip
             self._compiling.discard(version)
             return
-        if scorer is None or isinstance(scorer, LightGBMScorer):  # fell back (logged, counted)
-            return
+        if scorer is None or isinstance(uncalibrated(scorer), LightGBMScorer):
+            return  # fell back (logged, counted)
         async with self._lock:
             if version not in self._scorers or self._stopping:
                 return

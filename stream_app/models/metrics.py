@@ -83,6 +83,19 @@ def task_metrics(
     }
 
 
+def skill_of(task: str, metrics: dict[str, Any]) -> float | None:
+    """A version's validation skill against the constant baseline of its training run (the
+    same definition as the live ``skill``: 1 - log loss ratio, or 1 - squared error ratio);
+    None when its metrics do not say (an imported model)."""
+    validation, constant = metrics.get("validation", {}), metrics.get("constant_baseline", {})
+    name = "rmse" if task == "regression" else "log_loss"
+    model, baseline = validation.get(name), constant.get(name)
+    if model is None or baseline is None or not baseline > 0:
+        return None
+    ratio = model / baseline
+    return float(1 - (ratio * ratio if task == "regression" else ratio))
+
+
 # For each metric: is a larger value better?
 HIGHER_IS_BETTER = {
     "mae": False,

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from cassandra.cluster import Session
 
 from stream_app.errors import ModelNotFound
+from stream_app.models.calibration import calibrated
 from stream_app.models.compile_process import compile_elsewhere
 from stream_app.models.compiled import Compilation, CompileFailed, FallbackHook
 from stream_app.models.compiled import load_scorer as load_compiled
@@ -48,6 +49,8 @@ class ModelVersion:
     metrics: dict[str, Any] = field(default_factory=dict)
     distributions: dict[str, Any] = field(default_factory=dict)
     status: str = "registered"
+    calibration: dict[str, Any] = field(default_factory=dict)  # models.calibration ({}: none)
+    estimation: dict[str, Any] = field(default_factory=dict)  # how it estimates its performance
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ class RegistryReader(Protocol):
 
     def artifact(self, version: str) -> str: ...
 
+    def loss_models(self, version: str) -> dict[str, str]: ...
+
     def champion(self) -> RoleAssignment: ...
 
 
@@ -88,11 +93,12 @@ def load_scorer(
     LightGBM itself when compilation is off or fails (``on_fallback(reason)``). The one way the
     worker, replay and evaluation load a model."""
     model = registry.get(version)
-    return load_compiled(
+    scorer = load_compiled(
         model.version, model.feature_names, registry.artifact(version),
         compilation=_for_use_case(compilation, model.use_case), threads=threads,
         check_rows=check_rows, on_fallback=on_fallback,
     )  # fmt: skip
+    return calibrated(scorer, model.calibration)
 
 
 def compile_in_child(registry: RegistryReader, version: str, compilation: Compilation) -> None:
@@ -121,20 +127,26 @@ class ModelRegistry:
         self._insert = session.prepare(
             f"INSERT INTO {ks}.model_versions (use_case, version, created_at, parent_version, "
             "spec_hash, feature_names, task, params, training_window, metrics, distributions, "
-            "artifact, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+            "artifact, status, calibration, estimation, loss_models) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
         )
         self._select = session.prepare(
             f"SELECT use_case, version, toUnixTimestamp(created_at) AS created_ms, "
             "parent_version, spec_hash, feature_names, task, params, training_window, metrics, "
-            f"distributions, status FROM {ks}.model_versions WHERE use_case = ? AND version = ?"
+            "distributions, status, calibration, estimation "
+            f"FROM {ks}.model_versions WHERE use_case = ? AND version = ?"
         )
         self._select_all = session.prepare(
             f"SELECT use_case, version, toUnixTimestamp(created_at) AS created_ms, "
             "parent_version, spec_hash, feature_names, task, params, training_window, metrics, "
-            f"distributions, status FROM {ks}.model_versions WHERE use_case = ?"
+            "distributions, status, calibration, estimation "
+            f"FROM {ks}.model_versions WHERE use_case = ?"
         )
         self._artifact = session.prepare(
             f"SELECT artifact FROM {ks}.model_versions WHERE use_case = ? AND version = ?"
+        )
+        self._loss_models = session.prepare(
+            f"SELECT loss_models FROM {ks}.model_versions WHERE use_case = ? AND version = ?"
         )
         self._status = session.prepare(
             f"UPDATE {ks}.model_versions SET status = ? WHERE use_case = ? AND version = ?"
@@ -167,8 +179,11 @@ class ModelRegistry:
             f"FROM {ks}.model_role_history WHERE use_case = ? LIMIT ?"
         )
 
-    def register(self, model: ModelVersion, artifact: str) -> None:
-        """Store a new version; versions are immutable, so a name is never reused."""
+    def register(
+        self, model: ModelVersion, artifact: str, loss_models: dict[str, str] | None = None
+    ) -> None:
+        """Store a new version; versions are immutable, so a name is never reused.
+        ``loss_models``: DLE's loss models by metric (LightGBM texts), for regression."""
         applied = self.session.execute(
             self._insert,
             (
@@ -176,6 +191,8 @@ class ModelRegistry:
                 model.spec_hash, model.feature_names, model.task, json.dumps(model.params),
                 json.dumps(model.training_window), json.dumps(model.metrics),
                 json.dumps(model.distributions), artifact.encode(), model.status,
+                json.dumps(model.calibration), json.dumps(model.estimation),
+                json.dumps(loss_models or {}).encode(),
             ),
         ).one()  # fmt: skip
         if not applied.applied:
@@ -196,6 +213,8 @@ class ModelRegistry:
             metrics=json.loads(row.metrics or "{}"),
             distributions=json.loads(row.distributions or "{}"),
             status=row.status,
+            calibration=json.loads(row.calibration or "{}"),
+            estimation=json.loads(row.estimation or "{}"),
         )
 
     def get(self, version: str) -> ModelVersion:
@@ -214,6 +233,14 @@ class ModelRegistry:
         if row is None:
             raise ModelNotFound(f"no model version {version!r} for use case {self.use_case}")
         return bytes(row.artifact).decode()
+
+    def loss_models(self, version: str) -> dict[str, str]:
+        """DLE's loss models of a version by metric (``{}``: none; older versions)."""
+        row = self.session.execute(self._loss_models, (self.use_case, version)).one()
+        if row is None:
+            raise ModelNotFound(f"no model version {version!r} for use case {self.use_case}")
+        stored: dict[str, str] = json.loads(bytes(row.loss_models or b"{}").decode())
+        return stored
 
     def record_evaluation(self, evaluation: dict[str, Any], at_ms: int | None = None) -> None:
         """Keep an evaluation (``Evaluation.as_dict()``) with the version it judged."""

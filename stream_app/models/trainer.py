@@ -93,8 +93,10 @@ def train_and_register(
         },
         metrics=result.metrics,
         distributions=result.distributions,
+        calibration=result.calibration,
+        estimation=result.estimation,
     )
-    registry.register(model, result.booster.model_to_string())
+    registry.register(model, result.booster.model_to_string(), result.loss_models)
     role = "challenger" if parent else "champion"
     reason = "first model of the use case" if parent is None else f"trained to replace {parent}"
     if trigger != "manual":

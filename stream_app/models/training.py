@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 
 from stream_app.errors import TrainingError
+from stream_app.models.calibration import Calibration, choose_calibration
 from stream_app.models.lgb import lgb
+from stream_app.models.loss_estimation import fit_loss_models
 from stream_app.models.metrics import task_metrics
 from stream_app.progress import ProgressBar
 from stream_app.settings import TrainingSettings
@@ -177,6 +179,9 @@ class FitResult:
     train_rows: int
     validation_rows: int
     distributions: dict[str, Any]
+    calibration: dict[str, Any] = field(default_factory=dict)  # the map (binary), or {}
+    estimation: dict[str, Any] = field(default_factory=dict)  # cbpe or dle, and its figures
+    loss_models: dict[str, str] = field(default_factory=dict)  # dle's models by row term
 
 
 def fit(
@@ -206,7 +211,10 @@ def fit(
         ],
     )
     bar.close()
-    predicted = np.asarray(booster.predict(x_valid, num_threads=1), dtype=np.float64)
+    raw_valid = np.asarray(booster.predict(x_valid, num_threads=1), dtype=np.float64)
+    raw_train = np.asarray(booster.predict(x_train, num_threads=1), dtype=np.float64)
+    served = _Served(use_case, raw_valid, y_valid)
+    predicted, predicted_train = served.values, served.apply(raw_train)
     constant = np.full(len(y_valid), float(y_train.mean()))
     tolerance, threshold = use_case.label.tolerance, use_case.label.threshold
     metrics = {
@@ -215,10 +223,48 @@ def fit(
         "best_iteration": booster.best_iteration,
         "training_seconds": round(time.monotonic() - started, 2),
     }
+    estimation, loss_models = _estimation(use_case, x_valid, predicted, y_valid, settings)
+    if served.report:
+        metrics["calibration_map"] = served.report
     hours = hours_of(data.event_times[:cut])
-    predicted_train = np.asarray(booster.predict(x_train, num_threads=1))[:, None]
     distributions = {
         "features": histograms(x_train, data.feature_names, hours),
-        "prediction": histograms(predicted_train, ["prediction"], hours).get("prediction", {}),
+        "prediction": histograms(predicted_train[:, None], ["prediction"], hours).get(
+            "prediction", {}
+        ),
     }
-    return FitResult(booster, metrics, int(data.event_times[cut]), cut, rows - cut, distributions)
+    return FitResult(
+        booster, metrics, int(data.event_times[cut]), cut, rows - cut, distributions,
+        calibration=served.calibration, estimation=estimation, loss_models=loss_models,
+    )  # fmt: skip
+
+
+class _Served:
+    """What the version will serve on the validation rows: the raw probabilities through the
+    calibration map fitted on them (binary), or the raw values (regression)."""
+
+    def __init__(self, use_case: UseCase, raw: Array, labels: Array) -> None:
+        self.map: Calibration | None = None
+        self.report: dict[str, Any] = {}
+        if use_case.task != "regression":
+            chosen = choose_calibration(raw, labels)
+            self.map, self.report = chosen.calibration, chosen.report
+        self.values = self.apply(raw)
+        self.calibration = self.map.as_dict() if self.map else {}
+
+    def apply(self, raw: Array) -> Array:
+        return raw if self.map is None else self.map.apply(raw)
+
+
+def _estimation(
+    use_case: UseCase, x_valid: Array, predicted: Array, y_valid: Array,
+    settings: TrainingSettings,
+) -> tuple[dict[str, Any], dict[str, str]]:  # fmt: skip
+    """How the version estimates its performance without labels: CBPE from its (calibrated)
+    probabilities, or DLE's loss models trained on its validation rows."""
+    if use_case.task != "regression":
+        return {"method": "cbpe", "metrics": ["accuracy", "log_loss", "auc"]}, {}
+    fitted = fit_loss_models(x_valid, predicted, y_valid, settings.seed)
+    if fitted is None:
+        return {"method": "none", "reason": f"{len(y_valid)} validation rows"}, {}
+    return {**fitted.report, "metrics": ["mae", "rmse"]}, fitted.texts

@@ -162,7 +162,8 @@ class AccuracyService:
                     evaluated_at=now,
                 )  # fmt: skip
                 records.append(Record(topic, p.event_id.encode(), orjson.dumps(payload)))
-                self.monitor.labelled(p.model_version, p.role, p.value, label.label, now)
+                self.monitor.labelled(p.model_version, p.role, p.value, label.label, now,
+                                     p.event_time)  # fmt: skip
         matched = len(labels) - len(unmatched)
         self.monitor.labels_matched += matched
         self.metrics.labels.labels("matched").inc(matched)

@@ -19,9 +19,11 @@ from prometheus_client.registry import Collector
 
 from stream_app.contracts.dead_letter import DeadLetter
 from stream_app.monitoring.drift import ModelDrift
+from stream_app.monitoring.estimates import EstimateLedger, Estimator, RollingEstimates
 from stream_app.monitoring.rolling import RollingAccuracy
 from stream_app.monitoring.stages import STAGES, percentiles
 from stream_app.settings import MonitoringSettings
+from stream_app.timeparse import parse_duration_ms
 from stream_app.use_cases.spec import UseCase
 
 RECENT_DEAD_LETTERS = 20
@@ -42,9 +44,16 @@ class Monitor:
         self.use_case = use_case
         self.settings = settings
         label = use_case.label
-        self.rolling = RollingAccuracy(
-            use_case.task, label.tolerance, label.threshold, int(settings.accuracy_window_s * 1000)
-        )
+        window_ms = int(settings.accuracy_window_s * 1000)
+        self.rolling = RollingAccuracy(use_case.task, label.tolerance, label.threshold, window_ms)
+        self.estimates = RollingEstimates(window_ms)
+        self.ledger = EstimateLedger(
+            use_case.task, label.tolerance, label.threshold, window_ms,
+            settle_ms=parse_duration_ms(label.max_delay),
+            settle_coverage=settings.estimate_settle_coverage,
+            min_labels=settings.estimate_min_labels,
+        )  # fmt: skip
+        self.estimators: dict[str, Estimator] = {}  # version -> how it estimates itself
         self.monitored = {n for n, f in use_case.features.items() if f.monitor_drift}
         self.feature_entities = {
             n: f.entity for n, f in use_case.features.items() if hasattr(f, "entity")
@@ -67,10 +76,18 @@ class Monitor:
     # -- fed by the services ----------------------------------------------------------------
 
     def set_model(
-        self, role: str, version: str, feature_names: list[str], distributions: dict[str, Any]
+        self,
+        role: str,
+        version: str,
+        feature_names: list[str],
+        distributions: dict[str, Any],
+        estimator: Estimator | None = None,
     ) -> None:
-        """A model now holds ``role``; its training distributions are the drift reference."""
+        """A model now holds ``role``; its training distributions are the drift reference,
+        and ``estimator`` estimates its performance before the labels."""
         self.roles[role] = version
+        if estimator is not None:
+            self.estimators[version] = estimator
         if version not in self.drift:
             self.drift[version] = ModelDrift(
                 feature_names,
@@ -80,6 +97,10 @@ class Monitor:
                 self.settings.drift_min_entities,
                 self.feature_entities,
             )
+
+    def keep_estimators(self, versions: set[str]) -> None:
+        """Estimate only the versions served now (their earlier estimates stay reported)."""
+        self.estimators = {v: e for v, e in self.estimators.items() if v in versions}
 
     def clear_role(self, role: str) -> None:
         """No model holds ``role`` any more."""
@@ -114,6 +135,18 @@ class Monitor:
         entity_ids: dict[str, list[str]] | None = None,
     ) -> None:
         self.rolling.record_predictions(version, role, len(predictions), at_ms)
+        estimator = self.estimators.get(version)
+        if estimator is not None and len(predictions):
+            terms = estimator.terms(matrix, predictions)
+            probabilities = predictions if estimator.method == "cbpe" else None
+            self.estimates.add(version, role, estimator.method, terms, probabilities, at_ms)
+            times = (
+                event_times_ms
+                if event_times_ms is not None
+                else np.full(len(predictions), at_ms, dtype=np.int64)
+            )
+            self.ledger.add_estimates(version, role, estimator.method, times, terms,
+                                      probabilities)  # fmt: skip
         drift = self.drift.get(version)
         if drift is not None and drift.has_reference:
             drift.observe(matrix, predictions, at_ms, event_times_ms, entity_ids)
@@ -124,9 +157,19 @@ class Monitor:
         self.stages[stage].extend(values_ms)
 
     def labelled(
-        self, version: str, role: str, predicted: float, actual: float, at_ms: int
+        self,
+        version: str,
+        role: str,
+        predicted: float,
+        actual: float,
+        at_ms: int,
+        event_ms: int | None = None,
     ) -> None:
+        """An accuracy event (``event_ms``: its prediction's event time, which places it
+        beside that window's estimate)."""
         self.rolling.add(version, role, predicted, actual, at_ms)
+        if event_ms is not None:
+            self.ledger.add_label(version, role, event_ms, predicted, actual)
 
     def dead_letter(self, record: DeadLetter) -> None:
         self.dead_letters.append(
@@ -195,6 +238,7 @@ class Monitor:
         return {
             "use_case": self.use_case.name,
             "task": self.use_case.task,
+            "estimates": self.estimate_report(now),
             "at": now,
             "roles": dict(self.roles),
             "traffic": dict(self.traffic),
@@ -218,6 +262,42 @@ class Monitor:
             ],
             "dead_letters": list(self.dead_letters),
         }
+
+    def estimate_report(self, now_ms: int | None = None) -> list[dict[str, Any]]:
+        """Per (version, role) estimated: its estimated metrics over the rolling window beside
+        the realised ones, and how far its estimates were off in the windows whose labels are
+        in (settling those first)."""
+        now = now_ms or _now()
+        self.ledger.settle(now)
+        realised = self.rolling.snapshot(now)
+        errors = self.ledger.errors()
+        report = []
+        for key, estimated in self.estimates.snapshot(now).items():
+            version, role = key
+            estimator = self.estimators.get(version)
+            method = self.estimates.methods[key]
+            metrics = [m for m in estimated if m != "predictions"]
+            live = realised.get(key, {})
+            error = errors.get(key, {})
+            report.append({
+                "model_version": version, "role": role, "method": method,
+                "calibrated": estimator.calibrated if estimator else None,
+                "predictions": int(estimated["predictions"]),
+                "labels": int(live.get("labels", 0)),
+                "estimated": _finite({m: estimated[m] for m in metrics}),
+                "realised": _finite({m: live[m] for m in metrics if m in live}),
+                "skill": _finite({"skill": live.get("skill", math.nan)})["skill"],
+                "windows_compared": error.get("windows", 0),
+                "estimate_error": _finite(error.get("mean_abs_error", {})),
+                "last_window": _finite_window(error.get("last")),
+            })  # fmt: skip
+        return report
+
+
+def _finite_window(compared: dict[str, Any] | None) -> dict[str, Any] | None:
+    if compared is None:
+        return None
+    return {k: _finite(v) if isinstance(v, dict) else v for k, v in compared.items()}
 
 
 def _finite(values: dict[str, Any]) -> dict[str, Any]:
@@ -257,6 +337,7 @@ class MonitorCollector(Collector):
                 coverage.add_metric([version, role], values["label_coverage"])
         yield accuracy
         yield coverage
+        yield from _estimate_gauges(m.estimate_report(now))
         psi = GaugeMetricFamily(
             "stream_app_feature_drift_psi",
             "PSI of served values against the model's training data, sliding window.",
@@ -298,3 +379,37 @@ class MonitorCollector(Collector):
         for role, version in m.roles.items():
             info.add_metric([role, version], 1.0)
         yield info
+
+
+def _estimate_gauges(report: list[dict[str, Any]]) -> Iterator[GaugeMetricFamily]:
+    estimated = GaugeMetricFamily(
+        "stream_app_model_metric_estimated",
+        "Metric per model version estimated without labels (CBPE for binary, DLE for "
+        "regression) over the predictions of the rolling accuracy window.",
+        labels=["model_version", "role", "metric", "method"],
+    )
+    error = GaugeMetricFamily(
+        "stream_app_estimate_error",
+        "Mean absolute difference between the estimated and the realised metric over the "
+        "windows whose labels are in (how far the estimate can be trusted).",
+        labels=["model_version", "role", "metric", "method"],
+    )
+    skill = GaugeMetricFamily(
+        "stream_app_model_skill",
+        "1 - the model's loss over a constant's on the same live labels (log loss, or squared "
+        "error: R^2); 0 or less is no skill.",
+        labels=["model_version", "role"],
+    )
+    for entry in report:
+        labels = [entry["model_version"], entry["role"]]
+        for metric, value in entry["estimated"].items():
+            if value is not None:
+                estimated.add_metric([*labels, metric, entry["method"]], value)
+        for metric, value in entry["estimate_error"].items():
+            if value is not None:
+                error.add_metric([*labels, metric, entry["method"]], value)
+        if entry["skill"] is not None:
+            skill.add_metric(labels, entry["skill"])
+    yield estimated
+    yield error
+    yield skill

@@ -180,10 +180,13 @@ class MemoryRegistry:
     use_case: str
     versions: dict[str, tuple[ModelVersion, str]] = field(default_factory=dict)
     assigned: dict[str, RoleAssignment] = field(default_factory=dict)
+    losses: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def add(self, model: ModelVersion, text: str, role: str | None = None,
-            traffic: float | None = None) -> None:  # fmt: skip
+            traffic: float | None = None,
+            loss_models: dict[str, str] | None = None) -> None:  # fmt: skip
         self.versions[model.version] = (model, text)
+        self.losses[model.version] = dict(loss_models or {})
         if role is not None:
             self.assigned[role] = RoleAssignment(role, model.version, traffic, 0, "test")
 
@@ -197,6 +200,9 @@ class MemoryRegistry:
 
     def artifact(self, version: str) -> str:
         return self.versions[version][1]
+
+    def loss_models(self, version: str) -> dict[str, str]:
+        return self.losses.get(version, {})
 
     def champion(self) -> RoleAssignment:
         if "champion" not in self.assigned:
