@@ -46,7 +46,13 @@ def _figure(value: Any, digits: int = 4) -> str:
 def render(data: dict[str, Any]) -> str:
     """The snapshot as a few lines of text."""
     lines = [f"use case {data['use_case']} ({data['task']})"]
-    roles = ", ".join(f"{role} {version}" for role, version in sorted(data["roles"].items()))
+    traffic = data.get("traffic", {})
+
+    def held(role: str, version: str) -> str:
+        share = f" ({traffic[role]:.0%} of traffic)" if role in traffic else ""
+        return f"{role} {version}{share}"
+
+    roles = ", ".join(held(role, version) for role, version in sorted(data["roles"].items()))
     lines.append(f"models: {roles or 'none'}")
     for switch in data.get("switches", [])[-3:]:
         lines.append(
@@ -78,11 +84,12 @@ def render(data: dict[str, Any]) -> str:
         else ("accuracy", "log_loss", "auc", "calibration")
     )
     for row in data["accuracy"]:
-        figures = "  ".join(f"{m} {_figure(row.get(m))}" for m in metric_names)
+        figures = "  ".join(f"{m} {_figure(row.get(m))}" for m in (*metric_names, "skill"))
         lines.append(
             f"  {row['role']:<10} {row['model_version']:<40} {figures}  labels {row['labels']:,.0f}"
             f"/{row['predictions']:,.0f} coverage {_figure(row.get('label_coverage'), 3)}"
         )
+    lines += _estimates(data.get("estimates", []))
     alarms = data["drift_alarms"]
     if alarms:
         for a in alarms:
@@ -153,6 +160,25 @@ def offline(settings: Settings, use_case: UseCase) -> str:
     for role, assignment in sorted(roles.items()):
         lines.append(f"  {role:<9} {assignment.version}")
     return "\n".join(lines)
+
+
+def _estimates(estimates: list[dict[str, Any]]) -> list[str]:
+    """Estimated beside realised per version, and how far the estimates were off."""
+    if not estimates:
+        return []
+    lines = ["estimated without labels (realised; error of the estimate over N settled windows):"]
+    for row in estimates:
+        figures = "  ".join(
+            f"{m} {_figure(v)} ({_figure(row['realised'].get(m))}; "
+            f"{_figure(row['estimate_error'].get(m), 3)})"
+            for m, v in row["estimated"].items()
+        )
+        note = "" if row.get("calibrated") is not False else "  [uncalibrated: CBPE is biased]"
+        lines.append(
+            f"  {row['role']:<10} {row['model_version']:<40} {row['method']}: {figures}  "
+            f"N {row['windows_compared']}{note}"
+        )
+    return lines
 
 
 def _ms(value: float) -> str:

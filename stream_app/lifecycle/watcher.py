@@ -42,6 +42,7 @@ from stream_app.models.registry import (
     ModelVersion,
     RegistryReader,
     RoleAssignment,
+    challenger_slots,
     compile_in_child,
     load_scorer,
 )
@@ -49,7 +50,7 @@ from stream_app.models.scorer import LightGBMScorer, Scorer
 from stream_app.monitoring.estimates import Estimator, estimator_for
 from stream_app.monitoring.prometheus import WorkerMetrics
 from stream_app.monitoring.state import Monitor
-from stream_app.scoring.model_set import ModelSet, ScoringModel
+from stream_app.scoring.model_set import Arm, ModelSet, ScoringModel
 from stream_app.scoring.service import ScoringService
 from stream_app.settings import Settings
 from stream_app.supervision import supervise
@@ -159,13 +160,11 @@ class ModelWatcher:
         for role, assignment in roles.items():
             scorer, _ = self._scorer(assignment.version)
             models[role] = self.service.model_for(scorer, role)
-        challenger = roles.get("challenger")
-        return ModelSet(
-            champion=models["champion"],
-            challenger=models.get("challenger"),
-            challenger_fraction=(challenger.traffic_fraction or 0.0) if challenger else 0.0,
-            shadow=models.get("shadow"),
+        arms = tuple(
+            Arm(slot, models[slot], roles[slot].traffic_fraction or 0.0)
+            for slot in challenger_slots(roles)
         )
+        return ModelSet(champion=models["champion"], challengers=arms, shadow=models.get("shadow"))
 
     def load(self) -> ModelSet:
         """The registry's current roles as a model set, served at once (worker start-up)."""
@@ -178,16 +177,13 @@ class ModelWatcher:
         previous = self.service.swap(models)
         self.state = role_state(roles)
         self._roles = dict(roles)
-        for role in ("champion", "challenger", "shadow"):
-            assignment = roles.get(role)
-            if assignment is None:
-                self.monitor.clear_role(role)
-                continue
+        for role in set(self.monitor.roles) - set(roles):
+            self.monitor.clear_role(role)
+        for role, assignment in roles.items():
             scorer, model = self._scorer(assignment.version)
             self.monitor.set_model(role, model.version, scorer.feature_names, model.distributions,
                                    self._estimators.get(model.version))  # fmt: skip
-            if role == "challenger":
-                self.monitor.traffic[role] = assignment.traffic_fraction or 0.0
+        self.monitor.traffic = models.traffic() if models.challengers else {}
         held = set(models.roles().values())
         for version in [v for v in self._scorers if v not in held][:-LOADED_VERSIONS_KEPT]:
             del self._scorers[version]  # keep a few recent ones for a quick rollback
@@ -338,7 +334,7 @@ class ModelWatcher:
             "at": int(now * 1000),
             "roles_before": {r: v for r, (v, _) in before.items()},
             "roles_after": models.roles(),
-            "traffic_fraction": models.challenger_fraction,
+            "traffic": models.traffic(),
             "changed": changed,
             "switch_s": round(switch_s, 3),
             "load_s": round(load_s, 3),

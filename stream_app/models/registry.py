@@ -9,6 +9,7 @@ any other. Role changes are recorded in ``model_roles`` (current) and ``model_ro
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass, field, replace
@@ -24,7 +25,32 @@ from stream_app.models.compiled import Compilation, CompileFailed, FallbackHook
 from stream_app.models.compiled import load_scorer as load_compiled
 from stream_app.models.scorer import Matrix, Scorer
 
-ROLES = ("champion", "challenger", "shadow")
+ROLES = ("champion", "challenger", "shadow")  # kinds; challengers have slots (A/B/N)
+_CHALLENGER_SLOT = re.compile(r"^challenger(-[1-9][0-9]*)?$")
+
+
+def role_kind(slot: str) -> str:
+    """What a role slot is: ``challenger-2`` (a further A/B/N arm) is a challenger."""
+    return "challenger" if _CHALLENGER_SLOT.match(slot) else slot
+
+
+def is_role_slot(slot: str) -> bool:
+    return slot in ROLES or bool(_CHALLENGER_SLOT.match(slot))
+
+
+def slot_number(slot: str) -> int:
+    """1 for ``challenger``, N for ``challenger-N``."""
+    return int(slot.rsplit("-", 1)[1]) if "-" in slot else 1
+
+
+def challenger_slots(roles: dict[str, Any]) -> list[str]:
+    """The challenger slots held, in the order their traffic ranges are laid out."""
+    return sorted((s for s in roles if role_kind(s) == "challenger"), key=slot_number)
+
+
+def challenger_slot(number: int) -> str:
+    """The ``number``-th challenger's slot: ``challenger``, ``challenger-2``, ..."""
+    return "challenger" if number == 1 else f"challenger-{number}"
 
 
 def new_version(use_case: str, now_ms: int | None = None) -> str:
@@ -283,8 +309,8 @@ class ModelRegistry:
         self, role: str, version: str | None, reason: str, traffic_fraction: float | None = None
     ) -> RoleAssignment | None:
         """Give ``role`` to ``version`` (None clears it); records the change in the history."""
-        if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}; roles are {ROLES}")
+        if not is_role_slot(role):
+            raise ValueError(f"unknown role {role!r}; roles are {ROLES} (challenger-N: A/B/N)")
         previous = self.roles().get(role)
         now = int(time.time() * 1000)
         if version is None:

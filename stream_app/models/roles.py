@@ -18,7 +18,15 @@ from typing import Any
 from stream_app.contracts.outputs import ModelDecision, model_decision_payload
 from stream_app.errors import ModelNotFound, StreamAppError
 from stream_app.models.announce import announce, produce_acknowledged
-from stream_app.models.registry import ModelRegistry
+from stream_app.models.registry import (
+    ModelRegistry,
+    RoleAssignment,
+    challenger_slot,
+    challenger_slots,
+    is_role_slot,
+    role_kind,
+    slot_number,
+)
 from stream_app.settings import KafkaSettings
 
 
@@ -58,6 +66,29 @@ def decision(
 
 def publish_decision(kafka: KafkaSettings, record: ModelDecision) -> None:
     produce_acknowledged(kafka, kafka.topics.model_decisions, record["use_case"].encode(), record)
+
+
+def _challenger_slot_for(roles: dict[str, RoleAssignment], version: str,
+                         traffic: float | None) -> str:  # fmt: skip
+    """Where a challenger goes: the slot it already holds, a new slot beside challengers that
+    take traffic (when it takes some too), or ``challenger``."""
+    slots = challenger_slots(roles)
+    for slot in slots:
+        if roles[slot].version == version:
+            return slot
+    if traffic and any(roles[s].traffic_fraction for s in slots):
+        taken = {slot_number(s) for s in slots}
+        return challenger_slot(min(n for n in range(1, len(taken) + 2) if n not in taken))
+    return "challenger"
+
+
+def _check_shares(roles: dict[str, RoleAssignment], slot: str, traffic: float | None) -> None:
+    others = sum(roles[s].traffic_fraction or 0.0 for s in challenger_slots(roles) if s != slot)
+    if others + (traffic or 0.0) > 1 + 1e-9:
+        raise StreamAppError(
+            f"the challengers would take {others + (traffic or 0.0):.0%} of live traffic "
+            f"({others:.0%} already): their shares may sum to at most 100%"
+        )
 
 
 @dataclass(frozen=True)
@@ -101,8 +132,8 @@ class Roles:
             raise StreamAppError(f"{version} is already the champion")
         changes = [
             self._set(role, None, f"{version} promoted to champion")
-            for role in ("challenger", "shadow")
-            if role in roles and roles[role].version == version
+            for role in sorted(roles)
+            if role != "champion" and roles[role].version == version
         ]
         changes.append(self._set("champion", version, reason))
         record = decision(
@@ -116,11 +147,20 @@ class Roles:
         self, role: str, version: str | None, reason: str, traffic: float | None = None
     ) -> RoleChange:
         """Give a version the challenger (optionally with a share of live traffic) or shadow
-        role; ``None`` clears the role."""
+        role; ``None`` clears the role (a challenger slot: ``challenger-2``, ...).
+
+        A/B/N: a challenger given a share of traffic while other challengers already take
+        some gets a slot of its own (``challenger-2``, ``challenger-3``, ...), each tracked
+        apart; the shares of all challengers may sum to at most 1, the champion taking the
+        rest. A version that already holds a challenger slot keeps it (its share changes);
+        otherwise a challenger without traffic replaces the one in ``challenger``."""
+        kind = role_kind(role)
         if role == "champion":
             raise StreamAppError("use promote (or rollback) to change the champion")
-        if traffic is not None and role != "challenger":
-            raise StreamAppError("only the challenger takes a share of live traffic")
+        if not is_role_slot(role):
+            raise StreamAppError(f"unknown role {role!r}: champion, challenger or shadow")
+        if traffic is not None and kind != "challenger":
+            raise StreamAppError("only a challenger takes a share of live traffic")
         if traffic is not None and not 0 <= traffic <= 1:
             raise StreamAppError(f"traffic must be between 0 and 1, not {traffic}")
         roles = self.registry.roles()
@@ -129,6 +169,10 @@ class Roles:
             self.registry.get(version)
             if champion is not None and champion.version == version:
                 raise StreamAppError(f"{version} is the champion; it cannot also be {role}")
+            if role == "challenger":
+                role = _challenger_slot_for(roles, version, traffic)
+        if kind == "challenger" and version is not None:
+            _check_shares(roles, role, traffic)
         change = self._set(role, version, reason, traffic)
         what = f"{role} cleared" if version is None else f"{version} is now {role}"
         if traffic:
@@ -139,6 +183,16 @@ class Roles:
         )  # fmt: skip
         publish_decision(self.kafka, record)
         return change
+
+    def clear(self, kind: str, version: str | None, reason: str) -> list[RoleChange]:
+        """Clear the shadow, every challenger slot, or (``version``) the slot it holds."""
+        roles = self.registry.roles()
+        slots = [s for s in sorted(roles) if s != "champion" and role_kind(s) == kind
+                 and (version is None or roles[s].version == version)]  # fmt: skip
+        if not slots:
+            held = f"{version} holds no {kind} role" if version else f"no {kind} to clear"
+            raise StreamAppError(held)
+        return [self.assign(slot, None, reason) for slot in slots]
 
     def previous_champion(self) -> str:
         """The champion before the current one, from the role history."""
@@ -158,8 +212,8 @@ class Roles:
             raise StreamAppError(f"{target} is already the champion")
         self.registry.get(target)
         roles = self.registry.roles()
-        for role in ("challenger", "shadow"):
-            if role in roles and roles[role].version == target:
+        for role in sorted(roles):
+            if role != "champion" and roles[role].version == target:
                 self._set(role, None, f"{target} restored as champion")
         change = self._set("champion", target, reason)
         record = decision(

@@ -32,12 +32,13 @@ from stream_app.features.vector import FeatureVectorBuilder, ServedVector, Store
 from stream_app.features.windows import served_window_start
 from stream_app.kafka.producer import Publisher, PublishError
 from stream_app.messages import InputMessage, Record, Refused
+from stream_app.models.registry import role_kind
 from stream_app.models.scorer import Scorer
 from stream_app.monitoring.prometheus import WorkerMetrics, observe_many
 from stream_app.monitoring.state import Monitor
 from stream_app.retry import retry_forever
 from stream_app.scoring.batch import decode_events, prediction_outputs
-from stream_app.scoring.model_set import ModelSet, ScoringModel, to_challenger
+from stream_app.scoring.model_set import ModelSet, ScoringModel, split_traffic
 from stream_app.settings import Settings
 from stream_app.storage.cql import worth_retrying
 from stream_app.storage.predictions import PredictionRow, PredictionWriter
@@ -62,7 +63,7 @@ class BatchResult:
     predictions: int = 0
     shadow_predictions: int = 0
     dead_letters: dict[str, int] = field(default_factory=dict)
-    versions: dict[str, str] = field(default_factory=dict)  # role -> version that scored
+    versions: dict[str, str] = field(default_factory=dict)  # role slot -> version that scored
 
 
 class ScoringService:
@@ -96,10 +97,11 @@ class ScoringService:
         self._windows = sorted({(f.window.size_ms, f.window.step_ms) for f in windows})
 
     def model_for(self, scorer: Scorer, role: str) -> ScoringModel:
-        """Wrap a loaded scorer with its vector builder (its feature set registered)."""
+        """Wrap a loaded scorer with its vector builder (its feature set registered); ``role``
+        is its registry slot (``challenger-2`` publishes as a ``challenger``)."""
         builder = FeatureVectorBuilder(self.use_case, scorer.feature_names)
         feature_set = self.predictions.register_feature_set(scorer.feature_names)
-        return ScoringModel(scorer, builder, feature_set, role)
+        return ScoringModel(scorer, builder, feature_set, role_kind(role), role)
 
     def swap(self, models: ModelSet) -> ModelSet | None:
         """Serve ``models`` from the next batch on; returns the set it replaces."""
@@ -124,15 +126,17 @@ class ScoringService:
         served_at = await self._read_features(accepted, entity_keys)
         score_started = time.perf_counter()
         groups: list[tuple[ScoringModel, list[tuple[InputMessage, ClientEvent]]]]
-        if models.splits_traffic and models.challenger is not None:
+        arms = models.live_arms
+        if arms:
             split_key = self.use_case.entities.split_key
-            chosen = to_challenger(
-                [event.entities[split_key] for _, event in accepted], models.challenger_fraction
+            chosen = split_traffic(
+                [event.entities[split_key] for _, event in accepted], [a.fraction for a in arms]
             )
-            groups = [
-                (models.champion, [a for a, c in zip(accepted, chosen, strict=True) if not c]),
-                (models.challenger, [a for a, c in zip(accepted, chosen, strict=True) if c]),
-            ]
+            models_by_arm = [models.champion, *(arm.model for arm in arms)]
+            grouped: list[list[tuple[InputMessage, ClientEvent]]] = [[] for _ in models_by_arm]
+            for item, arm_index in zip(accepted, chosen, strict=True):
+                grouped[arm_index + 1].append(item)
+            groups = list(zip(models_by_arm, grouped, strict=True))
         else:
             groups = [(models.champion, accepted)]
         records: list[Record] = []
@@ -147,7 +151,7 @@ class ScoringService:
             rows += model_rows
             live += scored
             if model_rows:
-                result.versions[model.role] = model.version
+                result.versions[model.slot] = model.version
         shadow_rows: list[PredictionRow] = []
         if models.shadow is not None and live:
             shadow = models.shadow
@@ -156,7 +160,7 @@ class ScoringService:
             shadow_records, shadow_rows = self._score(shadow, scored, topics.predictions_shadow)
             records += shadow_records
             if shadow_rows:
-                result.versions[shadow.role] = shadow.version
+                result.versions[shadow.slot] = shadow.version
         self._stage("score", [time.perf_counter() - score_started])
         payloads, dead = dead_letters(refused, topics.dead_letter, self.agent, _now_ms())
         for payload in payloads:

@@ -107,6 +107,12 @@ def test_rolling_accuracy_equals_an_offline_join_and_every_view_shows_it(
     (row,) = [r for r in data["accuracy"] if r["role"] == "champion"]
     assert row["mae"] == pytest.approx(offline_mae, rel=1e-9)
     assert row["rmse"] == pytest.approx(offline_rmse, rel=1e-9)
+    # the champion estimates its own MAE from its predictions alone (DLE, trained with it)
+    (estimate,) = [e for e in data["estimates"] if e["role"] == "champion"]
+    assert estimate["method"] == "dle"
+    assert estimate["predictions"] == row["predictions"]
+    assert estimate["realised"]["mae"] == pytest.approx(offline_mae, rel=1e-9)
+    assert 0 < estimate["estimated"]["mae"] < 5 * offline_mae
     accuracy_events = consume_all(settings, topics.accuracy_events, labelled)
     assert len(accuracy_events) == labelled
     event = orjson.loads(accuracy_events[0].value())
@@ -120,6 +126,7 @@ def test_rolling_accuracy_equals_an_offline_join_and_every_view_shows_it(
         "stream_app_consumer_lag_messages", "stream_app_feature_age_seconds",
         "stream_app_model_metric", "stream_app_feature_drift_psi", "stream_app_model_info",
         "stream_app_label_coverage_ratio", "stream_app_late_readings",
+        "stream_app_model_metric_estimated", "stream_app_model_skill",
     ):  # fmt: skip
         assert name in families, name
         assert families[name].samples, name
@@ -154,7 +161,7 @@ def test_the_dashboard_draws_live_charts_in_chromium(
     finally:
         simulate.terminate()
         simulate.wait(timeout=60)
-    for chart in ("throughput", "latency", "accuracy", "drift"):
+    for chart in ("throughput", "latency", "accuracy", "estimates", "drift"):
         start = dom.index(f'id="{chart}"')
         points = int(dom[start:].split('data-points="', 1)[1].split('"', 1)[0])
         assert points > 0, f"the {chart} chart is empty"

@@ -20,7 +20,7 @@ from stream_app.errors import ModelNotFound, StreamAppError
 from stream_app.models.registry import ModelRegistry
 from stream_app.models.roles import Roles, actor
 from stream_app.runtime.dependencies import Dependencies, build_dependencies
-from stream_app.scoring.model_set import to_challenger
+from stream_app.scoring.model_set import split_traffic
 from stream_app.simulation.seeded import register_simulated_model
 from stream_app.storage.predictions import PredictionStore
 from stream_app.use_cases.spec import load_use_case
@@ -65,7 +65,7 @@ def test_roles_go_through_the_registry_and_both_topics_and_roll_back(
         with pytest.raises(ModelNotFound, match="no previous champion"):
             lifecycle.rollback("nothing to go back to")
         lifecycle.assign("challenger", second, "trial", traffic=0.25)
-        with pytest.raises(StreamAppError, match="only the challenger"):
+        with pytest.raises(StreamAppError, match="only a challenger"):
             lifecycle.assign("shadow", third, "trial", traffic=0.5)
         with pytest.raises(StreamAppError, match="is the champion"):
             lifecycle.assign("shadow", first, "trial")
@@ -148,7 +148,7 @@ def test_a_b_traffic_by_entity_and_shadow_scoring_on_its_own_topic(
         for i, m in enumerate(messages)
     }
     ids = sorted(couriers)
-    expected = to_challenger([couriers[k] for k in ids], 0.4)
+    expected = [arm == 0 for arm in split_traffic([couriers[k] for k in ids], [0.4])]
     for event_id, to_the_challenger in zip(ids, expected, strict=True):
         p = live[event_id]
         assert (p["role"], p["model_version"]) == (
@@ -165,3 +165,75 @@ def test_a_b_traffic_by_entity_and_shadow_scoring_on_its_own_topic(
     payloads = [orjson.loads(m.value()) for m in shadowed]
     assert {(p["role"], p["model_version"]) for p in payloads} == {("shadow", shadow)}
     assert {row.role for row in stored} == {live[b"ab-0"]["role"], "shadow"}  # both stored
+
+
+def test_three_versions_split_live_traffic_each_tracked_apart(
+    deployment: Deployment, prometheus_registry: Any
+) -> None:
+    settings = deployment.settings
+    world = ready_world(settings)
+    champion, (first, second) = _versions(deployment, 2)
+    messages = client_messages(world, 900, "abn", settings)
+    deps = build_dependencies(settings, prometheus_registry)
+    try:
+        scoring = deps.use_cases[0]
+        service, watcher, registry = scoring.scoring, scoring.watcher, scoring.registry
+        assert service is not None
+        assert watcher is not None
+        lifecycle = _lifecycle(deps, deployment)
+        lifecycle.assign("challenger", first, "A/B/N", 0.3)
+        lifecycle.assign("challenger", second, "A/B/N", 0.3)  # beside it, not instead
+        roles = registry.roles()
+        assert {r: (a.version, a.traffic_fraction) for r, a in roles.items()
+                if r != "champion"} == {"challenger": (first, 0.3),
+                                        "challenger-2": (second, 0.3)}  # fmt: skip
+        with pytest.raises(StreamAppError, match="at most 100%"):
+            lifecycle.assign("challenger", second, "too much", 0.8)  # its slot, a larger share
+
+        async def scenario() -> Any:
+            await watcher.start()
+            try:
+                watcher.load()
+                return await service.process(messages)
+            finally:
+                await watcher.stop()
+
+        result = asyncio.run(scenario())
+        assert result.predictions == 900
+        assert result.versions == {"champion": champion, "challenger": first,
+                                   "challenger-2": second}  # fmt: skip
+        snapshot = scoring.monitor.snapshot()
+        assert snapshot["traffic"] == pytest.approx(
+            {"champion": 0.4, "challenger": 0.3, "challenger-2": 0.3}
+        )
+        # each version is tracked apart: its own rolling figures
+        counted = {e["model_version"]: e["predictions"] for e in snapshot["accuracy"]}
+        assert set(counted) == {champion, first, second}
+        assert sum(counted.values()) == 900
+        changes = lifecycle.clear("challenger", second, "enough")
+        assert [(c.role, c.version) for c in changes] == [("challenger-2", None)]
+        assert set(registry.roles()) == {"champion", "challenger"}
+    finally:
+        deps.close()
+    live = {m.key(): orjson.loads(m.value())
+            for m in consume_all(settings, settings.kafka.topics.predictions, 900)}  # fmt: skip
+    assert len(live) == 900
+    couriers = {
+        f"abn-{i}".encode(): orjson.loads(m.value or b"")["entities"]["courier_id"]
+        for i, m in enumerate(messages)
+    }
+    ids = sorted(couriers)
+    arms = split_traffic([couriers[k] for k in ids], [0.3, 0.3])
+    version_of = {-1: champion, 0: first, 1: second}
+    for event_id, arm in zip(ids, arms, strict=True):
+        assert live[event_id]["model_version"] == version_of[arm]
+        assert live[event_id]["role"] == ("champion" if arm == -1 else "challenger")
+    shares = Counter(arms)
+    assert all(shares[arm] > 100 for arm in (-1, 0, 1)), shares  # by courier: roughly 40/30/30
+    updates = [orjson.loads(m.value())
+               for m in consume_all(settings, settings.kafka.topics.model_updates, 3)]  # fmt: skip
+    assert [(u["role"], u["model_version"]) for u in updates] == [
+        ("challenger", first),
+        ("challenger-2", second),
+        ("challenger-2", None),
+    ]

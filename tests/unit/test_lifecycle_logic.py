@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from stream_app.lifecycle.orchestrator import Watch, assess, is_degraded
 from stream_app.models.evaluation import decide, paired_bootstrap, row_losses
 from stream_app.models.metrics import task_metrics
-from stream_app.scoring.model_set import to_challenger, traffic_bucket
+from stream_app.scoring.model_set import split_traffic, traffic_bucket
 from stream_app.settings import LifecycleSettings
 
 POLICY = LifecycleSettings(min_samples=100, min_improvement=0.02, significance=0.05)
@@ -95,17 +96,36 @@ def test_row_losses_of_binary_metrics(metric: str) -> None:
         assert losses.mean() == pytest.approx(metrics["log_loss"])
 
 
+def _to_challenger(ids: list[str], fraction: float) -> list[bool]:
+    return [arm == 0 for arm in split_traffic(ids, [fraction])]
+
+
 def test_the_traffic_split_is_stable_and_near_its_fraction() -> None:
     ids = [f"courier-{i}" for i in range(20_000)]
-    chosen = to_challenger(ids, 0.3)
+    chosen = _to_challenger(ids, 0.3)
     assert abs(sum(chosen) / len(ids) - 0.3) < 0.015
-    assert chosen == to_challenger(ids, 0.3)  # same answer every time
-    assert to_challenger(["courier-7"] * 5, 0.3) == [to_challenger(["courier-7"], 0.3)[0]] * 5
+    assert chosen == _to_challenger(ids, 0.3)  # same answer every time
+    assert _to_challenger(["courier-7"] * 5, 0.3) == [_to_challenger(["courier-7"], 0.3)[0]] * 5
     # growing the share only adds entities: nobody moves back to the champion
-    wider = to_challenger(ids, 0.5)
+    wider = _to_challenger(ids, 0.5)
     assert all(w for c, w in zip(chosen, wider, strict=True) if c)
-    assert not any(to_challenger(ids[:100], 0.0))
-    assert all(to_challenger(ids[:100], 1.0))
+    assert not any(_to_challenger(ids[:100], 0.0))
+    assert all(_to_challenger(ids[:100], 1.0))
+
+
+def test_a_b_n_gives_each_arm_its_share_and_a_new_arm_moves_nobody_between_the_others() -> None:
+    ids = [f"machine-{i}" for i in range(30_000)]
+    two = split_traffic(ids, [0.2, 0.1])
+    shares = Counter(two)
+    assert abs(shares[0] / len(ids) - 0.2) < 0.015
+    assert abs(shares[1] / len(ids) - 0.1) < 0.015
+    assert abs(shares[-1] / len(ids) - 0.7) < 0.015  # the champion takes the rest
+    three = split_traffic(ids, [0.2, 0.1, 0.3])
+    assert abs(Counter(three)[2] / len(ids) - 0.3) < 0.015
+    # the third arm comes from the champion's share only
+    assert all(after == before for before, after in zip(two, three, strict=True) if before >= 0)
+    assert split_traffic(ids[:10], []) == [-1] * 10
+    assert split_traffic(["m-1"] * 4, [0.5, 0.5]) == [split_traffic(["m-1"], [0.5, 0.5])[0]] * 4
 
 
 def test_the_traffic_bucket_does_not_depend_on_the_process() -> None:

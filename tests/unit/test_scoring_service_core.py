@@ -26,7 +26,7 @@ from stream_app.messages import InputMessage
 from stream_app.models.scorer import LightGBMScorer
 from stream_app.monitoring.prometheus import WorkerMetrics
 from stream_app.monitoring.state import Monitor
-from stream_app.scoring.model_set import ModelSet
+from stream_app.scoring.model_set import Arm, ModelSet
 from stream_app.scoring.service import ScoringService
 from stream_app.settings import ConsumerSettings, Settings
 from stream_app.use_cases.spec import Serving, load_use_case
@@ -64,9 +64,8 @@ class Harness:
 
     def serve(self, **roles: str) -> None:
         models = {role: self.service.model_for(scorer(v), role) for role, v in roles.items()}
-        self.service.swap(ModelSet(champion=models["champion"],
-                                   challenger=models.get("challenger"),
-                                   challenger_fraction=0.5 if "challenger" in models else 0.0,
+        arms = tuple(Arm(slot, m, 0.5) for slot, m in models.items() if slot == "challenger")
+        self.service.swap(ModelSet(champion=models["champion"], challengers=arms,
                                    shadow=models.get("shadow")))  # fmt: skip
 
 

@@ -35,3 +35,25 @@ def test_status_shows_where_the_time_goes_stage_by_stage() -> None:
     text = render(monitor.snapshot())
     # in pipeline order, whatever order they were fed in
     assert "stages ms (p50/p99): kafka_wait 2.0/40, features 0.8/0.8, publish 12/12" in text
+
+
+def test_status_shows_traffic_shares_and_estimates_beside_realised_values() -> None:
+    import time
+
+    import numpy as np
+
+    from stream_app.monitoring.estimates import Estimator
+
+    use_case = load_use_case("machine_failure")
+    monitor = Monitor(use_case, MonitoringSettings())
+    monitor.set_model("champion", "v1", use_case.feature_names, {}, Estimator("cbpe"))
+    monitor.set_model("challenger-2", "v3", use_case.feature_names, {})
+    monitor.traffic = {"champion": 0.7, "challenger-2": 0.3}
+    p = np.array([0.9, 0.8, 0.2, 0.1])
+    monitor.scored("v1", "champion", np.zeros((4, len(use_case.feature_names))), p,
+                   [1.0] * 4, int(time.time() * 1000))  # fmt: skip
+    text = render(monitor.snapshot())
+    assert "champion v1 (70% of traffic)" in text
+    assert "challenger-2 v3 (30% of traffic)" in text
+    assert "v1" in text.split("estimated without labels")[1]
+    assert "cbpe: accuracy 0.85 (-; -)" in text
