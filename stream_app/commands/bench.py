@@ -113,14 +113,38 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     scorer.add_argument("--days", type=float, default=3.0, help="days of simulated history")
     scorer.add_argument("--events-per-day", type=int, help="history density (default: spec)")
     scorer.add_argument("--repeats", type=int, default=2000, help="calls at batch size 1")
+    estimates = benches.add_parser(
+        "estimates",
+        help="label-free estimates (CBPE, DLE) under covariate shift and concept drift: their "
+        "error against the realised metric and how much earlier they signal",
+    )
+    estimates.add_argument("--use-case", help="use case name or .toml path (default: settings)")
+    estimates.add_argument("--train-days", type=float, default=2.0, help="history before")
+    estimates.add_argument(
+        "--hours", type=float, default=48.0,
+        help="hours streamed after training; the drift starts half way",
+    )  # fmt: skip
+    estimates.add_argument("--events-per-day", type=int, help="density (default: the spec's)")
+    estimates.add_argument(
+        "--window-s", type=float, default=3600,
+        help="windows the estimate is judged on: long enough that the realised metric's own "
+        "sampling error (reported: noise_floor) stays below the change",
+    )  # fmt: skip
+    estimates.add_argument("--seed", type=int, default=42)
     for bench in (
-        decode, simulation, e2e, latency, features, freshness, replay, scale, chaos, scorer
+        decode, simulation, e2e, latency, features, freshness, replay, scale, chaos, scorer,
+        estimates,
     ):  # fmt: skip
         bench.add_argument("--json", type=Path, help="also write the JSON to this file")
     parser.set_defaults(run=run)
 
 
-OFFLINE = ("decode", "simulation", "scorer")  # the benches that need no Kafka or Cassandra
+OFFLINE = (
+    "decode",
+    "simulation",
+    "scorer",
+    "estimates",
+)  # the benches that need no Kafka or Cassandra
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -153,6 +177,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from stream_app.bench import simulation as simulation_bench
 
         result = simulation_bench.run(use_case, args.days, args.events_per_day)
+    elif args.bench == "estimates":
+        from stream_app.bench import estimates as estimates_bench
+
+        result = estimates_bench.run(
+            settings, use_case, args.train_days, args.hours, args.events_per_day, args.window_s,
+            args.seed,
+        )  # fmt: skip
     elif args.bench in ("features", "freshness"):
         from stream_app.bench import features as features_bench
 

@@ -21,11 +21,16 @@ from stream_app.models.scorer import Matrix
 Array = np.ndarray[Any, Any]
 LOSSES = {"abs_error": "mae", "sq_error": "rmse"}  # row term -> the metric it estimates
 MIN_ROWS = 200
+# Few, large leaves: the absolute error is a noisy target whose mean moves smoothly with the
+# inputs; 15 leaves of 20 rows fitted the noise and shrank the estimates towards the overall
+# mean (measured on delivery_eta's longest distances: 1.89 estimated against 2.02 realised
+# minutes, 1.93 with these). Linear leaves did a little better inside the training range and
+# far worse outside it (they extrapolate), so they are not used.
 PARAMS = {
     "objective": "regression",
-    "num_leaves": 15,
-    "learning_rate": 0.05,
-    "min_data_in_leaf": 20,
+    "num_leaves": 7,
+    "learning_rate": 0.1,
+    "min_data_in_leaf": 200,
     "deterministic": True,
     "force_row_wise": True,
     "num_threads": 1,
