@@ -52,6 +52,11 @@ class TopicNames(BaseModel):
     model_decisions: str = Field(
         "model-decisions", description="Lifecycle decisions (retrain, evaluate, promote) and why."
     )
+    performance_estimates: str = Field(
+        "performance-estimates",
+        description="Performance per model version estimated without labels (CBPE, DLE), and "
+        "each window's estimate against its realised value.",
+    )
 
     def all(self) -> list[str]:
         """Every topic name, in design order."""
@@ -393,6 +398,10 @@ class MonitoringSettings(BaseModel):
         0.9, gt=0, le=1, description="A window's estimate is compared with its realised value "
         "once this share of its predictions has labels (or the use case's label max_delay after "
         "the window ended).",
+    )  # fmt: skip
+    estimate_publish_s: float = Field(
+        60, gt=0, description="Seconds between two publications of the rolling estimates on "
+        "the performance-estimates topic (settled windows go with the next one).",
     )  # fmt: skip
     estimate_min_labels: int = Field(
         30, ge=1, description="Fewer labels in a window than this: its estimate is not compared."

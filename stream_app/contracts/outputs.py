@@ -7,6 +7,7 @@ the two equal, field by field), built by one function from keyword arguments.
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any, TypedDict
 
 SCHEMA_VERSION = 1
@@ -174,6 +175,71 @@ def accuracy_payload(
         "label_delay_ms": label_delay_ms,
         "evaluated_at": evaluated_at,
     }
+
+
+class PerformanceEstimate(TypedDict):
+    """A value of the performance-estimates topic (schemas/performance_estimate.schema.json)."""
+
+    schema_version: int
+    use_case: str
+    model_version: str
+    role: str
+    method: str
+    kind: str
+    window_start: int
+    window_end: int
+    predictions: int
+    labels: int
+    estimated: dict[str, float | None]
+    realised: dict[str, float | None]
+    error: dict[str, float]
+    calibrated: bool | None
+    published_at: int
+
+
+def performance_estimate_payload(
+    *,
+    use_case: str,
+    model_version: str,
+    role: str,
+    method: str,
+    kind: str,
+    window_start: int,
+    window_end: int,
+    predictions: int,
+    labels: int,
+    estimated: dict[str, float | None],
+    realised: dict[str, float | None],
+    error: dict[str, float],
+    calibrated: bool | None,
+    published_at: int,
+) -> PerformanceEstimate:
+    """A performance estimate (see its schema); NaN figures become null."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "use_case": use_case,
+        "model_version": model_version,
+        "role": role,
+        "method": method,
+        "kind": kind,
+        "window_start": window_start,
+        "window_end": window_end,
+        "predictions": predictions,
+        "labels": labels,
+        "estimated": {k: _number(v) for k, v in estimated.items()},
+        "realised": {k: _number(v) for k, v in realised.items()},
+        "error": {k: v for k, v in error.items() if _number(v) is not None},
+        "calibrated": calibrated,
+        "published_at": published_at,
+    }
+
+
+def performance_estimate_key(use_case: str, model_version: str) -> bytes:
+    return f"{use_case}:{model_version}".encode()
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
 
 
 DECISION_ACTIONS = (

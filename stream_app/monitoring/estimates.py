@@ -201,6 +201,7 @@ class EstimateLedger:
         self.methods: dict[tuple[str, str], str] = {}
         self._open: dict[tuple[str, str], dict[int, _Window]] = {}
         self.settled: dict[tuple[str, str], deque[dict[str, Any]]] = {}
+        self.unpublished: deque[dict[str, Any]] = deque(maxlen=SETTLED_KEPT)
 
     def _window(self, key: tuple[str, str], event_ms: int) -> _Window:
         start = event_ms // self.window_ms * self.window_ms
@@ -261,8 +262,15 @@ class EstimateLedger:
                               if math.isfinite(estimated[m]) and math.isfinite(realised[m])},
                 }  # fmt: skip
                 self.settled.setdefault(key, deque(maxlen=SETTLED_KEPT)).append(compared)
+                self.unpublished.append(compared)
                 found.append(compared)
         return found
+
+    def take_unpublished(self) -> list[dict[str, Any]]:
+        """The comparisons settled since the last call (for the performance-estimates topic)."""
+        taken = list(self.unpublished)
+        self.unpublished.clear()
+        return taken
 
     def errors(self) -> dict[tuple[str, str], dict[str, Any]]:
         """Per (version, role): windows compared, the mean absolute error of the estimate per

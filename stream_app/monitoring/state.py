@@ -7,6 +7,7 @@ and the model roles. ``MonitorCollector`` exposes it to Prometheus at scrape tim
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import deque
@@ -14,10 +15,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
+import orjson
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from stream_app.contracts.dead_letter import DeadLetter
+from stream_app.contracts.outputs import performance_estimate_key, performance_estimate_payload
+from stream_app.kafka.producer import Publisher, PublishError
+from stream_app.messages import Record
 from stream_app.monitoring.drift import ModelDrift
 from stream_app.monitoring.estimates import EstimateLedger, Estimator, RollingEstimates
 from stream_app.monitoring.rolling import RollingAccuracy
@@ -26,6 +31,7 @@ from stream_app.settings import MonitoringSettings
 from stream_app.timeparse import parse_duration_ms
 from stream_app.use_cases.spec import UseCase
 
+log = logging.getLogger(__name__)
 RECENT_DEAD_LETTERS = 20
 RECENT_SWITCHES = 20
 RECENT_DECISIONS = 20
@@ -292,6 +298,71 @@ class Monitor:
                 "last_window": _finite_window(error.get("last")),
             })  # fmt: skip
         return report
+
+
+def estimate_records(monitor: Monitor, topic: str, now_ms: int | None = None) -> list[Record]:
+    """The performance-estimates records of now: each estimated version's rolling estimate
+    (beside its realised figures), and each window settled since the last call."""
+    now = now_ms or _now()
+    name = monitor.use_case.name
+    window_ms = int(monitor.settings.accuracy_window_s * 1000)
+    payloads = []
+    for entry in monitor.estimate_report(now):
+        payloads.append(performance_estimate_payload(
+            use_case=name, model_version=entry["model_version"], role=entry["role"],
+            method=entry["method"], kind="rolling", window_start=now - window_ms,
+            window_end=now, predictions=entry["predictions"], labels=entry["labels"],
+            estimated=entry["estimated"], realised=entry["realised"],
+            error=entry["estimate_error"], calibrated=_calibrated(entry),
+            published_at=now,
+        ))  # fmt: skip
+    for compared in monitor.ledger.take_unpublished():
+        calibrated = monitor.estimators.get(compared["model_version"])
+        payloads.append(performance_estimate_payload(
+            use_case=name, model_version=compared["model_version"],
+            role=compared["role"], method=compared["method"], kind="window",
+            window_start=compared["window_start"], window_end=compared["window_end"],
+            predictions=compared["predictions"], labels=compared["labels"],
+            estimated=compared["estimated"], realised=compared["realised"],
+            error=compared["error"],
+            calibrated=calibrated.calibrated if calibrated and compared["method"] == "cbpe"
+            else None, published_at=now,
+        ))  # fmt: skip
+    return [
+        Record(topic, performance_estimate_key(name, p["model_version"]), orjson.dumps(p))
+        for p in payloads
+    ]
+
+
+class EstimatePublisher:
+    """Publishes ``estimate_records`` on the performance-estimates topic (a worker's timer);
+    records Kafka did not take are tried again with the next ones (at most ``KEPT``)."""
+
+    KEPT = 1_000
+
+    def __init__(self, monitor: Monitor, publisher: Publisher, topic: str) -> None:
+        self.monitor = monitor
+        self.publisher = publisher
+        self.topic = topic
+        self.pending: list[Record] = []
+
+    async def publish(self, now_ms: int | None = None) -> int:
+        records = [*self.pending, *estimate_records(self.monitor, self.topic, now_ms)]
+        self.pending = []
+        if not records:
+            return 0
+        try:
+            await self.publisher.publish(records)
+        except PublishError as exc:
+            self.pending = exc.failed[-self.KEPT :]
+            log.warning("%d performance estimates not published yet (%s); trying again",
+                        len(exc.failed), exc)  # fmt: skip
+            return len(records) - len(exc.failed)
+        return len(records)
+
+
+def _calibrated(entry: dict[str, Any]) -> bool | None:
+    return entry["calibrated"] if entry["method"] == "cbpe" else None
 
 
 def _finite_window(compared: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ from stream_app.agents.attach import attach
 from stream_app.kafka.consumer import BatchConsumer, BatchOptions, consumer_config
 from stream_app.kafka.transactions import TransactionalProducer, transactional_id
 from stream_app.monitoring.readiness import Readiness
+from stream_app.monitoring.state import EstimatePublisher
 from stream_app.monitoring.web import register_dashboard, register_health, register_pages
 from stream_app.settings import KafkaSettings, Settings
 from stream_app.use_cases.deployment import group_id
@@ -140,6 +141,15 @@ def wire_use_case(
             use_case.name, lambda: None if scoring_service.models is None else
             scoring_service.models.champion.version,
         )  # fmt: skip
+    if services.scoring is not None:
+        estimates = EstimatePublisher(
+            monitor, services.scoring.publisher, topics.performance_estimates
+        )
+
+        @app.timer(settings.monitoring.estimate_publish_s)  # type: ignore[untyped-decorator]
+        async def publish_estimates() -> None:
+            await estimates.publish()
+
     if services.scoring is not None and settings.scoring.consumer == "batch":
         consume(topics.client_events, "scoring", services.scoring, settings.scoring.batch_size,
                 settings.scoring.batches_in_flight)  # fmt: skip

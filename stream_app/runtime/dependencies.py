@@ -89,7 +89,7 @@ def check_topics(settings: Settings) -> None:
     if "scoring" in settings.worker.agents:
         needed += [
             topics.client_events, topics.predictions, topics.predictions_shadow,
-            topics.model_updates,
+            topics.model_updates, topics.performance_estimates,
         ]  # fmt: skip
     if "features" in settings.worker.agents:
         needed += [topics.sensor_readings]

@@ -55,7 +55,8 @@ def worker_env(deployment: Deployment, stream_app: Run, tmp_path: Path) -> dict[
     )
     path = tmp_path / "delivery_eta.toml"
     path.write_text(spec)
-    env = {**deployment.env, **WIDE_WINDOWS, "STREAM_APP_USE_CASE": str(path)}
+    env = {**deployment.env, **WIDE_WINDOWS, "STREAM_APP_USE_CASE": str(path),
+           "STREAM_APP_MONITORING__ESTIMATE_PUBLISH_S": "1"}  # fmt: skip
     # more than a day of history: every hour of the day is in the training data
     boot = stream_app("bootstrap", "--days", "1.2", "--events-per-day", "6000", env=env)
     assert boot.returncode == 0, boot.stderr
@@ -113,6 +114,12 @@ def test_rolling_accuracy_equals_an_offline_join_and_every_view_shows_it(
     assert estimate["predictions"] == row["predictions"]
     assert estimate["realised"]["mae"] == pytest.approx(offline_mae, rel=1e-9)
     assert 0 < estimate["estimated"]["mae"] < 5 * offline_mae
+    published = [orjson.loads(m.value())
+                 for m in consume_all(settings, topics.performance_estimates, 1)]  # fmt: skip
+    assert published
+    assert {(p["method"], p["kind"], p["role"]) for p in published} >= {
+        ("dle", "rolling", "champion")
+    }
     accuracy_events = consume_all(settings, topics.accuracy_events, labelled)
     assert len(accuracy_events) == labelled
     event = orjson.loads(accuracy_events[0].value())

@@ -36,6 +36,7 @@ NAMES = [
     "dead_letter",
     "model_update",
     "model_decision",
+    "performance_estimate",
 ]
 DECODERS = {
     "client_event": decode_client_event,
@@ -168,6 +169,7 @@ def test_dead_letter_payload_conforms_and_keeps_the_bytes(key: bytes | None) -> 
         (outputs.AccuracyEvent, "accuracy_event"),
         (outputs.ModelUpdate, "model_update"),
         (outputs.ModelDecision, "model_decision"),
+        (outputs.PerformanceEstimate, "performance_estimate"),
         (DeadLetter, "dead_letter"),
     ],
 )
@@ -178,3 +180,37 @@ def test_each_payload_type_has_exactly_its_schemas_fields(payload: Any, schema: 
     fields = set(payload.__required_keys__) | set(payload.__optional_keys__)
     assert fields == set(document["properties"])
     assert set(payload.__required_keys__) == set(document["required"])
+
+
+def test_published_performance_estimates_conform() -> None:
+    import asyncio
+    import time
+
+    import numpy as np
+
+    from stream_app.monitoring.estimates import Estimator
+    from stream_app.monitoring.state import EstimatePublisher, Monitor
+    from stream_app.settings import MonitoringSettings
+    from stream_app.use_cases.spec import load_use_case
+    from tests.fakes.stores import RecordingPublisher
+
+    use_case = load_use_case("machine_failure")
+    monitor = Monitor(use_case, MonitoringSettings(accuracy_window_s=60, estimate_min_labels=5))
+    monitor.set_model("champion", "v1", use_case.feature_names, {}, Estimator("cbpe"))
+    now = int(time.time() * 1000)
+    p = np.linspace(0.05, 0.95, 50)
+    monitor.scored("v1", "champion", np.zeros((50, len(use_case.feature_names))), p,
+                   [1.0] * 50, now, np.full(50, now - 120_000, dtype=np.int64))  # fmt: skip
+    for value in p.tolist():
+        monitor.labelled("v1", "champion", value, float(value > 0.5), now, now - 120_000)
+    recorder = RecordingPublisher()
+    publisher = EstimatePublisher(monitor, recorder, "performance-estimates")
+    assert asyncio.run(publisher.publish(now)) == 2
+    payloads = [orjson.loads(r.value) for r in recorder.on("performance-estimates")]
+    assert sorted(p["kind"] for p in payloads) == ["rolling", "window"]
+    for payload in payloads:
+        validator("performance_estimate").validate(payload)
+    window = next(p for p in payloads if p["kind"] == "window")
+    assert window["realised"]["accuracy"] == 1.0  # every label is its thresholded prediction
+    assert window["error"]["accuracy"] == pytest.approx(1 - window["estimated"]["accuracy"])
+    assert asyncio.run(publisher.publish(now)) == 1  # a settled window is published once

@@ -16,6 +16,7 @@ def test_the_topics_of_the_design_and_of_the_model_lifecycle() -> None:
         "model-updates",
         "predictions-shadow",
         "model-decisions",
+        "performance-estimates",
     ]
     assert all(p.partitions == 6 for p in plans)
 
