@@ -40,8 +40,10 @@ from stream_app.features.vector import FeatureVectorBuilder, ServedVector
 from stream_app.kafka.producer import KafkaPublisher
 from stream_app.messages import InputMessage, Record
 from stream_app.models.compiled import Compilation
+from stream_app.models.loss_estimation import loss_estimator
 from stream_app.models.registry import ModelRegistry, ModelVersion, load_scorer
 from stream_app.models.scorer import Scorer
+from stream_app.monitoring.estimates import Estimator, estimator_for
 from stream_app.replay import report as build
 from stream_app.replay.labels import LabelsProcess, LabelsRequest
 from stream_app.replay.plan import ReplayPlan
@@ -144,6 +146,20 @@ class _Batch:
     matrix: Array
 
 
+def _estimator(
+    registry: ModelRegistry, use_case: UseCase, model: ModelVersion, first_columns: list[str]
+) -> Estimator | None:
+    """How ``model`` estimates its performance without labels (DLE only where its columns are
+    the first version's: the report keeps the first version's rows)."""
+    loss = None
+    if model.task == "regression":
+        if model.feature_names != first_columns:
+            return None
+        loss = loss_estimator(registry.loss_models(model.version))
+    estimation = {**model.estimation, "calibrated": bool(model.calibration)}
+    return estimator_for(model.task, use_case.label.threshold, estimation, loss)
+
+
 class Backtest:
     """One replay run over a plan (``run`` it once)."""
 
@@ -166,6 +182,10 @@ class Backtest:
             )
             for m in metas
         ]
+        self.estimators = {
+            m.version: e for m in metas
+            if (e := _estimator(registry, use_case, m, metas[0].feature_names)) is not None
+        }  # fmt: skip
         self.builder = FeatureVectorBuilder(use_case, self.names)
         self.predictions = PredictionStore(session, keyspace, use_case.name)
         self.labels = GroundTruthStore(session, keyspace, use_case.name)
@@ -482,6 +502,7 @@ class Backtest:
                 sources=dict(collected.sources), label_sources=self.label_sources,
                 production=self.served.production, first=first,
                 second=self.models[1].meta.version if len(self.models) > 1 else None,
+                estimators=self.estimators,
             ),
             self.use_case, self.settings,
         )  # fmt: skip

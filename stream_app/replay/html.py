@@ -162,6 +162,13 @@ def _metrics(report: Mapping[str, Any]) -> str:
     for name in names:
         values = [_number(_dict(v.get("metrics")).get(name)) for v in versions]
         rows.append(_metric_row(name, values, name == primary, name in higher))
+    estimated = [_dict(v.get("estimated")) for v in versions]
+    for name in names if any(estimated) else []:
+        figures = [_dict(e.get("metrics")).get(name) for e in estimated]
+        if any(f is not None for f in figures):
+            methods = "/".join(sorted({str(e["method"]) for e in estimated if e}))
+            rows.append(_row(f"{name} estimated without labels ({methods})",
+                             *(_number_text(f) for f in figures)))  # fmt: skip
     rows.append(_row("labelled", *(_count(v.get("labelled")) for v in versions)))
     production = [_dict(v.get("production")) for v in versions]
     if any(production):

@@ -21,6 +21,7 @@ from stream_app.models.compiled import TOLERANCE
 from stream_app.models.evaluation import paired_bootstrap, primary_metric, row_losses
 from stream_app.models.metrics import HIGHER_IS_BETTER, task_metrics
 from stream_app.monitoring.drift import PREDICTION, ModelDrift
+from stream_app.monitoring.estimates import EstimateSums, Estimator, estimated_metrics
 from stream_app.settings import Settings
 from stream_app.use_cases.spec import UseCase
 
@@ -129,6 +130,27 @@ def winner(
             f"on the same {len(actual):,} labelled events",
             sure,
         ],
+    }
+
+
+def estimate_of(
+    estimator: Estimator, vectors: Array, predicted: Array, realised: dict[str, float | None]
+) -> dict[str, Any]:
+    """A version's metrics estimated from every replayed prediction (no label used), and the
+    absolute difference from the labelled events' metrics."""
+    sums = EstimateSums()
+    probabilities = predicted if estimator.method == "cbpe" else None
+    sums.add(estimator.terms(vectors, predicted), probabilities)
+    estimated = {m: finite(v) for m, v in estimated_metrics(estimator.method, [sums]).items()}
+    error = {
+        m: abs(v - r) for m, v in estimated.items()
+        if v is not None and (r := realised.get(m)) is not None
+    }  # fmt: skip
+    return {
+        "method": estimator.method,
+        "calibrated": estimator.calibrated if estimator.method == "cbpe" else None,
+        "metrics": estimated,
+        "error": error,
     }
 
 
@@ -255,11 +277,17 @@ class EventCounts(TypedDict):
     invalid: dict[str, int]  # refused records by dead-letter code
 
 
-class VersionResult(TypedDict):
+class _VersionRequired(TypedDict):
     version: str
     metrics: dict[str, float | None]
     labelled: int
     production: dict[str, Any] | None  # agreement with what production served
+
+
+class VersionResult(_VersionRequired, total=False):
+    # what the version's own estimator (CBPE, DLE) says of every replayed event without
+    # labels, and how far that is from the labelled events' metrics
+    estimated: dict[str, Any]
 
 
 class Timing(TypedDict):
@@ -307,6 +335,7 @@ class ReplayInputs:
     production: dict[str, dict[str, float]]  # version -> event id -> production's value
     first: Any  # models.registry.ModelVersion of the first version
     second: str | None  # the compared version
+    estimators: dict[str, Estimator] = field(default_factory=dict)  # version -> estimator
 
 
 def assemble(inputs: ReplayInputs, use_case: UseCase, settings: Settings) -> ReplayReport:
@@ -332,6 +361,15 @@ def assemble(inputs: ReplayInputs, use_case: UseCase, settings: Settings) -> Rep
         }
         for v in predictions
     ]
+    for result in versions:
+        estimator = inputs.estimators.get(result["version"])
+        if estimator is not None and len(ids):
+            result["estimated"] = estimate_of(
+                estimator,
+                scored.vectors,
+                predictions[result["version"]],
+                metrics[result["version"]],
+            )
     best = winner(
         use_case, metric, metrics,  # type: ignore[arg-type]
         {v: p[labelled] for v, p in predictions.items()}, actual,

@@ -151,6 +151,12 @@ def test_replay_reproduces_production_compares_versions_and_touches_nothing(
     assert report["events"]["labelled"] >= int(valid * 0.9)
     (version,) = report["versions"]
     assert version["version"] == champion["version"]
+    # the champion's own loss models estimate its MAE over every replayed event, no label used
+    estimated = version["estimated"]
+    assert estimated["method"] == "dle"
+    assert estimated["error"]["mae"] == pytest.approx(
+        abs(estimated["metrics"]["mae"] - version["metrics"]["mae"])
+    )
     # identical within the compiled scorer's bound (production may have scored with LightGBM
     # before the worker's compile was ready)
     assert version["production"]["compared"] == version["production"]["identical"] == valid

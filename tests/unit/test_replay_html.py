@@ -247,6 +247,19 @@ def test_tables_show_the_run_metrics_production_and_winner() -> None:
     assert '<td class="n">644</td>' in plan
 
 
+def test_estimates_without_labels_are_shown_beside_the_metrics() -> None:
+    report = realistic_report()
+    assert "estimated without labels" not in element(render_html(report), "metrics")
+    report["versions"][0]["estimated"] = {
+        "method": "dle", "calibrated": None, "metrics": {"mae": 1.9021, "rmse": 2.47},
+        "error": {"mae": 0.0287, "rmse": 0.0312},
+    }  # fmt: skip
+    metrics = element(render_html(report), "metrics")
+    assert (
+        'mae estimated without labels (dle)</th><td class="n">1.902</td><td class="n">—</td>'
+    ) in metrics
+
+
 def test_differing_production_predictions_and_an_interruption_are_flagged() -> None:
     report = realistic_report()
     report["interrupted"] = True

@@ -112,3 +112,18 @@ def test_drift_per_bucket_rises_where_a_feature_shifted() -> None:
     assert after is not None
     assert after > 1.0
     assert "hour_of_day" not in drift["features"]  # monitor_drift = false in the spec
+
+
+def test_a_replay_estimates_each_version_without_its_labels() -> None:
+    from stream_app.monitoring.estimates import Estimator
+    from stream_app.replay.report import estimate_of
+
+    rng = np.random.default_rng(8)
+    p = rng.uniform(0.02, 0.98, 20_000)
+    labels = (rng.random(20_000) < p).astype(float)
+    realised = {"accuracy": float(np.mean((p >= 0.5) == labels)), "log_loss": None}
+    found = estimate_of(Estimator("cbpe"), np.zeros((20_000, 3)), p, realised)
+    assert found["method"] == "cbpe"
+    assert found["metrics"]["accuracy"] == pytest.approx(realised["accuracy"], abs=0.01)
+    assert set(found["error"]) == {"accuracy"}  # no realised log loss: no error for it
+    assert found["error"]["accuracy"] < 0.01
