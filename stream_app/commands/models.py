@@ -30,7 +30,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "Booster.dump_model) as a version of the use case. Its objective must fit the task "
         "and its features must be the spec's, in the spec's column order (a mismatch is "
         "refused, naming them). Validation metrics come from stored labelled rows of "
-        "--since/--until (default: the training window) where there are any. The first "
+        "--since/--until (default: the training window) where there are any; so do its "
+        "calibration map (binary) and its loss models (DLE, regression), so give a range the "
+        "model was not trained on. The first "
         "version becomes champion, later ones challenger, unless --role says otherwise.",
     )
     imports.add_argument("model_file", type=Path, metavar="MODEL_FILE")
@@ -193,15 +195,16 @@ def import_model(args: argparse.Namespace, settings: Settings) -> int:
             GroundTruthStore(session, keyspace, use_case.name),
             use_case.feature_names, since, until,
         )  # fmt: skip
-        metrics, distributions = importing.validation(
-            lgb.Booster(model_str=text), rows, use_case, since, until
+        metrics, distributions, held_out = importing.validation(
+            lgb.Booster(model_str=text), rows, use_case, since, until, settings.training.seed
         )
         try:
             parent: str | None = registry.champion().version
         except ModelNotFound:
             parent = None
-        version = importing.describe_import(model, use_case, metrics, distributions, parent)
-        registry.register(version, text)
+        version = importing.describe_import(model, use_case, metrics, distributions, parent,
+                                            held_out)  # fmt: skip
+        registry.register(version, text, held_out.loss_models if held_out else None)
         role = args.role or ("challenger" if parent else "champion")
         lifecycle = lifecycle_for(settings, use_case.name, session)
         reason = f"{args.reason}: {model.path.name}"

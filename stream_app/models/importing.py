@@ -25,7 +25,7 @@ from stream_app.models.lightgbm_json import text_from_json_dump
 from stream_app.models.metrics import task_metrics
 from stream_app.models.registry import ModelVersion
 from stream_app.models.trainer import describe_version
-from stream_app.models.training import TrainingSet, histograms, hours_of
+from stream_app.models.training import HeldOut, TrainingSet, fit_held_out, histograms, hours_of
 from stream_app.timeparse import format_ms
 from stream_app.use_cases.spec import UseCase
 
@@ -135,16 +135,25 @@ def aligned_text(model: ModelFile, use_case: UseCase, assume_spec_order: bool) -
 
 
 def validation(
-    booster: Booster, data: TrainingSet, use_case: UseCase, since: int, until: int
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Metrics and drift reference on stored labelled rows (none: said so)."""
+    booster: Booster,
+    data: TrainingSet,
+    use_case: UseCase,
+    since: int,
+    until: int,
+    seed: int = 42,
+) -> tuple[dict[str, Any], dict[str, Any], HeldOut | None]:
+    """Metrics and drift reference on stored labelled rows (none: said so), and the
+    calibration map and estimation fitted on them (``models.training.fit_held_out``: they
+    should be rows the model was not trained on)."""
     where = f"{format_ms(since)} .. {format_ms(until)}"
     rows = len(data.labels)
     if not rows:
         note = (f"no stored labelled rows in {where}: no validation metrics (import labelled "
                 "history, or pass --since/--until where there is some)")  # fmt: skip
-        return {"validation": {}, "validation_rows": 0, "validation_note": note}, {}
-    predicted = np.asarray(booster.predict(data.features, num_threads=1), dtype=np.float64)
+        return {"validation": {}, "validation_rows": 0, "validation_note": note}, {}, None
+    raw = np.asarray(booster.predict(data.features, num_threads=1), dtype=np.float64)
+    held_out = fit_held_out(use_case, data.features, raw, data.labels, seed)
+    predicted = held_out.values
     label = use_case.label
     constant = np.full(rows, float(data.labels.mean()))
     metrics = {
@@ -155,12 +164,14 @@ def validation(
         "validation_rows": rows,
         "validation_note": f"{rows} stored labelled rows in {where}",
     }  # fmt: skip
+    if held_out.calibration_report:
+        metrics["calibration_map"] = held_out.calibration_report
     hours = hours_of(data.event_times)
     distributions = {
         "features": histograms(data.features, data.feature_names, hours),
         "prediction": histograms(predicted[:, None], ["prediction"], hours).get("prediction", {}),
     }
-    return metrics, distributions
+    return metrics, distributions, held_out
 
 
 def describe_import(
@@ -169,6 +180,7 @@ def describe_import(
     metrics: dict[str, Any],
     distributions: dict[str, Any],
     parent: str | None,
+    held_out: HeldOut | None = None,
 ) -> ModelVersion:
     """The registry's record of an imported model. Its training split is its import: rows
     scored from then on are new to it, whatever it was trained on."""
@@ -183,4 +195,6 @@ def describe_import(
         },
         metrics=metrics,
         distributions=distributions,
+        calibration=held_out.calibration if held_out else {},
+        estimation=held_out.estimation if held_out else {},
     )  # fmt: skip

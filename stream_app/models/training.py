@@ -213,8 +213,8 @@ def fit(
     bar.close()
     raw_valid = np.asarray(booster.predict(x_valid, num_threads=1), dtype=np.float64)
     raw_train = np.asarray(booster.predict(x_train, num_threads=1), dtype=np.float64)
-    served = _Served(use_case, raw_valid, y_valid)
-    predicted, predicted_train = served.values, served.apply(raw_train)
+    held_out = fit_held_out(use_case, x_valid, raw_valid, y_valid, settings.seed)
+    predicted, predicted_train = held_out.values, held_out.apply(raw_train)
     constant = np.full(len(y_valid), float(y_train.mean()))
     tolerance, threshold = use_case.label.tolerance, use_case.label.threshold
     metrics = {
@@ -223,9 +223,8 @@ def fit(
         "best_iteration": booster.best_iteration,
         "training_seconds": round(time.monotonic() - started, 2),
     }
-    estimation, loss_models = _estimation(use_case, x_valid, predicted, y_valid, settings)
-    if served.report:
-        metrics["calibration_map"] = served.report
+    if held_out.calibration_report:
+        metrics["calibration_map"] = held_out.calibration_report
     hours = hours_of(data.event_times[:cut])
     distributions = {
         "features": histograms(x_train, data.feature_names, hours),
@@ -235,36 +234,43 @@ def fit(
     }
     return FitResult(
         booster, metrics, int(data.event_times[cut]), cut, rows - cut, distributions,
-        calibration=served.calibration, estimation=estimation, loss_models=loss_models,
+        calibration=held_out.calibration, estimation=held_out.estimation,
+        loss_models=held_out.loss_models,
     )  # fmt: skip
 
 
-class _Served:
-    """What the version will serve on the validation rows: the raw probabilities through the
-    calibration map fitted on them (binary), or the raw values (regression)."""
+@dataclass
+class HeldOut:
+    """What a version learns from its held-out rows besides its metrics: the calibration map
+    of a binary model (``values``: what it serves on those rows), and how it estimates its
+    performance without labels (CBPE; or DLE, whose loss models are trained on them)."""
 
-    def __init__(self, use_case: UseCase, raw: Array, labels: Array) -> None:
-        self.map: Calibration | None = None
-        self.report: dict[str, Any] = {}
-        if use_case.task != "regression":
-            chosen = choose_calibration(raw, labels)
-            self.map, self.report = chosen.calibration, chosen.report
-        self.values = self.apply(raw)
-        self.calibration = self.map.as_dict() if self.map else {}
+    values: Array
+    map: Calibration | None
+    calibration_report: dict[str, Any]
+    estimation: dict[str, Any]
+    loss_models: dict[str, str]
+
+    @property
+    def calibration(self) -> dict[str, Any]:
+        return self.map.as_dict() if self.map else {}
 
     def apply(self, raw: Array) -> Array:
         return raw if self.map is None else self.map.apply(raw)
 
 
-def _estimation(
-    use_case: UseCase, x_valid: Array, predicted: Array, y_valid: Array,
-    settings: TrainingSettings,
-) -> tuple[dict[str, Any], dict[str, str]]:  # fmt: skip
-    """How the version estimates its performance without labels: CBPE from its (calibrated)
-    probabilities, or DLE's loss models trained on its validation rows."""
+def fit_held_out(
+    use_case: UseCase, features: Array, raw: Array, labels: Array, seed: int
+) -> HeldOut:
+    """Calibration (binary) and estimation fitted on labelled rows the model was not trained
+    on: a training run's validation rows, or an imported model's stored labelled rows."""
     if use_case.task != "regression":
-        return {"method": "cbpe", "metrics": ["accuracy", "log_loss", "auc"]}, {}
-    fitted = fit_loss_models(x_valid, predicted, y_valid, settings.seed)
+        chosen = choose_calibration(raw, labels)
+        served = raw if chosen.calibration is None else chosen.calibration.apply(raw)
+        estimation = {"method": "cbpe", "metrics": ["accuracy", "log_loss", "auc"]}
+        return HeldOut(served, chosen.calibration, chosen.report, estimation, {})
+    fitted = fit_loss_models(features, raw, labels, seed)
     if fitted is None:
-        return {"method": "none", "reason": f"{len(y_valid)} validation rows"}, {}
-    return {**fitted.report, "metrics": ["mae", "rmse"]}, fitted.texts
+        return HeldOut(raw, None, {}, {"method": "none", "reason": f"{len(labels)} rows"}, {})
+    estimation = {**fitted.report, "metrics": ["mae", "rmse"]}
+    return HeldOut(raw, None, {}, estimation, fitted.texts)

@@ -118,3 +118,36 @@ def test_a_file_is_read_checked_and_refused_in_one_line(tmp_path: Path) -> None:
         read_model_file(garbage)
     with pytest.raises(ConfigurationError, match="does not exist"):
         read_model_file(tmp_path / "missing.txt")
+
+
+def test_an_import_fits_its_calibration_and_estimation_on_the_stored_rows() -> None:
+    from stream_app.models.importing import validation
+    from stream_app.models.training import TrainingSet
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2000, len(NAMES)))
+    signal = x[:, 0] + x[:, 1] - 0.5 * x[:, 2]
+    noisy = (rng.random(2000) < 1 / (1 + np.exp(-signal))).astype(float)  # labels with noise
+    stored = TrainingSet(NAMES, x, noisy, np.arange(2000, dtype=np.int64) * 1000,
+                         [str(i) for i in range(2000)])  # fmt: skip
+    # trained on noiseless labels: far too sure of itself on the real ones
+    confident = train("binary", NAMES, rounds=80)
+    metrics, _, held_out = validation(confident, stored, MACHINES, 0, 2_000_000)
+    assert held_out is not None
+    assert held_out.map is not None
+    report = metrics["calibration_map"]
+    assert report["ece_after"] < report["ece_before"]
+    assert metrics["validation"]["calibration"] < report["ece_before"]  # of what is served
+    assert held_out.estimation["method"] == "cbpe"
+
+    eta = load_use_case("delivery_eta")
+    regression = train("regression", eta.feature_names, rounds=40)
+    width = len(eta.feature_names)
+    xr = rng.normal(size=(1500, width))
+    yr = np.abs(3 * (xr[:, 0] + xr[:, 1] - 0.5 * xr[:, 2])) + 1 + rng.normal(0, 1, 1500)
+    rows = TrainingSet(eta.feature_names, xr, yr, np.arange(1500, dtype=np.int64),
+                       [str(i) for i in range(1500)])  # fmt: skip
+    _, _, fitted = validation(regression, rows, eta, 0, 1_500)
+    assert fitted is not None
+    assert set(fitted.loss_models) == {"abs_error", "sq_error"}
+    assert fitted.estimation["method"] == "dle"
