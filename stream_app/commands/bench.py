@@ -124,7 +124,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--hours", type=float, default=48.0,
         help="hours streamed after training; the drift starts half way",
     )  # fmt: skip
-    estimates.add_argument("--events-per-day", type=int, help="density (default: the spec's)")
+    estimates.add_argument(
+        "--events-per-day", type=int, default=50_000,
+        help="density: with fewer events a window's realised metric is too noisy to judge a "
+        "20%% error on",
+    )  # fmt: skip
     estimates.add_argument(
         "--window-s", type=float, default=3600,
         help="windows the estimate is judged on: long enough that the realised metric's own "

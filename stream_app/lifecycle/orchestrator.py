@@ -5,10 +5,17 @@ partition decides) looks at the champion:
 
 - degradation: its rolling primary metric over the whole deployment (``AccuracyFeed``), with
   at least ``min_labels`` labels, worse than its validation figure by ``degradation_factor``;
+- no skill: its live skill (against a constant on the same labels) at most ``min_skill``, when
+  it had skill on its validation rows or most of its monitored features drift
+  (``retrain_on_no_skill``);
+- estimated degradation: its primary metric estimated without labels (``monitoring.estimates``,
+  this worker's partitions) worse than its validation figure by ``degradation_factor``
+  (``act_on_estimates``, off by default; the decision records that it acted before the labels);
 - drift: a drift alarm on the champion's served features or predictions (``retrain_on_drift``);
 - schedule: the champion is older than ``schedule_s``.
 
-A degradation or drift must last ``degradation_for_s`` (a blip does not retrain). Then, at
+A degradation, a lack of skill or drift must last ``degradation_for_s`` (a blip does not
+retrain). Then, at
 most once per ``retrain_cooldown_s``, it trains a challenger on served data of the last
 ``retrain_window_s`` (leaving out the newest events, whose labels are immature, and after a
 degradation starting at the change point of the champion's error: ``retrain_window``) in a
