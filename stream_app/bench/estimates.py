@@ -323,7 +323,7 @@ def _realised(task: str, sums: list[AccuracySums], metric: str) -> float:
 
 
 def run(
-    settings: Settings, use_case: UseCase, train_days: float = 2.0, hours: float = 48.0,
+    settings: Settings, use_case: UseCase, train_days: float = 6.0, hours: float = 48.0,
     events_per_day: int | None = None, window_s: float = 3600.0, seed: int = 42,
 ) -> dict[str, Any]:  # fmt: skip
     """Both worlds of the use case's drift, each trained, streamed and judged."""

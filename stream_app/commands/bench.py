@@ -119,7 +119,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "error against the realised metric and how much earlier they signal",
     )
     estimates.add_argument("--use-case", help="use case name or .toml path (default: settings)")
-    estimates.add_argument("--train-days", type=float, default=2.0, help="history before")
+    estimates.add_argument(
+        "--train-days", type=float, default=6.0,
+        help="history the version is trained on; its validation rows (the newest fifth) "
+        "should span a whole day, or DLE's loss models miss the hours they never saw",
+    )  # fmt: skip
     estimates.add_argument(
         "--hours", type=float, default=48.0,
         help="hours streamed after training; the drift starts half way",
