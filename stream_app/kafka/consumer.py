@@ -112,6 +112,15 @@ class ConsumerState:
     partitions: tuple[int, ...]
 
 
+def recoverable_or_raise(exc: KafkaException) -> KafkaError:
+    """The error of ``exc`` when the consumer goes on after it (``recoverable``); otherwise
+    ``exc`` itself is raised again."""
+    error = exc.args[0]
+    if not isinstance(error, KafkaError) or not recoverable(error):
+        raise exc
+    return error
+
+
 def recoverable(error: KafkaError) -> bool:
     """Whether the consumer can go on after ``error`` (librdkafka recovers by itself)."""
     if error.fatal():
@@ -322,9 +331,7 @@ class BatchConsumer:
             try:
                 messages = await self._on_thread(self._poll)
             except KafkaException as exc:
-                error = exc.args[0]
-                if not isinstance(error, KafkaError) or not recoverable(error):
-                    raise
+                error = recoverable_or_raise(exc)
                 self._throttled.warning(f"poll-{error.code()}", "%s consumer: %s; going on",
                                         self.topic, error)  # fmt: skip
                 await asyncio.sleep(RETRY_AFTER_ERROR_S)
@@ -422,9 +429,7 @@ class BatchConsumer:
         try:
             await self._on_thread(self._seek_to_committed)
         except KafkaException as exc:
-            error = exc.args[0]
-            if not isinstance(error, KafkaError) or not recoverable(error):
-                raise
+            error = recoverable_or_raise(exc)
             self._throttled.warning(
                 "rewind", "%s consumer: going back to the committed offsets failed (%s); "
                 "trying again", self.topic, error,
@@ -488,9 +493,7 @@ class BatchConsumer:
         try:
             committed = self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
         except KafkaException as exc:
-            error = exc.args[0]
-            if not isinstance(error, KafkaError) or not recoverable(error):
-                raise
+            error = recoverable_or_raise(exc)
             self._throttled.warning(
                 "commit", "%s consumer: committing offsets failed (%s); trying again at the "
                 "next commit", self.topic, error,

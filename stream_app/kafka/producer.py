@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from stream_app.errors import StreamAppError
 from stream_app.messages import Record
@@ -29,15 +30,21 @@ def produce_when_room(
     value: bytes | None,
     key: bytes | None,
     drain_s: float = 0.05,
+    deadline: float | None = None,
     **options: Any,
 ) -> None:
     """Hand one record to librdkafka (blocking callers); while its local queue is full, serve
-    delivery reports for ``drain_s`` so it drains, and try again."""
+    delivery reports for ``drain_s`` so it drains, and try again (until ``deadline``, a
+    ``time.monotonic()`` instant: then ``KafkaException`` with ``_MSG_TIMED_OUT``)."""
     while True:
         try:
             producer.produce(topic, value, key, **options)
             return
         except BufferError:
+            if deadline is not None and time.monotonic() > deadline:
+                raise KafkaException(
+                    KafkaError(KafkaError._MSG_TIMED_OUT, "the producer's queue stayed full")
+                ) from None
             producer.poll(drain_s)
 
 

@@ -29,7 +29,7 @@ from typing import Any, NoReturn, Protocol
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from stream_app.errors import StreamAppError
-from stream_app.kafka.producer import Publisher, output_producer_config
+from stream_app.kafka.producer import Publisher, output_producer_config, produce_when_room
 from stream_app.messages import Record
 from stream_app.settings import Settings
 
@@ -137,27 +137,15 @@ class TransactionalProducer:
             self._producer.begin_transaction()
             deadline = time.monotonic() + self.timeout_s
             for topic, key, value in records:
-                self._produce(topic, key, value, deadline)
+                # while librdkafka's queue is full, let it drain until the deadline (then the
+                # transaction is given up)
+                produce_when_room(self._producer, topic, value, key, RETRY_EVERY_S, deadline)
             self._retrying(lambda t: self._producer.send_offsets_to_transaction(
                 offsets, group_metadata, t))  # fmt: skip
             self._retrying(self._producer.commit_transaction)
         except KafkaException as exc:
             self._abort_after(_error(exc))
         return True
-
-    def _produce(self, topic: str, key: bytes | None, value: bytes, deadline: float) -> None:
-        """One record into the transaction; while librdkafka's queue is full, let it drain,
-        until ``deadline`` (then the transaction is given up)."""
-        while True:
-            try:
-                self._producer.produce(topic, value, key)
-                return
-            except BufferError:
-                if time.monotonic() > deadline:
-                    raise KafkaException(
-                        KafkaError(KafkaError._MSG_TIMED_OUT, "the producer's queue stayed full")
-                    ) from None
-                self._producer.poll(RETRY_EVERY_S)
 
     def _abort_after(self, error: KafkaError) -> NoReturn:
         """Abort the open transaction after ``error``: ``TransactionAborted`` once it is, or

@@ -162,3 +162,36 @@ def test_an_abort_the_coordinator_refuses_as_fenced_replaces_the_producer() -> N
     with pytest.raises(TransactionAborted):
         transactions.commit(RECORDS, OFFSETS, object())
     assert transactions._producer is not fake
+
+
+class _FullQueue:
+    """A producer whose local queue is full for the first ``full`` calls."""
+
+    def __init__(self, full: int) -> None:
+        self.full = full
+        self.produced: list[tuple[str, bytes | None]] = []
+        self.polls = 0
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | None) -> None:
+        if self.full > 0:
+            self.full -= 1
+            raise BufferError("Local: Queue full")
+        self.produced.append((topic, value))
+
+    def poll(self, timeout: float) -> int:
+        self.polls += 1
+        return 0
+
+
+def test_a_full_queue_is_drained_and_tried_again_until_the_deadline() -> None:
+    import time
+
+    from stream_app.kafka.producer import produce_when_room
+
+    producer = _FullQueue(full=3)
+    produce_when_room(producer, "t", b"v", None, 0.0)  # type: ignore[arg-type]
+    assert (producer.produced, producer.polls) == ([("t", b"v")], 3)
+    stuck = _FullQueue(full=10**9)
+    with pytest.raises(KafkaException) as raised:
+        produce_when_room(stuck, "t", b"v", None, 0.0, time.monotonic() + 0.05)  # type: ignore[arg-type]
+    assert raised.value.args[0].code() == KafkaError._MSG_TIMED_OUT
