@@ -39,7 +39,7 @@ def scratch_settings(
 def test_topics_created_once(scratch_settings: Settings, kafka_admin: AdminClient) -> None:
     first = ensure_topics(scratch_settings.kafka)
     topic_count = len(scratch_settings.kafka.topics.all())
-    assert topic_count == 9
+    assert topic_count == 10
     assert [o.action for o in first] == ["created"] * topic_count
     second = ensure_topics(scratch_settings.kafka)
     assert [o.action for o in second] == ["exists"] * topic_count
