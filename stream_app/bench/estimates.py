@@ -28,7 +28,9 @@ In each:
    first step, after the drift began, from which it stays beyond the midpoint between the
    realised levels before and after for a whole window (a noisy blip is no signal); the lead
    of the estimate is the realised signal's time minus the estimate's, against the world's
-   median label delay.
+   median label delay. The same run follows a perfect estimate too (the realised metric as if
+   each label came with its prediction): its lead is the most this measure allows in the
+   world, the baseline for the estimate's.
 
 Targets: in the covariate world the estimate's error is at most 20% of the realised change and
 its lead at least one median label delay. In the concept world the report says how much the
@@ -227,11 +229,8 @@ def _judge(
     signals = _signals(use_case, method, metric, stream, terms, probabilities, rows,
                        window_ms, drift_ms, midpoint,
                        worse_is_up=realised_after > realised_before)  # fmt: skip
-    lead = (
-        signals["realised"] - signals["estimated"]
-        if signals["realised"] is not None and signals["estimated"] is not None
-        else None
-    )
+    lead = _lead(signals, "estimated")
+    best = _lead(signals, "instant")
     return {
         "metric": metric,
         "windows": len(compared),
@@ -253,7 +252,16 @@ def _judge(
         },
         "lead_s": None if lead is None else round(lead / 1000),
         "lead_vs_median_label_delay": None if lead is None else round(lead / median_delay_ms, 2),
+        "perfect_lead_vs_median_label_delay": (
+            None if best is None else round(best / median_delay_ms, 2)
+        ),
     }
+
+
+def _lead(signals: dict[str, int | None], name: str) -> int | None:
+    """How long before the realised metric's signal ``name``'s came (None: one never did)."""
+    realised, other = signals["realised"], signals[name]
+    return None if realised is None or other is None else realised - other
 
 
 def _noise(compared: dict[str, Any], metric: str) -> float:
@@ -274,7 +282,9 @@ def _signals(
     worse_is_up: bool,
 ) -> dict[str, int | None]:  # fmt: skip
     """When the rolling estimate (by prediction time) and the rolling realised metric (by
-    label arrival) first cross ``midpoint`` after the drift began."""
+    label arrival) first cross ``midpoint`` after the drift began; and ``instant``, the
+    realised metric as if every label arrived with its prediction (by prediction time): what
+    a perfect estimate would signal, the best lead this measure allows."""
     step = window_ms // STEPS_PER_WINDOW
     first = int(stream.event_ms.min()) // step
     last = int(stream.arrival_ms.max()) // step + 1
@@ -286,13 +296,15 @@ def _signals(
                              None if probabilities is None else probabilities[chosen])  # fmt: skip
     task, label = use_case.task, use_case.label
     realised_bins = [AccuracySums() for _ in range(last - first + 1)]
+    instant_bins = [AccuracySums() for _ in range(last - first + 1)]
     arrival = stream.arrival_ms // step - first
     for i in labelled_rows.tolist():
-        realised_bins[int(arrival[i])].add(task, label.tolerance or 0.0, label.threshold,
-                                           float(stream.predictions[i]),
-                                           float(stream.labels[i]))  # fmt: skip
-    crossed_since: dict[str, int | None] = {"estimated": None, "realised": None}
-    found: dict[str, int | None] = {"estimated": None, "realised": None}
+        predicted, actual = float(stream.predictions[i]), float(stream.labels[i])
+        tolerance = label.tolerance or 0.0
+        realised_bins[int(arrival[i])].add(task, tolerance, label.threshold, predicted, actual)
+        instant_bins[int(index[i])].add(task, tolerance, label.threshold, predicted, actual)
+    crossed_since: dict[str, int | None] = {"estimated": None, "realised": None, "instant": None}
+    found: dict[str, int | None] = {"estimated": None, "realised": None, "instant": None}
     for b in range(STEPS_PER_WINDOW - 1, len(estimate_bins)):
         at = (first + b + 1) * step
         if at <= drift_ms:
@@ -301,6 +313,7 @@ def _signals(
         values = {
             "estimated": estimated_metrics(method, estimate_bins[span]).get(metric, math.nan),
             "realised": _realised(task, realised_bins[span], metric),
+            "instant": _realised(task, instant_bins[span], metric),
         }
         for name, value in values.items():
             if found[name] is not None:

@@ -38,5 +38,8 @@ def test_cbpe_follows_a_covariate_shift_and_misses_a_concept_drift() -> None:
     assert abs(concept["missed_by_after_drift"]) > 0.6 * concept["realised_change"]
     assert concept["estimate_mae_after_drift"] > 3 * covariate["estimate_mae_after_drift"]
     assert "missed the concept drift" in report["concept_drift"]
+    # a perfect estimate (labels with their predictions) signals the concept drift; CBPE never
+    assert concept["perfect_lead_vs_median_label_delay"] is not None
+    assert concept["signal_s_after_drift"]["estimated"] is None
     assert set(report["targets"]) == {"covariate_error_within_20pct_of_change",
                                       "covariate_signal_a_label_delay_earlier"}  # fmt: skip
