@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from stream_app.models.calibration import Calibration
-from stream_app.models.loss_estimation import loss_estimator
+from stream_app.models.loss_estimation import version_estimator
 from stream_app.models.training import TrainingSet, fit
 from stream_app.monitoring.estimates import (
     ESTIMATED,
@@ -59,7 +59,6 @@ from stream_app.monitoring.estimates import (
     EstimateSums,
     Estimator,
     estimated_metrics,
-    estimator_for,
 )
 from stream_app.monitoring.rolling import AccuracySums, accuracy_metrics
 from stream_app.settings import Settings
@@ -155,11 +154,11 @@ def _train(
     )  # fmt: skip
     result = fit(data, use_case, settings.training, io.StringIO())
     calibration = Calibration.from_dict(result.calibration)
-    estimation = {**result.estimation, "calibrated": calibration is not None}
-    estimator = estimator_for(use_case.task, use_case.label.threshold, estimation,
-                              loss_estimator(result.loss_models))  # fmt: skip
+    estimator = version_estimator(use_case.task, use_case.label.threshold, result.estimation,
+                                  calibration is not None, result.loss_models)  # fmt: skip
     if estimator is None:
-        raise ValueError(f"{use_case.name}: the trained version cannot estimate ({estimation})")
+        raise ValueError(f"{use_case.name}: the trained version cannot estimate "
+                         f"({result.estimation})")  # fmt: skip
     gains = result.booster.feature_importance("gain")
     column = int(np.argmax(gains))
     values = data.features[:, column]

@@ -37,17 +37,17 @@ from confluent_kafka import Consumer
 
 from stream_app.models.calibration import uncalibrated
 from stream_app.models.compiled import Compilation, CompileFailed
-from stream_app.models.loss_estimation import loss_estimator
 from stream_app.models.registry import (
     ModelVersion,
     RegistryReader,
     RoleAssignment,
     challenger_slots,
     compile_in_child,
+    estimator_of,
     load_scorer,
 )
 from stream_app.models.scorer import LightGBMScorer, Scorer
-from stream_app.monitoring.estimates import Estimator, estimator_for
+from stream_app.monitoring.estimates import Estimator
 from stream_app.monitoring.prometheus import WorkerMetrics
 from stream_app.monitoring.state import Monitor
 from stream_app.scoring.model_set import Arm, ModelSet, ScoringModel
@@ -141,16 +141,12 @@ class ModelWatcher:
     def _estimator(self, model: ModelVersion) -> Estimator | None:
         """How ``model`` estimates its performance before the labels (``None``: it cannot; a
         failed read of its loss models is logged and only costs the estimate)."""
-        loss = None
-        if model.task == "regression":
-            try:
-                loss = loss_estimator(self.registry.loss_models(model.version))
-            except Exception as exc:
-                log.warning("model %s: its loss models could not be read (%r); no estimate "
-                            "of its performance before the labels", model.version, exc)  # fmt: skip
-        estimation = {**model.estimation, "calibrated": bool(model.calibration)}
-        threshold = self.service.use_case.label.threshold
-        return estimator_for(model.task, threshold, estimation, loss)
+        try:
+            return estimator_of(self.registry, model, self.service.use_case.label.threshold)
+        except Exception as exc:
+            log.warning("model %s: its loss models could not be read (%r); no estimate of "
+                        "its performance before the labels", model.version, exc)  # fmt: skip
+            return None
 
     def build(self, roles: dict[str, RoleAssignment]) -> ModelSet:
         """Load every version the roles name (cached) and wrap them for scoring."""

@@ -17,6 +17,7 @@ import numpy as np
 
 from stream_app.models.lgb import lgb
 from stream_app.models.scorer import Matrix
+from stream_app.monitoring.estimates import Estimator, estimator_for
 
 Array = np.ndarray[Any, Any]
 LOSSES = {"abs_error": "mae", "sq_error": "rmse"}  # row term -> the metric it estimates
@@ -112,3 +113,13 @@ class LossEstimator:
 
 def loss_estimator(texts: dict[str, str]) -> LossEstimator | None:
     return LossEstimator(texts) if texts else None
+
+
+def version_estimator(
+    task: str, threshold: float, estimation: dict[str, Any], calibrated: bool,
+    loss_models: dict[str, str],
+) -> Estimator | None:  # fmt: skip
+    """How a version estimates its performance without labels: CBPE on its (``calibrated``
+    or not) probabilities, DLE through its ``loss_models``; None when it cannot."""
+    described = {**estimation, "calibrated": calibrated}
+    return estimator_for(task, threshold, described, loss_estimator(loss_models))

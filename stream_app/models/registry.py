@@ -23,7 +23,9 @@ from stream_app.models.calibration import calibrated
 from stream_app.models.compile_process import compile_elsewhere
 from stream_app.models.compiled import Compilation, CompileFailed, FallbackHook
 from stream_app.models.compiled import load_scorer as load_compiled
+from stream_app.models.loss_estimation import version_estimator
 from stream_app.models.scorer import Matrix, Scorer
+from stream_app.monitoring.estimates import Estimator
 
 ROLES = ("champion", "challenger", "shadow")  # kinds; challengers have slots (A/B/N)
 _CHALLENGER_SLOT = re.compile(r"^challenger(-[1-9][0-9]*)?$")
@@ -125,6 +127,16 @@ def load_scorer(
         check_rows=check_rows, on_fallback=on_fallback,
     )  # fmt: skip
     return calibrated(scorer, model.calibration)
+
+
+def estimator_of(
+    registry: RegistryReader, model: ModelVersion, threshold: float
+) -> Estimator | None:
+    """The estimator a registered version's stored calibration, estimation and loss models
+    make (``models.loss_estimation.version_estimator``)."""
+    texts = registry.loss_models(model.version) if model.task == "regression" else {}
+    return version_estimator(model.task, threshold, model.estimation, bool(model.calibration),
+                             texts)  # fmt: skip
 
 
 def compile_in_child(registry: RegistryReader, version: str, compilation: Compilation) -> None:

@@ -40,10 +40,9 @@ from stream_app.features.vector import FeatureVectorBuilder, ServedVector
 from stream_app.kafka.producer import KafkaPublisher
 from stream_app.messages import InputMessage, Record
 from stream_app.models.compiled import Compilation
-from stream_app.models.loss_estimation import loss_estimator
-from stream_app.models.registry import ModelRegistry, ModelVersion, load_scorer
+from stream_app.models.registry import ModelRegistry, ModelVersion, estimator_of, load_scorer
 from stream_app.models.scorer import Scorer
-from stream_app.monitoring.estimates import Estimator, estimator_for
+from stream_app.monitoring.estimates import Estimator
 from stream_app.replay import report as build
 from stream_app.replay.labels import LabelsProcess, LabelsRequest
 from stream_app.replay.plan import ReplayPlan
@@ -151,13 +150,9 @@ def _estimator(
 ) -> Estimator | None:
     """How ``model`` estimates its performance without labels (DLE only where its columns are
     the first version's: the report keeps the first version's rows)."""
-    loss = None
-    if model.task == "regression":
-        if model.feature_names != first_columns:
-            return None
-        loss = loss_estimator(registry.loss_models(model.version))
-    estimation = {**model.estimation, "calibrated": bool(model.calibration)}
-    return estimator_for(model.task, use_case.label.threshold, estimation, loss)
+    if model.task == "regression" and model.feature_names != first_columns:
+        return None
+    return estimator_of(registry, model, use_case.label.threshold)
 
 
 class Backtest:

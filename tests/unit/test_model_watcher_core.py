@@ -118,3 +118,39 @@ def test_a_version_is_served_by_lightgbm_at_once_and_by_its_compiled_code_when_r
     assert not watcher.monitor.snapshot()["switches"]  # not a model switch: same roles
     # compiled quickly (no inlining), kept for the next start
     assert list((tmp_path / "compiled" / EATS.name).glob("v1-*-quick.o"))
+
+
+def test_each_served_version_gets_its_estimator_and_a_failed_read_costs_only_that() -> None:
+    from dataclasses import replace
+
+    from stream_app.models.loss_estimation import fit_loss_models
+
+    watcher, registry, service, _ = harness()
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(600, len(EATS.feature_names)))
+    fitted = fit_loss_models(x, x[:, 0], x[:, 0] + rng.normal(0, 1, 600))
+    assert fitted is not None
+    model, text = registry.versions["v2"]
+    registry.add(replace(model, estimation={"method": "dle"}), text, loss_models=fitted.texts)
+    registry.assigned["challenger"] = RoleAssignment("challenger", "v2", 0.5, 0, "A/B")
+    registry.losses["v1"] = {}
+    watcher.load()
+    estimators = watcher.monitor.estimators
+    assert set(estimators) == {"v2"}  # v1 has no loss models: a regression cannot estimate
+    assert estimators["v2"].method == "dle"
+    service_rows = asyncio.run(service.process([event(i, courier=f"c{i}") for i in range(40)]))
+    assert service_rows.predictions == 40
+    report = {e["model_version"]: e for e in watcher.monitor.estimate_report()}
+    assert set(report) == {"v2"}
+    assert 0 < report["v2"]["predictions"] < 40  # its half of the couriers, estimated
+
+    def broken(version: str) -> dict[str, str]:
+        raise TimeoutError("registry away")
+
+    registry.loss_models = broken  # type: ignore[method-assign]
+    registry.add(replace(registry.versions["v3"][0], estimation={"method": "dle"}),
+                 registry.versions["v3"][1])  # fmt: skip
+    registry.assigned["shadow"] = RoleAssignment("shadow", "v3", None, 0, "try")
+    watcher.load()  # serves v3 all the same, without an estimate
+    assert service.models.roles()["shadow"] == "v3"
+    assert "v3" not in watcher.monitor.estimators
