@@ -91,17 +91,13 @@ def bench_settings(settings: Settings, run_id: str, scenario: str) -> Settings:
     """The configured services, with topics and an app id of this scenario's own."""
     use_case = load_use_case(settings.use_case)
     prefix = f"{use_case.prefix}bench-{run_id}-{scenario}"  # the use case's own namespace
-    topics = TopicNames(
-        client_events=f"{prefix}-in",
-        predictions=f"{prefix}-out",
-        dead_letter=f"{prefix}-dead-letter",
-        sensor_readings=f"{prefix}-readings",
-        ground_truth=f"{prefix}-ground-truth",
-        accuracy_events=f"{prefix}-accuracy",
-        model_updates=f"{prefix}-model-updates",
-        predictions_shadow=f"{prefix}-out-shadow",
-        model_decisions=f"{prefix}-model-decisions",
-    )
+    short = {"client_events": "in", "predictions": "out", "sensor_readings": "readings",
+             "accuracy_events": "accuracy", "predictions_shadow": "out-shadow"}  # fmt: skip
+    # every topic of the settings (one added later too) gets a name of the scenario's own
+    topics = TopicNames(**{
+        field: f"{prefix}-{short.get(field, field.replace('_', '-'))}"
+        for field in TopicNames.model_fields
+    })  # fmt: skip
     return settings.model_copy(
         update={
             "kafka": KafkaSettings(**{**settings.kafka.model_dump(), "topics": topics}),

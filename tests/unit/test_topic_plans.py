@@ -26,3 +26,14 @@ def test_only_model_updates_is_compacted() -> None:
     assert plans["model-updates"].config["cleanup.policy"] == "compact"
     assert all(not p.config for name, p in plans.items() if name != "model-updates")
     assert plans["predictions"].partitions == 2
+
+
+def test_a_bench_scenario_never_uses_a_production_topic() -> None:
+    from stream_app.bench.e2e import bench_settings
+    from stream_app.settings import Settings, TopicNames
+
+    topics = bench_settings(Settings(), "r1", "worker").kafka.topics.model_dump()
+    production = set(TopicNames().model_dump().values())
+    assert set(topics) == set(TopicNames.model_fields)  # every topic, one added later too
+    assert all(name.startswith("bench-r1-worker-") for name in topics.values())
+    assert not production & set(topics.values())
