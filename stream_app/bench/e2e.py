@@ -38,6 +38,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from stream_app.cassandra_session import connected
 from stream_app.errors import BenchError
 from stream_app.kafka.producer import produce_when_room
+from stream_app.models.calibration import uncalibrated
 from stream_app.models.compiled import Compilation, CompiledScorer
 from stream_app.models.registry import ModelRegistry, load_scorer
 from stream_app.provisioning.keyspace import ensure_keyspace
@@ -382,7 +383,7 @@ def prepare(
         registry = ModelRegistry(session, base.cassandra.keyspace, use_case.name)
         scorer = load_scorer(registry, version, Compilation.from_settings(base))
         preloaded = preload_features(session, base, world)
-    kind = "compiled" if isinstance(scorer, CompiledScorer) else "LightGBM"
+    kind = "compiled" if isinstance(uncalibrated(scorer), CompiledScorer) else "LightGBM"
     progress.write(f"model {version} ({kind}), {preloaded:,} feature rows preloaded, "
                    f"logs in {log_dir}\n")  # fmt: skip
     return run_id, world, log_dir

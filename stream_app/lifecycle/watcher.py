@@ -157,7 +157,7 @@ class ModelWatcher:
             scorer, _ = self._scorer(assignment.version)
             models[role] = self.service.model_for(scorer, role)
         arms = tuple(
-            Arm(slot, models[slot], roles[slot].traffic_fraction or 0.0)
+            Arm(models[slot], roles[slot].traffic_fraction or 0.0)
             for slot in challenger_slots(roles)
         )
         return ModelSet(champion=models["champion"], challengers=arms, shadow=models.get("shadow"))

@@ -169,10 +169,6 @@ class CalibratedScorer:
     def feature_names(self) -> list[str]:
         return self.inner.feature_names
 
-    @property
-    def kind(self) -> str:
-        return str(getattr(self.inner, "kind", "lightgbm"))
-
     def predict(self, matrix: Matrix) -> Matrix:
         return self.calibration.apply(self.inner.predict(matrix))
 

@@ -47,9 +47,8 @@ class ScoringModel:
 @dataclass(frozen=True)
 class Arm:
     """A challenger with its share of live traffic (0: it holds the role but scores nothing
-    live), under its registry role slot (``challenger``, ``challenger-2``, ...)."""
+    live); its registry role slot (``challenger``, ``challenger-2``, ...) is its model's."""
 
-    slot: str
     model: ScoringModel
     fraction: float = 0.0
 
@@ -67,7 +66,7 @@ class ModelSet:
         """Version per role slot held (a challenger without traffic included)."""
         held = {"champion": self.champion.version}
         for arm in self.challengers:
-            held[arm.slot] = arm.model.version
+            held[arm.model.slot] = arm.model.version
         if self.shadow is not None:
             held["shadow"] = self.shadow.version
         return held
@@ -75,7 +74,7 @@ class ModelSet:
     def traffic(self) -> dict[str, float]:
         """Share of live traffic per role slot; the champion takes what the challengers
         leave, so the shares sum to 1."""
-        shares = {arm.slot: arm.fraction for arm in self.challengers}
+        shares = {arm.model.slot: arm.fraction for arm in self.challengers}
         return {"champion": max(0.0, 1.0 - sum(shares.values())), **shares}
 
     @property

@@ -64,7 +64,7 @@ class Harness:
 
     def serve(self, **roles: str) -> None:
         models = {role: self.service.model_for(scorer(v), role) for role, v in roles.items()}
-        arms = tuple(Arm(slot, m, 0.5) for slot, m in models.items() if slot == "challenger")
+        arms = tuple(Arm(m, 0.5) for slot, m in models.items() if slot == "challenger")
         self.service.swap(ModelSet(champion=models["champion"], challengers=arms,
                                    shadow=models.get("shadow")))  # fmt: skip
 
