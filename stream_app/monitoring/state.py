@@ -237,14 +237,15 @@ class Monitor:
         """Everything at once, JSON-ready (the dashboard's data and `status`)."""
         now = _now()
         drift = self.drift_report(now)
+        realised = self.rolling.snapshot(now)
         accuracy = [
             {"model_version": version, "role": role, **_finite(values)}
-            for (version, role), values in self.rolling.snapshot(now).items()
+            for (version, role), values in realised.items()
         ]
         return {
             "use_case": self.use_case.name,
             "task": self.use_case.task,
-            "estimates": self.estimate_report(now),
+            "estimates": self.estimate_report(now, realised),
             "at": now,
             "roles": dict(self.roles),
             "traffic": dict(self.traffic),
@@ -269,13 +270,19 @@ class Monitor:
             "dead_letters": list(self.dead_letters),
         }
 
-    def estimate_report(self, now_ms: int | None = None) -> list[dict[str, Any]]:
+    def estimate_report(
+        self,
+        now_ms: int | None = None,
+        realised: dict[tuple[str, str], dict[str, float]] | None = None,
+    ) -> list[dict[str, Any]]:
         """Per (version, role) estimated: its estimated metrics over the rolling window beside
-        the realised ones, and how far its estimates were off in the windows whose labels are
-        in (settling those first)."""
+        the realised ones (``realised``: the rolling snapshot of ``now_ms`` when the caller
+        has taken it), and how far its estimates were off in the windows whose labels are in
+        (settling those first)."""
         now = now_ms or _now()
         self.ledger.settle(now)
-        realised = self.rolling.snapshot(now)
+        if realised is None:
+            realised = self.rolling.snapshot(now)
         errors = self.ledger.errors()
         report = []
         for key, estimated in self.estimates.snapshot(now).items():
@@ -398,7 +405,8 @@ class MonitorCollector(Collector):
             "Labels received over predictions made, same rolling window.",
             labels=["model_version", "role"],
         )
-        for (version, role), values in m.rolling.snapshot(now).items():
+        realised = m.rolling.snapshot(now)
+        for (version, role), values in realised.items():
             for name, value in values.items():
                 if name in ("labels", "predictions", "label_coverage"):
                     continue
@@ -408,7 +416,7 @@ class MonitorCollector(Collector):
                 coverage.add_metric([version, role], values["label_coverage"])
         yield accuracy
         yield coverage
-        yield from _estimate_gauges(m.estimate_report(now))
+        yield from _estimate_gauges(m.estimate_report(now, realised))
         psi = GaugeMetricFamily(
             "stream_app_feature_drift_psi",
             "PSI of served values against the model's training data, sliding window.",
