@@ -287,14 +287,13 @@ class Monitor:
         report = []
         for key, estimated in self.estimates.snapshot(now).items():
             version, role = key
-            estimator = self.estimators.get(version)
             method = self.estimates.methods[key]
             metrics = [m for m in estimated if m != "predictions"]
             live = realised.get(key, {})
             error = errors.get(key, {})
             report.append({
                 "model_version": version, "role": role, "method": method,
-                "calibrated": estimator.calibrated if estimator else None,
+                "calibrated": self.calibrated(version, method),
                 "predictions": int(estimated["predictions"]),
                 "labels": int(live.get("labels", 0)),
                 "estimated": _finite({m: estimated[m] for m in metrics}),
@@ -305,6 +304,12 @@ class Monitor:
                 "last_window": _finite_window(error.get("last")),
             })  # fmt: skip
         return report
+
+    def calibrated(self, version: str, method: str) -> bool | None:
+        """CBPE only: whether ``version`` serves calibrated probabilities (what the method
+        assumes); None for DLE, or a version no longer estimated here."""
+        estimator = self.estimators.get(version)
+        return estimator.calibrated if estimator is not None and method == "cbpe" else None
 
 
 def estimate_records(monitor: Monitor, topic: str, now_ms: int | None = None) -> list[Record]:
@@ -320,11 +325,10 @@ def estimate_records(monitor: Monitor, topic: str, now_ms: int | None = None) ->
             method=entry["method"], kind="rolling", window_start=now - window_ms,
             window_end=now, predictions=entry["predictions"], labels=entry["labels"],
             estimated=entry["estimated"], realised=entry["realised"],
-            error=entry["estimate_error"], calibrated=_calibrated(entry),
+            error=entry["estimate_error"], calibrated=entry["calibrated"],
             published_at=now,
         ))  # fmt: skip
     for compared in monitor.ledger.take_unpublished():
-        calibrated = monitor.estimators.get(compared["model_version"])
         payloads.append(performance_estimate_payload(
             use_case=name, model_version=compared["model_version"],
             role=compared["role"], method=compared["method"], kind="window",
@@ -332,8 +336,8 @@ def estimate_records(monitor: Monitor, topic: str, now_ms: int | None = None) ->
             predictions=compared["predictions"], labels=compared["labels"],
             estimated=compared["estimated"], realised=compared["realised"],
             error=compared["error"],
-            calibrated=calibrated.calibrated if calibrated and compared["method"] == "cbpe"
-            else None, published_at=now,
+            calibrated=monitor.calibrated(compared["model_version"], compared["method"]),
+            published_at=now,
         ))  # fmt: skip
     return [
         Record(topic, performance_estimate_key(name, p["model_version"]), orjson.dumps(p))
@@ -366,10 +370,6 @@ class EstimatePublisher:
                         len(exc.failed), exc)  # fmt: skip
             return len(records) - len(exc.failed)
         return len(records)
-
-
-def _calibrated(entry: dict[str, Any]) -> bool | None:
-    return entry["calibrated"] if entry["method"] == "cbpe" else None
 
 
 def _finite_window(compared: dict[str, Any] | None) -> dict[str, Any] | None:
