@@ -46,6 +46,14 @@ def _lifecycle(deps: Dependencies, deployment: Deployment) -> Roles:
     return Roles(deps.use_cases[0].registry, deployment.settings.kafka, actor("cli"))
 
 
+def _couriers(messages: list[Any], prefix: str) -> dict[bytes, str]:
+    """The courier (the split key) of each event id ``<prefix>-<i>`` of ``client_messages``."""
+    return {
+        f"{prefix}-{i}".encode(): orjson.loads(m.value or b"")["entities"]["courier_id"]
+        for i, m in enumerate(messages)
+    }
+
+
 async def _until(condition: Any, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -143,10 +151,7 @@ def test_a_b_traffic_by_entity_and_shadow_scoring_on_its_own_topic(
     records = consume_all(settings, topics.predictions, 600)
     live = {m.key(): orjson.loads(m.value()) for m in records}
     assert len(live) == 600
-    couriers = {
-        f"ab-{i}".encode(): orjson.loads(m.value or b"")["entities"]["courier_id"]
-        for i, m in enumerate(messages)
-    }
+    couriers = _couriers(messages, "ab")
     ids = sorted(couriers)
     expected = [arm == 0 for arm in split_traffic([couriers[k] for k in ids], [0.4])]
     for event_id, to_the_challenger in zip(ids, expected, strict=True):
@@ -218,10 +223,7 @@ def test_three_versions_split_live_traffic_each_tracked_apart(
     live = {m.key(): orjson.loads(m.value())
             for m in consume_all(settings, settings.kafka.topics.predictions, 900)}  # fmt: skip
     assert len(live) == 900
-    couriers = {
-        f"abn-{i}".encode(): orjson.loads(m.value or b"")["entities"]["courier_id"]
-        for i, m in enumerate(messages)
-    }
+    couriers = _couriers(messages, "abn")
     ids = sorted(couriers)
     arms = split_traffic([couriers[k] for k in ids], [0.3, 0.3])
     version_of = {-1: champion, 0: first, 1: second}
