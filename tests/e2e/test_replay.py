@@ -39,6 +39,9 @@ RATE, SECONDS, DRIFT_AT = 300, 25, 8
 QUIET = {
     "STREAM_APP_LIFECYCLE__ORCHESTRATOR": "false",  # no retraining or promotion by itself
     "STREAM_APP_LIFECYCLE__BOOTSTRAP_ROUNDS": "300",
+    # nor its own clock's output: the worker publishes estimates every minute, and the test
+    # asserts no production topic moves while the replay runs
+    "STREAM_APP_MONITORING__ESTIMATE_PUBLISH_S": "3600",
 }
 
 
