@@ -524,6 +524,86 @@ class ReplaySettings(BaseModel):
     )
 
 
+class SchemaRegistrySettings(BaseModel):
+    """A Confluent-compatible schema registry, and how each topic's values are written.
+
+    Input topics are read as ``json`` (plain JSON, the default), ``wire`` (the Confluent wire
+    format: a magic byte and a schema id, then JSON for a JSON Schema or Avro binary for an
+    Avro schema) or ``auto`` (either, told apart by the first byte). Outputs are written as
+    plain JSON or, with ``outputs = "wire"``, framed with their subject's latest JSON Schema.
+    """
+
+    model_config = _SECTION
+
+    url: str | None = Field(
+        None,
+        description="The registry's Confluent-compatible API, e.g. http://127.0.0.1:8081/apis/"
+        "ccompat/v7 (Apicurio) or http://registry:8081 (Confluent). Needed for `wire`, `auto` "
+        "and wire outputs; `init` registers the project's schemas there when set.",
+    )  # fmt: skip
+    username: str | None = Field(None, description="User for the registry's basic auth.")
+    password: SecretStr | None = Field(None, description="Password for basic auth (secret).")
+    ssl_ca_file: Path | None = Field(None, description="CA bundle for an https registry.")
+    timeout_s: float = Field(10, gt=0, description="Timeout of one request to the registry.")
+    client_events: Literal["json", "wire", "auto"] = Field(
+        "json", description="How client-events values are read."
+    )
+    sensor_readings: Literal["json", "wire", "auto"] = Field(
+        "json", description="How sensor-readings values are read."
+    )
+    ground_truth: Literal["json", "wire", "auto"] = Field(
+        "json", description="How ground-truth values are read."
+    )
+    outputs: Literal["json", "wire"] = Field(
+        "json",
+        description="How predictions and accuracy events are written: plain JSON, or framed "
+        "with the id of their subject's latest schema (registered by `init`).",
+    )  # fmt: skip
+    input_schema_type: Literal["JSON", "AVRO"] = Field(
+        "JSON",
+        description="What `init` registers under the input topics' subjects: the JSON Schemas "
+        "or their Avro equivalents (schemas/avro). The worker reads either, whatever is here.",
+    )  # fmt: skip
+    compatibility: Literal[
+        "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL",
+        "FULL_TRANSITIVE", "NONE",
+    ] = Field(
+        "BACKWARD", description="The compatibility level `init` sets on each subject."
+    )  # fmt: skip
+    unknown_id_retry_s: float = Field(
+        60, gt=0, description="An id the registry did not know is asked for again after this "
+        "long (a schema registered late); until then its messages are dead-lettered at once.",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _url_when_used(self) -> SchemaRegistrySettings:
+        framed = [
+            name
+            for name in ("client_events", "sensor_readings", "ground_truth", "outputs")
+            if getattr(self, name) != "json"
+        ]
+        if framed and not self.url:
+            raise ValueError(
+                f"{', '.join(framed)} use the wire format, which needs SCHEMA_REGISTRY__URL"
+            )
+        return self
+
+    def input_format(self, topic: str) -> Literal["json", "wire", "auto"]:
+        """How the input topic ``topic`` (client_events, sensor_readings, ground_truth) is read."""
+        value: Literal["json", "wire", "auto"] = getattr(self, topic)
+        return value
+
+    def client_config(self) -> dict[str, Any]:
+        """confluent-kafka's ``SchemaRegistryClient`` configuration."""
+        config: dict[str, Any] = {"url": self.url, "timeout": self.timeout_s}
+        if self.username:
+            password = self.password.get_secret_value() if self.password else ""
+            config["basic.auth.user.info"] = f"{self.username}:{password}"
+        if self.ssl_ca_file:
+            config["ssl.ca.location"] = str(self.ssl_ca_file)
+        return config
+
+
 class Settings(BaseSettings):
     """All of stream-app's configuration."""
 
@@ -551,6 +631,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
+    schema_registry: SchemaRegistrySettings = Field(default_factory=SchemaRegistrySettings)
 
     @classmethod
     def settings_customise_sources(

@@ -10,7 +10,8 @@ from stream_app.settings import Settings
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "init",
-        help="create the topics and the Cassandra keyspace (idempotent)",
+        help="create the topics and the Cassandra keyspace, and register the topics' schemas "
+        "when a schema registry is set (idempotent)",
         description="Creates the topics of the settings' use case, or of each --use-case "
         "given (each use case's topics carry its prefix), and the keyspace's tables.",
     )
@@ -22,6 +23,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app.kafka.schema_registry import Registry, register_shipped
     from stream_app.provisioning.keyspace import ensure_keyspace
     from stream_app.provisioning.topics import ensure_topics
     from stream_app.runtime.dependencies import served_use_cases
@@ -32,6 +34,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             note = f" ({outcome.detail})" if outcome.detail else ""
             print(f"topic {outcome.name}: {outcome.action}{note}")
             changed |= outcome.action == "created"
+        if settings.schema_registry.url:  # the same schema again keeps its id: idempotent
+            registry = Registry(settings.schema_registry)
+            for topic, schema_id in register_shipped(
+                registry, own.kafka.topics, settings.schema_registry
+            ).items():
+                print(f"schema of {topic}: id {schema_id}")
     keyspace = ensure_keyspace(settings.cassandra)
     print(f"keyspace {keyspace.keyspace}: {'created' if keyspace.created_keyspace else 'exists'}")
     for migration in keyspace.applied:

@@ -15,6 +15,11 @@ WRONG_TYPE = "wrong_type"
 INVALID_VALUE = "invalid_value"
 MISSING_ENTITY = "missing_entity"
 MISSING_FEATURES = "missing_features"
+# the Confluent wire format (topics read as `wire` or `auto`)
+BAD_MAGIC_BYTE = "bad_magic_byte"
+UNKNOWN_SCHEMA_ID = "unknown_schema_id"
+SCHEMA_MISMATCH = "schema_mismatch"
+INVALID_AVRO = "invalid_avro"
 
 ALL_CODES = (
     EMPTY_MESSAGE,
@@ -30,4 +35,8 @@ ALL_CODES = (
     INVALID_VALUE,
     MISSING_ENTITY,
     MISSING_FEATURES,
+    BAD_MAGIC_BYTE,
+    UNKNOWN_SCHEMA_ID,
+    SCHEMA_MISMATCH,
+    INVALID_AVRO,
 )

@@ -7,7 +7,7 @@ in ``schemas/`` (``tests/unit/test_contracts_vs_schemas.py`` proves they agree).
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -59,16 +59,45 @@ def _json_type(value: Any) -> str:
     return _JSON_TYPES.get(type(value), "number")
 
 
-def parse_object(raw: bytes | None, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict[str, Any]:
-    """The message as a JSON object with ``schema_version`` 1, or ``InvalidEvent``."""
+class ObjectParser(Protocol):
+    """Bytes to the message's object (checked: a JSON-like object with ``schema_version`` 1),
+    or ``InvalidEvent``: ``parse_object`` for plain JSON, ``contracts.wire.WireParser`` for
+    the Confluent wire format."""
+
+    def __call__(self, raw: bytes | None, max_bytes: int) -> dict[str, Any]: ...
+
+
+def check_size(raw: bytes | None, max_bytes: int) -> bytes:
+    """``raw`` if it is neither empty nor larger than ``max_bytes``, else ``InvalidEvent``."""
     if not raw:
         raise InvalidEvent(codes.EMPTY_MESSAGE, "the message is empty")
     if len(raw) > max_bytes:
         raise InvalidEvent(codes.OVERSIZED, f"{len(raw)} bytes, the limit is {max_bytes}")
+    return raw
+
+
+def loads_json(raw: bytes) -> Any:
+    """The JSON value of ``raw``, or ``InvalidEvent`` with the code of what is wrong."""
     try:
-        obj = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise _classify_json_error(raw, exc) from None
+
+
+def parse_object(raw: bytes | None, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    """The message as a JSON object with ``schema_version`` 1, or ``InvalidEvent``."""
+    raw = check_size(raw, max_bytes)
+    if raw[:1] == b"\0":  # never the start of JSON text
+        raise InvalidEvent(
+            codes.INVALID_JSON,
+            "the message starts with byte 0: it looks like the Confluent wire format (a schema "
+            "id before the value); read this topic as `wire` or `auto` (SCHEMA_REGISTRY__*)",
+        )
+    return check_object(loads_json(raw))
+
+
+def check_object(obj: Any) -> dict[str, Any]:
+    """``obj`` if it is an object whose ``schema_version`` this worker reads."""
     if type(obj) is not dict:
         raise InvalidEvent(codes.NOT_AN_OBJECT, f"expected a JSON object, got {_json_type(obj)}")
     version = obj.get("schema_version", _MISSING)
@@ -166,10 +195,12 @@ def _entities(obj: dict[str, Any], min_items: int) -> dict[str, str]:
 
 
 def decode_client_event(
-    raw: bytes | None, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    raw: bytes | None,
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    parse: ObjectParser = parse_object,
 ) -> ClientEvent:
     """A valid client event, or ``InvalidEvent``."""
-    obj = parse_object(raw, max_bytes)
+    obj = parse(raw, max_bytes)
     fields = _object(obj, "fields", 0, MAX_VALUES)
     for name, value in fields.items():
         if type(value) not in (float, int, bool) and value is not None:
@@ -183,10 +214,12 @@ def decode_client_event(
 
 
 def decode_sensor_reading(
-    raw: bytes | None, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    raw: bytes | None,
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    parse: ObjectParser = parse_object,
 ) -> SensorReading:
     """A valid sensor reading, or ``InvalidEvent``."""
-    obj = parse_object(raw, max_bytes)
+    obj = parse(raw, max_bytes)
     values = _object(obj, "values", 1, MAX_VALUES)
     for name, value in values.items():
         if type(value) not in (float, int):
@@ -199,10 +232,12 @@ def decode_sensor_reading(
 
 
 def decode_ground_truth(
-    raw: bytes | None, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    raw: bytes | None,
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    parse: ObjectParser = parse_object,
 ) -> GroundTruth:
     """A valid ground-truth label, or ``InvalidEvent``."""
-    obj = parse_object(raw, max_bytes)
+    obj = parse(raw, max_bytes)
     label = obj.get("label", _MISSING)
     if type(label) not in (float, int):
         if label is _MISSING:

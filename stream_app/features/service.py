@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from stream_app.contracts.dead_letter import dead_letters
-from stream_app.contracts.decode import SensorReading, decode_sensor_reading
+from stream_app.contracts.decode import SensorReading, decode_sensor_reading, parse_object
 from stream_app.errors import FeatureLookupError, InvalidEvent
 from stream_app.features.pane_store import PaneStorage
 from stream_app.features.panes import PaneAggregator, aggregate_groups
 from stream_app.kafka.producer import Publisher
+from stream_app.kafka.schema_registry import RegistrySchemas
 from stream_app.messages import InputMessage, Refused
 from stream_app.monitoring.prometheus import WorkerMetrics
 from stream_app.monitoring.state import Monitor
@@ -70,6 +71,7 @@ class FeatureService:
         metrics: WorkerMetrics,
         monitor: Monitor,
         agent: str = "features",
+        schemas: RegistrySchemas | None = None,
     ) -> None:
         self.settings = settings
         self.use_case = use_case
@@ -79,6 +81,8 @@ class FeatureService:
         self.monitor = monitor
         self.agent = agent
         self.aggregator = PaneAggregator(aggregate_groups(use_case))
+        self.schemas = schemas if schemas and schemas.settings.sensor_readings != "json" else None
+        self._parse = schemas.parser("sensor_readings") if schemas else parse_object
         self._merge_lock = asyncio.Lock()
         self._owned: set[int] = set()  # partitions whose stored watermark is loaded
         self._previous_marks: asyncio.Future[None] | None = None  # the last batch's mark write
@@ -88,9 +92,13 @@ class FeatureService:
         result = FeatureBatchResult(readings=len(messages))
         readings: list[tuple[InputMessage, SensorReading]] = []
         refused: list[Refused] = []
+        if self.schemas is not None:  # the registry's answer for ids not seen yet
+            await self.schemas.prepare("sensor_readings", [m.value for m in messages])
+        max_bytes = self.settings.worker.max_message_bytes
         for message in messages:
             try:
-                readings.append((message, decode_sensor_reading(message.value)))
+                reading = decode_sensor_reading(message.value, max_bytes, self._parse)
+                readings.append((message, reading))
             except InvalidEvent as error:
                 refused.append(Refused(message, error))
         partitions = {message.partition for message in messages}

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 import orjson
 
 from stream_app.contracts.dead_letter import dead_letters
-from stream_app.contracts.decode import decode_ground_truth
+from stream_app.contracts.decode import decode_ground_truth, parse_object
 from stream_app.contracts.outputs import accuracy_payload
 from stream_app.errors import InvalidEvent
 from stream_app.kafka.producer import Publisher
+from stream_app.kafka.schema_registry import RegistrySchemas
 from stream_app.messages import InputMessage, Record, Refused
 from stream_app.monitoring.prometheus import WorkerMetrics
 from stream_app.monitoring.state import Monitor
@@ -67,6 +68,7 @@ class AccuracyService:
         metrics: WorkerMetrics,
         agent: str = "accuracy",
         clock: Callable[[], float] = time.time,
+        schemas: RegistrySchemas | None = None,
     ) -> None:
         self.clock = clock  # seconds since the epoch (label ages, expiry)
         self.settings = settings
@@ -78,6 +80,8 @@ class AccuracyService:
         self.agent = agent
         self.max_delay_ms = parse_duration_ms(use_case.label.max_delay)
         self.waiting: dict[str, Waiting] = {}
+        self.schemas = schemas if schemas and schemas.settings.ground_truth != "json" else None
+        self._parse = schemas.parser("ground_truth") if schemas else parse_object
 
     async def _io(self, action: str, make: object) -> None:
         await retry_forever(
@@ -94,9 +98,12 @@ class AccuracyService:
         now = int(self.clock() * 1000)
         labels: list[Label] = []
         refused: list[Refused] = []
+        if self.schemas is not None:  # the registry's answer for ids not seen yet
+            await self.schemas.prepare("ground_truth", [m.value for m in messages])
+        max_bytes = self.settings.worker.max_message_bytes
         for message in messages:
             try:
-                truth = decode_ground_truth(message.value, self.settings.worker.max_message_bytes)
+                truth = decode_ground_truth(message.value, max_bytes, self._parse)
             except InvalidEvent as error:
                 refused.append(Refused(message, error))
                 continue

@@ -19,6 +19,7 @@ from stream_app.features.service import FeatureService
 from stream_app.features.store import CassandraFeatureStore
 from stream_app.kafka.admin import topic_id
 from stream_app.kafka.producer import KafkaPublisher, Publisher
+from stream_app.kafka.schema_registry import RegistrySchemas, framed_outputs
 from stream_app.kafka.transactions import BatchOutputs
 from stream_app.lifecycle.accuracy_feed import AccuracyFeed
 from stream_app.lifecycle.orchestrator import Orchestrator
@@ -194,6 +195,8 @@ def use_case_services(
 ) -> UseCaseServices:
     """The services of one use case (``settings`` as it sees them)."""
     keyspace = settings.cassandra.keyspace
+    publisher = framed_outputs(publisher, settings.schema_registry, settings.kafka.topics)
+    schemas = RegistrySchemas(settings.schema_registry)
     metrics = WorkerMetrics(metrics_registry)
     monitor = Monitor(use_case, settings.monitoring)
     metrics_registry.register(MonitorCollector(monitor))
@@ -220,6 +223,7 @@ def use_case_services(
             publisher=publisher,
             metrics=metrics,
             monitor=monitor,
+            schemas=schemas,
         )
         services.watcher = ModelWatcher(settings, models, services.scoring, monitor, metrics)
         services.watcher.load()  # the registry's roles now; model-updates keeps them current
@@ -232,6 +236,7 @@ def use_case_services(
             publisher=publisher,
             metrics=metrics,
             monitor=monitor,
+            schemas=schemas,
         )
     if "accuracy" in agents:
         services.accuracy = AccuracyService(
@@ -241,6 +246,7 @@ def use_case_services(
             publisher=publisher,
             monitor=monitor,
             metrics=metrics,
+            schemas=schemas,
         )
     if settings.lifecycle.orchestrator:
         services.orchestrator = Orchestrator(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import orjson
 
 from stream_app.contracts import codes
-from stream_app.contracts.decode import ClientEvent, decode_client_event
+from stream_app.contracts.decode import ClientEvent, ObjectParser, decode_client_event, parse_object
 from stream_app.contracts.outputs import prediction_payload
 from stream_app.errors import InvalidEvent
 from stream_app.features.vector import ServedVector
@@ -16,14 +16,17 @@ from stream_app.storage.predictions import PredictionRow, pack
 
 
 def decode_events(
-    messages: Sequence[InputMessage], required_entities: Sequence[str], max_bytes: int
+    messages: Sequence[InputMessage],
+    required_entities: Sequence[str],
+    max_bytes: int,
+    parse: ObjectParser = parse_object,
 ) -> tuple[list[tuple[InputMessage, ClientEvent]], list[Refused]]:
     """Valid client events (with their messages) and the refused messages with reasons."""
     accepted: list[tuple[InputMessage, ClientEvent]] = []
     refused: list[Refused] = []
     for message in messages:
         try:
-            event = decode_client_event(message.value, max_bytes)
+            event = decode_client_event(message.value, max_bytes, parse)
         except InvalidEvent as error:
             refused.append(Refused(message, error))
             continue

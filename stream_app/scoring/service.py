@@ -25,12 +25,13 @@ import numpy as np
 
 from stream_app.contracts import codes
 from stream_app.contracts.dead_letter import dead_letters
-from stream_app.contracts.decode import ClientEvent
+from stream_app.contracts.decode import ClientEvent, parse_object
 from stream_app.errors import FeatureLookupError, InvalidEvent
 from stream_app.features.cache import FeatureReader
 from stream_app.features.vector import FeatureVectorBuilder, ServedVector, StoredFeatures
 from stream_app.features.windows import served_window_start
 from stream_app.kafka.producer import Publisher, PublishError
+from stream_app.kafka.schema_registry import RegistrySchemas
 from stream_app.messages import InputMessage, Record, Refused
 from stream_app.models.registry import role_kind
 from stream_app.models.scorer import Scorer
@@ -82,6 +83,7 @@ class ScoringService:
         monitor: Monitor,
         agent: str = "scoring",
         read_at: ReadAt | None = None,
+        schemas: RegistrySchemas | None = None,
     ) -> None:
         self.settings = settings
         self.use_case = use_case
@@ -93,6 +95,8 @@ class ScoringService:
         self.monitor = monitor
         self.agent = agent
         self.read_at = read_at  # features as of a time (use cases served at event time)
+        self.schemas = schemas if schemas and schemas.settings.client_events != "json" else None
+        self._parse = schemas.parser("client_events") if schemas else parse_object
         windows = use_case.features_of(AggregateFeature).values()
         self._windows = sorted({(f.window.size_ms, f.window.step_ms) for f in windows})
 
@@ -119,8 +123,13 @@ class ScoringService:
         self.metrics.batch_size.observe(len(messages))
         self._stage("kafka_wait", [max(began_ms - m.timestamp_ms, 0) / 1000 for m in messages])
         entity_keys = models.champion.builder.entity_keys
+        if self.schemas is not None:  # the registry's answer for ids not seen yet
+            await self.schemas.prepare("client_events", [m.value for m in messages])
         accepted, refused = decode_events(
-            messages, self._required_entities(entity_keys), self.settings.worker.max_message_bytes
+            messages,
+            self._required_entities(entity_keys),
+            self.settings.worker.max_message_bytes,
+            self._parse,
         )
         self._stage("decode", [time.perf_counter() - started])
         served_at = await self._read_features(accepted, entity_keys)
