@@ -68,7 +68,8 @@ def test_avro_and_json_schema_values_decode_to_the_same_event(book: SchemaBook) 
     from_json = decode_client_event(frame(JSON_ID, orjson.dumps(EVENT)), 65_536, parse)
     plain = decode_client_event(orjson.dumps(EVENT))
     assert from_avro == from_json == plain
-    assert from_avro.fields["express"] is True and from_avro.fields["note"] is None
+    assert from_avro.fields["express"] is True
+    assert from_avro.fields["note"] is None
 
 
 def test_each_way_a_framed_value_is_wrong_has_its_own_code(book: SchemaBook) -> None:
@@ -78,7 +79,8 @@ def test_each_way_a_framed_value_is_wrong_has_its_own_code(book: SchemaBook) -> 
     assert refused(parse, b"\x01" + frame(AVRO_ID, good)[1:]).code == codes.BAD_MAGIC_BYTE
     assert refused(parse, b"\x00\x00\x00").code == codes.BAD_MAGIC_BYTE  # shorter than a header
     unknown = refused(parse, frame(999, good))
-    assert unknown.code == codes.UNKNOWN_SCHEMA_ID and "999" in unknown.message
+    assert unknown.code == codes.UNKNOWN_SCHEMA_ID
+    assert "999" in unknown.message
     assert refused(parse, frame(AVRO_ID, good[:-3])).code == codes.INVALID_AVRO  # truncated
     assert refused(parse, frame(AVRO_ID, good + b"\x02")).code == codes.INVALID_AVRO  # trailing
     # past the frame, the same checks as plain JSON
@@ -95,7 +97,8 @@ def test_schemas_that_do_not_describe_the_topic_are_a_mismatch(book: SchemaBook)
     book.add(21, "AVRO", shipped("ground_truth", "AVRO"))
     label = {"schema_version": 1, "event_id": "e", "label": 1.0, "label_time": 1_795_783_200_000}
     error = refused(parse, frame(21, avro_bytes(shipped("ground_truth", "AVRO"), label)))
-    assert error.code == codes.SCHEMA_MISMATCH and "event_time" in error.message
+    assert error.code == codes.SCHEMA_MISMATCH
+    assert "event_time" in error.message
     book.add(22, "JSON", json.dumps({"type": "object", "properties": {"event_id": {}}}))
     assert refused(parse, frame(22, orjson.dumps(EVENT))).code == codes.SCHEMA_MISMATCH
     book.add(23, "PROTOBUF", 'syntax = "proto3"; message M { string a = 1; }')
@@ -126,14 +129,16 @@ def test_a_writer_record_of_its_own_reads_when_it_has_the_contracts_fields(
     value = {**value, "fields": {"distance_km": 3.5}, "channel": "app"}
     event = decode_client_event(frame(31, avro_bytes(json.dumps(own), value)), 65_536,
                                 WireParser(book))  # fmt: skip
-    assert event.event_id == "e-1" and event.fields == {"distance_km": 3.5}
+    assert event.event_id == "e-1"
+    assert event.fields == {"distance_km": 3.5}
 
 
 def test_sensor_readings_and_labels_read_as_avro() -> None:
     readings = SchemaBook(Contract.shipped("sensor_reading"))
     readings.add(1, "AVRO", shipped("sensor_reading", "AVRO"))
     reading = {"schema_version": 1, "sensor_id": "s", "event_time": 1_795_783_200_000,
-               "entities": {"courier_id": "c"}, "values": {"speed_kmh": 12.5, "count": 3}}  # fmt: skip
+               "entities": {"courier_id": "c"},
+               "values": {"speed_kmh": 12.5, "count": 3}}  # fmt: skip
     raw = frame(1, avro_bytes(shipped("sensor_reading", "AVRO"), reading))
     assert decode_sensor_reading(raw, 65_536, WireParser(readings)).values == reading["values"]
     labels = SchemaBook(Contract.shipped("ground_truth"))
@@ -152,7 +157,8 @@ def test_auto_reads_plain_json_beside_framed_values_and_json_topics_say_what_the
     assert refused(auto, frame(999, b"{}")).code == codes.UNKNOWN_SCHEMA_ID
     with pytest.raises(InvalidEvent) as caught:
         parse_object(frame(JSON_ID, orjson.dumps(EVENT)))
-    assert caught.value.code == codes.INVALID_JSON and "wire format" in caught.value.message
+    assert caught.value.code == codes.INVALID_JSON
+    assert "wire format" in caught.value.message
     # size limits hold before anything is looked up
     assert refused(auto, b"").code == codes.EMPTY_MESSAGE
     with pytest.raises(InvalidEvent) as big:
@@ -188,4 +194,5 @@ def test_wire_outputs_are_framed_once_even_when_published_again() -> None:
     asyncio.run(publisher.publish(inner.sent[:1]))  # a failed record handed back
     framed, other, again = inner.sent
     assert framed.value == again.value == frame(41, payload)
-    assert framed_id(framed.value) == 41 and other.value == b"1"
+    assert framed_id(framed.value) == 41
+    assert other.value == b"1"
