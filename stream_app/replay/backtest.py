@@ -31,13 +31,14 @@ from cassandra.cluster import Session
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from stream_app.contracts import codes
-from stream_app.contracts.decode import ClientEvent
+from stream_app.contracts.decode import ClientEvent, parse_object
 from stream_app.contracts.outputs import prediction_payload
-from stream_app.errors import ConfigurationError
+from stream_app.errors import ConfigurationError, InvalidEvent
 from stream_app.features.pane_store import PaneStore
 from stream_app.features.store import CassandraFeatureStore
 from stream_app.features.vector import FeatureVectorBuilder, ServedVector
 from stream_app.kafka.producer import KafkaPublisher
+from stream_app.kafka.schema_registry import RegistrySchemas
 from stream_app.messages import InputMessage, Record
 from stream_app.models.compiled import Compilation
 from stream_app.models.registry import ModelRegistry, ModelVersion, estimator_of, load_scorer
@@ -195,6 +196,8 @@ class Backtest:
             {f.entity for f in use_case.features.values() if hasattr(f, "entity")}
         )
         self.served: ServedIndex | None = None
+        self.schemas = RegistrySchemas(settings.schema_registry)
+        self.parse_event = self.schemas.parser("client_events")  # as the worker reads them
         self.label_sources: dict[str, int] = {}
         self.phases: dict[str, float] = {}
 
@@ -304,17 +307,25 @@ class Backtest:
         if progress is not None:
             progress(out.messages)
 
-    @staticmethod
-    def _parse(batch: list[InputMessage]) -> _Parsed:
-        """Each record's event id and JSON object, where it has them (no served vectors
-        needed yet: this runs while they load)."""
+    def _parse(self, batch: list[InputMessage]) -> _Parsed:
+        """Each record's event id and object, where it has them (no served vectors needed
+        yet: this runs while they load). Plain JSON is parsed without the checks (the fast
+        path); wire-format values are read as the worker reads them."""
         ids: list[str | None] = []
         objects: list[Any] = []
+        framed = self.parse_event is not parse_object
+        if framed:
+            self.schemas.prepare_blocking("client_events", [m.value for m in batch])
+        max_bytes = self.settings.worker.max_message_bytes
         for message in batch:
+            obj: Any
             try:
-                obj = orjson.loads(message.value)  # type: ignore[arg-type]
+                if framed:
+                    obj = self.parse_event(message.value, max_bytes)
+                else:
+                    obj = orjson.loads(message.value)  # type: ignore[arg-type]
                 event_id = obj["event_id"]
-            except (orjson.JSONDecodeError, TypeError, KeyError):
+            except (orjson.JSONDecodeError, InvalidEvent, TypeError, KeyError):
                 obj = event_id = None
             ids.append(event_id if isinstance(event_id, str) else None)
             objects.append(obj)
@@ -367,7 +378,10 @@ class Backtest:
     ) -> tuple[list[ClientEvent], list[ServedVector]]:
         """Decode like the worker; vectors from the features as they were at event time."""
         accepted, refused = decode_events(
-            messages, self.builder.entity_keys, self.settings.worker.max_message_bytes
+            messages,
+            self.builder.entity_keys,
+            self.settings.worker.max_message_bytes,
+            self.parse_event,
         )
         for r in refused:
             out.invalid[r.error.code] += 1
@@ -455,7 +469,7 @@ class Backtest:
         return LabelsRequest(
             settings.kafka, settings.kafka.topics.ground_truth, plan.from_ms - LOG_LEAD_MS,
             until, replay_group(self.request.run_id), settings.replay.batch_size,
-            settings.worker.max_message_bytes,
+            settings.worker.max_message_bytes, settings.schema_registry,
         )  # fmt: skip
 
     def _join_labels(

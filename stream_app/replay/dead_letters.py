@@ -31,12 +31,15 @@ from cassandra.cluster import Session
 from stream_app.contracts import codes
 from stream_app.contracts.dead_letter import original_bytes
 from stream_app.contracts.decode import (
+    ObjectParser,
     decode_client_event,
     decode_ground_truth,
     decode_sensor_reading,
+    parse_object,
 )
 from stream_app.errors import ConfigurationError, InvalidEvent, TopicSetupError
 from stream_app.kafka.producer import PublishError, produce_when_room
+from stream_app.kafka.schema_registry import RegistrySchemas
 from stream_app.messages import Record
 from stream_app.replay.plan import ReplayPlan
 from stream_app.replay.reader import read_range
@@ -137,16 +140,23 @@ def read_dead_letter(raw: bytes | None) -> dict[str, Any]:
     return record
 
 
-def revalidate(record: dict[str, Any], topics: TopicNames, max_bytes: int) -> InvalidEvent | None:
+def revalidate(
+    record: dict[str, Any],
+    topics: TopicNames,
+    max_bytes: int,
+    schemas: RegistrySchemas | None = None,
+) -> InvalidEvent | None:
     """Why the original of a dead-letter record would still be refused, or ``None`` when it
-    now decodes. Only originals of an input topic can pass; others get ``NOT_AN_INPUT_TOPIC``."""
-    decoders: dict[str, Callable[[bytes | None, int], object]] = {
-        topics.client_events: decode_client_event,
-        topics.sensor_readings: decode_sensor_reading,
-        topics.ground_truth: decode_ground_truth,
+    now decodes (read as the worker reads its topic, with ``schemas``: a framed value whose
+    schema was registered since passes). Only originals of an input topic can pass; others
+    get ``NOT_AN_INPUT_TOPIC``."""
+    decoders: dict[str, tuple[str, Callable[[bytes | None, int, ObjectParser], object]]] = {
+        topics.client_events: ("client_events", decode_client_event),
+        topics.sensor_readings: ("sensor_readings", decode_sensor_reading),
+        topics.ground_truth: ("ground_truth", decode_ground_truth),
     }
     source = record.get("source_topic")
-    decoder = decoders.get(source) if isinstance(source, str) else None
+    role, decoder = decoders.get(source, ("", None)) if isinstance(source, str) else ("", None)
     if decoder is None:
         return InvalidEvent(
             NOT_AN_INPUT_TOPIC,
@@ -156,8 +166,12 @@ def revalidate(record: dict[str, Any], topics: TopicNames, max_bytes: int) -> In
         _, value = original_bytes(record)
     except (binascii.Error, TypeError, ValueError):
         return InvalidEvent(NOT_A_DEAD_LETTER, "the original bytes are not base64")
+    parse: ObjectParser = parse_object
+    if schemas is not None:
+        parse = schemas.parser(role)
+        schemas.prepare_blocking(role, [value])
     try:
-        decoder(value, max_bytes)
+        decoder(value, max_bytes, parse)
     except InvalidEvent as refusal:
         return refusal
     return None
@@ -350,6 +364,7 @@ def reprocess_dead_letters(
     log = ReinjectionLog(session, settings.cassandra.keyspace)
     reinjector = None if dry_run else Reinjector(settings, client_id=group_id)
     seen: set[Origin] = set()
+    schemas = RegistrySchemas(settings.schema_registry)
     try:
         for batch in read_range(settings.kafka, plan, group_id, batch_size):
             candidates: list[Candidate] = []
@@ -369,7 +384,7 @@ def reprocess_dead_letters(
                     continue
                 seen.add(origin)
                 refusal = revalidate(
-                    record, settings.kafka.topics, settings.worker.max_message_bytes
+                    record, settings.kafka.topics, settings.worker.max_message_bytes, schemas
                 )
                 if refusal is not None:
                     outcome.still_invalid[refusal.code] += 1

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 from stream_app.contracts.decode import decode_ground_truth
 from stream_app.errors import InvalidEvent, StreamAppError
+from stream_app.kafka.schema_registry import RegistrySchemas
 from stream_app.replay.plan import plan_replay
 from stream_app.replay.reader import read_range
-from stream_app.settings import KafkaSettings
+from stream_app.settings import KafkaSettings, SchemaRegistrySettings
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class LabelsRequest:
     group_id: str
     batch_size: int
     max_message_bytes: int
+    schema_registry: SchemaRegistrySettings
 
 
 @dataclass(frozen=True)
@@ -52,11 +54,14 @@ def read_labels(request: LabelsRequest) -> Labels:
     plan = plan_replay(request.kafka, request.topic, request.from_ms, request.to_ms)
     found: dict[str, float] = {}
     batches = read_range(request.kafka, plan, request.group_id, request.batch_size)
+    schemas = RegistrySchemas(request.schema_registry)
+    parse = schemas.parser("ground_truth")  # as the worker reads them
     with closing(batches):
         for batch in batches:
+            schemas.prepare_blocking("ground_truth", [m.value for m in batch])
             for message in batch:
                 try:
-                    truth = decode_ground_truth(message.value, request.max_message_bytes)
+                    truth = decode_ground_truth(message.value, request.max_message_bytes, parse)
                 except InvalidEvent:
                     continue
                 found[truth.event_id] = truth.label

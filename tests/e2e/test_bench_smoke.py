@@ -21,7 +21,7 @@ from tests.e2e.conftest import Run
 SMOKE: dict[str, tuple[list[str], set[str]]] = {
     "decode": (
         ["--events", "2000"],
-        {"benchmark", "decode_eps", "orjson_loads_eps", "decode_vs_orjson"},
+        {"benchmark", "decode_eps", "orjson_loads_eps", "decode_vs_orjson", "formats"},
     ),
     "simulation": (
         ["--days", "0.3", "--events-per-day", "4000"],

@@ -196,3 +196,19 @@ def test_wire_outputs_are_framed_once_even_when_published_again() -> None:
     assert framed.value == again.value == frame(41, payload)
     assert framed_id(framed.value) == 41
     assert other.value == b"1"
+
+
+def test_bench_decode_reports_each_wire_format_against_plain_json() -> None:
+    from stream_app.bench.decode import sample_events, wire_formats
+    from stream_app.use_cases.spec import load_use_case
+
+    formats = wire_formats(sample_events(load_use_case("delivery_eta"), 200), rounds=1)
+    assert set(formats) == {"json", "wire_json_schema", "wire_avro"}
+    assert formats["json"]["vs_json"] == 1.0
+    for name in ("wire_json_schema", "wire_avro"):
+        assert formats[name]["decode_eps"] > 0
+        assert formats[name]["vs_json"] == pytest.approx(
+            formats[name]["decode_eps"] / formats["json"]["decode_eps"], rel=0.01
+        )
+    # Avro's binary encoding is smaller than the JSON text it carries
+    assert formats["wire_avro"]["mean_bytes"] < formats["wire_json_schema"]["mean_bytes"]
