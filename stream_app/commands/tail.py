@@ -37,6 +37,7 @@ def resolve_topic(settings: Settings, name: str) -> str:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from confluent_kafka import Consumer, KafkaError
 
+    from stream_app.contracts.wire import json_text
     from stream_app.use_cases.deployment import load
 
     _, settings = load(args.use_case, settings)
@@ -64,7 +65,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                     print(f"stream-app: topic {topic} does not exist", file=sys.stderr)
                     return 1
                 continue
-            value = (message.value() or b"").decode("utf-8", "replace")
+            # outputs written in the wire format print as their JSON text
+            value = json_text(message.value() or b"").decode("utf-8", "replace")
             if args.keys:
                 key = (message.key() or b"").decode("utf-8", "replace")
                 print(f"{key}\t{value}", flush=True)

@@ -38,6 +38,12 @@ def frame(schema_id: int, payload: bytes) -> bytes:
     return HEADER.pack(MAGIC, schema_id) + payload
 
 
+def json_text(raw: bytes) -> bytes:
+    """The JSON text of a value written as JSON: itself, or past the frame of a JSON Schema
+    wire-format value (the project's own outputs with ``outputs = "wire"``)."""
+    return raw[HEADER.size :] if framed_id(raw) is not None else raw
+
+
 def framed_id(raw: bytes | None) -> int | None:
     """The schema id of a framed message, or None when ``raw`` is not framed."""
     if raw is None or len(raw) < HEADER.size or raw[0] != MAGIC:

@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
+from stream_app.contracts.wire import json_text
 from stream_app.lifecycle.retrain_window import LossTimeline
 from stream_app.models.evaluation import primary_metric, row_losses
 from stream_app.monitoring.rolling import RollingAccuracy
@@ -79,7 +80,7 @@ class AccuracyFeed:
             if message.error() is not None:
                 continue
             try:
-                event = orjson.loads(message.value())
+                event = orjson.loads(json_text(message.value() or b""))  # framed or not
                 if event.get("use_case") == name:
                     found.append((event["model_version"], event["role"], event["predicted"],
                                   event["actual"], event["evaluated_at"],

@@ -20,7 +20,13 @@ from stream_app.contracts.decode import (
     decode_sensor_reading,
     parse_object,
 )
-from stream_app.contracts.wire import Contract, SchemaBook, WireParser, frame, framed_id
+from stream_app.contracts.wire import (
+    Contract,
+    SchemaBook,
+    WireParser,
+    frame,
+    framed_id,
+)
 from stream_app.errors import InvalidEvent
 from stream_app.kafka.schema_registry import FramedPublisher, OutputFraming
 from stream_app.messages import Record
