@@ -81,39 +81,19 @@ class Registry:
             raise ConfigurationError("no schema registry: set STREAM_APP_SCHEMA_REGISTRY__URL")
         self.client = SchemaRegistryClient(self.settings.client_config())
 
-    def schema(self, schema_id: int) -> Schema | None:
-        """The schema under ``schema_id``, None if the registry knows no such id."""
+    def schema(self, schema_id: int) -> tuple[str | None, str] | None:
+        """The type and text of the schema under ``schema_id``, None if the registry knows
+        no such id."""
         try:
             found: Schema = self.client.get_schema(schema_id)
         except SchemaRegistryError as exc:
             if exc.http_status_code == 404:
                 return None
             raise
-        return found
+        return found.schema_type, found.schema_str or ""
 
     def fill(self, book: SchemaBook, ids: set[int], now: Callable[[], float]) -> None:
-        """Ask for each id of ``ids`` until the registry answers (outages are retried)."""
-        for schema_id in sorted(ids):
-            attempt = 0
-            while True:
-                try:
-                    found = self.schema(schema_id)
-                    break
-                except Exception as exc:
-                    if not _outage(exc):
-                        raise RegistryError(
-                            f"the schema registry refused id {schema_id}: {exc}"
-                        ) from None
-                    delay = backoff_delays(0.2, 10.0, attempt)
-                    log.warning("schema registry: asking for id %d failed (%s: %s); retry %d "
-                                "in %.1f s", schema_id, type(exc).__name__, exc, attempt + 1,
-                                delay)  # fmt: skip
-                    attempt += 1
-                    time.sleep(delay)
-            if found is None:
-                book.not_found(schema_id, now())
-            else:
-                book.add(schema_id, found.schema_type, found.schema_str or "")
+        fill_book(book, ids, self.schema, now)
 
     def _answer(self, what: str, call: Callable[[], T]) -> T:
         """``call()``, its failures as one-line ``RegistryError``s saying ``what`` failed."""
@@ -155,6 +135,42 @@ class Registry:
         if latest.schema_id is None:
             raise RegistryError(f"the registry gave no id for {subject(topic)}'s latest schema")
         return latest.schema_id
+
+
+SchemaLookup = Callable[[int], "tuple[str | None, str] | None"]
+
+
+def fill_book(
+    book: SchemaBook,
+    ids: set[int],
+    lookup: SchemaLookup,
+    now: Callable[[], float],
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Ask ``lookup`` for each id of ``ids`` until it answers: an outage (the registry down,
+    a 5xx) is retried with back-off, for ever, as a Cassandra outage is; a refusal (4xx but
+    not found) raises ``RegistryError`` (misconfigured credentials, say)."""
+    for schema_id in sorted(ids):
+        attempt = 0
+        while True:
+            try:
+                found = lookup(schema_id)
+                break
+            except Exception as exc:
+                if not _outage(exc):
+                    raise RegistryError(
+                        f"the schema registry refused id {schema_id}: {exc}"
+                    ) from None
+                delay = backoff_delays(0.2, 10.0, attempt)
+                log.warning("schema registry: asking for id %d failed (%s: %s); retry %d in "
+                            "%.1f s", schema_id, type(exc).__name__, exc, attempt + 1,
+                            delay)  # fmt: skip
+                attempt += 1
+                sleep(delay)
+        if found is None:
+            book.not_found(schema_id, now())
+        else:
+            book.add(schema_id, *found)
 
 
 def shipped_schema(contract: str, schema_type: str) -> str:

@@ -218,3 +218,38 @@ def test_bench_decode_reports_each_wire_format_against_plain_json() -> None:
         )
     # Avro's binary encoding is smaller than the JSON text it carries
     assert formats["wire_avro"]["mean_bytes"] < formats["wire_json_schema"]["mean_bytes"]
+
+
+def test_the_registry_is_asked_until_it_answers_and_refusals_say_so() -> None:
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    from stream_app.kafka.schema_registry import RegistryError, fill_book
+
+    answers: list[object] = [
+        ConnectionRefusedError("registry down"),
+        SchemaRegistryError(503, 50003, "unavailable"),
+        ("JSON", shipped("client_event", "JSON")),
+        None,  # id 8: not in the registry
+    ]
+    asked: list[int] = []
+    waited: list[float] = []
+
+    def lookup(schema_id: int) -> tuple[str | None, str] | None:
+        asked.append(schema_id)
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[return-value]
+
+    book = SchemaBook(Contract.shipped("client_event"))
+    fill_book(book, {7, 8}, lookup, now=lambda: 100.0, sleep=waited.append)
+    assert asked == [7, 7, 7, 8]
+    assert len(waited) == 2  # two outages, two waits, nothing dead-lettered for them
+    assert book.known[7].mismatch is None
+    assert book.unknown == {8: 100.0}
+
+    def unauthorized(schema_id: int) -> None:
+        raise SchemaRegistryError(401, 40101, "Unauthorized")
+
+    with pytest.raises(RegistryError, match="refused id 9"):
+        fill_book(book, {9}, unauthorized, now=lambda: 0.0, sleep=waited.append)
