@@ -98,7 +98,7 @@ class RangeReader:
                 batch.append(
                     InputMessage(
                         topic, partition, offset, message.key(), message.value(),
-                        message.timestamp()[1],
+                        message.timestamp()[1], tuple(message.headers() or ()),
                     )
                 )  # fmt: skip
                 if offset + 1 >= end:
