@@ -13,7 +13,6 @@ numbers and one formatted string.
 
 from __future__ import annotations
 
-import re
 from random import getrandbits
 from typing import NamedTuple
 
@@ -22,7 +21,8 @@ from stream_app.messages import Headers
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 MAX_TRACESTATE_BYTES = 512  # the specification's limit; a longer one is dropped
-_TRACEPARENT = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_HEX = b"0123456789abcdef"
+_DASH = ord("-")
 _ZERO_TRACE = b"0" * 32
 _ZERO_SPAN = b"0" * 16
 
@@ -54,12 +54,14 @@ NO_CONTEXT = Incoming(None, None)
 
 def parse_traceparent(value: bytes | None) -> TraceParent | None:
     """``value`` parsed, or None when it is not a valid version-00 ``traceparent``."""
-    if value is None or len(value) != 55:
+    if value is None or len(value) != 55 or value[:3] != b"00-":
         return None
-    match = _TRACEPARENT.fullmatch(value)
-    if match is None:
+    if value[35] != _DASH or value[52] != _DASH:
         return None
-    trace_id, span_id, flags = match.groups()
+    trace_id, span_id, flags = value[3:35], value[36:52], value[53:55]
+    # only lowercase hex digits: stripping them all leaves nothing (faster than a regex)
+    if trace_id.strip(_HEX) or span_id.strip(_HEX) or flags.strip(_HEX):
+        return None
     if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None
     return TraceParent(trace_id, span_id, flags)
@@ -70,6 +72,10 @@ def incoming(headers: Headers) -> Incoming:
     valid ``traceparent`` (the specification: without one, the trace restarts)."""
     if not headers:
         return NO_CONTEXT
+    if len(headers) == 1:  # the common case: a traceparent alone
+        name, value = headers[0]
+        parent = parse_traceparent(value) if name == TRACEPARENT else None
+        return NO_CONTEXT if parent is None else Incoming(parent, None)
     parents = [value for name, value in headers if name == TRACEPARENT]
     if len(parents) != 1:  # none, or several (invalid)
         return NO_CONTEXT
