@@ -98,7 +98,7 @@ class RangeReader:
                 batch.append(
                     InputMessage(
                         topic, partition, offset, message.key(), message.value(),
-                        message.timestamp()[1], tuple(message.headers() or ()),
+                        message.timestamp()[1],
                     )
                 )  # fmt: skip
                 if offset + 1 >= end:
