@@ -28,6 +28,9 @@ from stream_app.errors import ConfigurationError
 
 ENV_PREFIX = "STREAM_APP_"
 SECRETS_DIR_VARIABLE = "STREAM_APP_SECRETS_DIR"
+# OpenTelemetry's standard variables, honoured when `tracing.endpoint` is not set
+OTEL_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+OTEL_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 
 _SECTION = ConfigDict(extra="forbid", frozen=True)
 
@@ -604,6 +607,28 @@ class SchemaRegistrySettings(BaseModel):
         return config
 
 
+class TracingSettings(BaseModel):
+    """OpenTelemetry spans per batch and stage, exported over OTLP/HTTP (README "Tracing").
+    The W3C ``traceparent`` headers are carried whether or not spans are exported."""
+
+    model_config = _SECTION
+
+    endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318 (`/v1/traces` is added "
+        "unless the path ends with it); unset: no spans at all. When unset, the standard "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT is used.",
+    )
+    service_name: str = Field("stream-app", min_length=1, description="The spans' service.name.")
+    sample_ratio: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of new traces (batches, events without a traceparent) recorded; "
+        "an event's incoming sampled flag decides for its own span.",
+    )
+
+
 class Settings(BaseSettings):
     """All of stream-app's configuration."""
 
@@ -632,6 +657,7 @@ class Settings(BaseSettings):
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
     schema_registry: SchemaRegistrySettings = Field(default_factory=SchemaRegistrySettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -680,7 +706,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigurationError(
             f"unknown setting(s) {', '.join(unknown)}; `stream-app config` lists the settings"
         )
+    init: dict[str, Any] = {}
+    otel = environ.get(OTEL_TRACES_ENDPOINT) or environ.get(OTEL_ENDPOINT)
+    if otel and f"{ENV_PREFIX}TRACING__ENDPOINT" not in environ:
+        init["tracing"] = {"endpoint": otel}  # merged with the other tracing settings
     secrets_dir = environ.get(SECRETS_DIR_VARIABLE)
     if secrets_dir:
-        return Settings(_secrets_dir=secrets_dir)
-    return Settings()
+        return Settings(_secrets_dir=secrets_dir, **init)
+    return Settings(**init)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import faust
 
-from stream_app.messages import InputMessage
+from stream_app.messages import NO_HEADERS, Headers, InputMessage
 from stream_app.scoring.service import ScoringService
 from stream_app.settings import Settings
 from stream_app.supervision import crash_without_commit
@@ -23,8 +24,16 @@ from stream_app.supervision import crash_without_commit
 log = logging.getLogger(__name__)
 
 
+def faust_headers(headers: Any) -> Headers:
+    """A Faust message's headers (a list of pairs, or a mapping) as ``Headers``."""
+    if not headers:
+        return NO_HEADERS
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return tuple((str(name), value) for name, value in pairs)
+
+
 def to_inputs(events: list[Any]) -> list[InputMessage]:
-    """Faust events as plain input messages (raw key and value bytes)."""
+    """Faust events as plain input messages (raw key and value bytes, headers)."""
     return [
         InputMessage(
             e.message.topic,
@@ -33,6 +42,7 @@ def to_inputs(events: list[Any]) -> list[InputMessage]:
             e.message.key,
             e.message.value,
             int(e.message.timestamp * 1000),
+            faust_headers(e.message.headers),
         )
         for e in events
     ]

@@ -237,7 +237,7 @@ def run_ceiling(settings: Settings) -> None:
             )  # fmt: skip
             producer.produce(topics.predictions, orjson.dumps(payload), event.event_id.encode(),
                              on_delivery=delivered)  # fmt: skip
-        for _, key, value in dead_letters(refused, topics.dead_letter, "ceiling", scored_at)[1]:
+        for _, key, value, _ in dead_letters(refused, topics.dead_letter, "ceiling", scored_at)[1]:
             producer.produce(topics.dead_letter, value, key, on_delivery=delivered)
         producer.flush()  # every delivery acknowledged (or failed)
         if errors:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypedDict
 
 import orjson
 
 from stream_app.errors import InvalidEvent
-from stream_app.messages import Record, Refused
+from stream_app.messages import Headers, InputMessage, Record, Refused
+from stream_app.tracing.context import child_headers
 
 PREVIEW_CHARS = 200
 
@@ -79,11 +80,20 @@ def original_bytes(record: dict[str, Any]) -> tuple[bytes | None, bytes | None]:
     )
 
 
+def _own_trace(message: InputMessage) -> Headers:
+    return child_headers(message.headers)
+
+
 def dead_letters(
-    refused: Sequence[Refused], dead_letter_topic: str, agent: str, now_ms: int
+    refused: Sequence[Refused],
+    dead_letter_topic: str,
+    agent: str,
+    now_ms: int,
+    headers_of: Callable[[InputMessage], Headers] = _own_trace,
 ) -> tuple[list[DeadLetter], list[Record]]:
     """One dead letter per refused message: its payload (for the monitor) and its record for
-    the dead-letter topic, keyed by the original key."""
+    the dead-letter topic, keyed by the original key, with the trace headers ``headers_of``
+    gives the message (default: its own trace with a new span id, or a new trace)."""
     payloads = [
         dead_letter_payload(
             source_topic=r.message.topic,
@@ -98,7 +108,7 @@ def dead_letters(
         for r in refused
     ]
     records = [
-        Record(dead_letter_topic, r.message.key, orjson.dumps(payload))
+        Record(dead_letter_topic, r.message.key, orjson.dumps(payload), headers_of(r.message))
         for r, payload in zip(refused, payloads, strict=True)
     ]
     return payloads, records

@@ -42,7 +42,7 @@ from typing import Any, Literal, Protocol
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from stream_app.kafka.transactions import TransactionAborted, Transactions, batch_outputs
-from stream_app.messages import InputMessage, Record
+from stream_app.messages import NO_HEADERS, InputMessage, Record
 from stream_app.settings import KafkaSettings
 from stream_app.supervision import Crash, crash_without_commit, supervise
 
@@ -156,6 +156,8 @@ def consumer_config(
 
 
 def to_input(message: Any) -> InputMessage:
+    """A confluent-kafka message as an ``InputMessage`` (its headers kept, in order)."""
+    headers = message.headers()
     return InputMessage(
         message.topic(),
         message.partition(),
@@ -163,6 +165,7 @@ def to_input(message: Any) -> InputMessage:
         message.key(),
         message.value(),
         message.timestamp()[1],
+        tuple(headers) if headers else NO_HEADERS,
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from stream_app.errors import StreamAppError
-from stream_app.messages import Record
+from stream_app.messages import NO_HEADERS, Record
 from stream_app.settings import KafkaSettings
 from stream_app.supervision import Crash, crash_without_commit
 
@@ -132,16 +132,22 @@ class KafkaPublisher:
 
         def delivered(err: Any, message: Any) -> None:  # on the poller thread
             if err is not None:
-                failed.append(Record(message.topic(), message.key(), message.value()))
+                headers = message.headers()
+                failed.append(Record(message.topic(), message.key(), message.value(),
+                                     tuple(headers) if headers else NO_HEADERS))  # fmt: skip
                 errors.append(str(err))
             pending[0] -= 1
             if pending[0] == 0:
                 loop.call_soon_threadsafe(_set_done, done)
 
-        for topic, key, value in records:
+        produce = self._producer.produce
+        for topic, key, value, headers in records:
             while True:
                 try:
-                    self._producer.produce(topic, value, key, on_delivery=delivered)
+                    if headers:
+                        produce(topic, value, key, on_delivery=delivered, headers=list(headers))
+                    else:
+                        produce(topic, value, key, on_delivery=delivered)
                     break
                 except BufferError:  # librdkafka's queue is full: let it drain
                     await asyncio.sleep(0.005)

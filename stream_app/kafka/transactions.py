@@ -136,10 +136,13 @@ class TransactionalProducer:
         try:
             self._producer.begin_transaction()
             deadline = time.monotonic() + self.timeout_s
-            for topic, key, value in records:
+            for topic, key, value, headers in records:
                 # while librdkafka's queue is full, let it drain until the deadline (then the
                 # transaction is given up)
-                produce_when_room(self._producer, topic, value, key, RETRY_EVERY_S, deadline)
+                options = {"headers": list(headers)} if headers else {}
+                produce_when_room(
+                    self._producer, topic, value, key, RETRY_EVERY_S, deadline, **options
+                )
             self._retrying(lambda t: self._producer.send_offsets_to_transaction(
                 offsets, group_metadata, t))  # fmt: skip
             self._retrying(self._producer.commit_transaction)

@@ -2,7 +2,9 @@
 
 Per batch: decode labels (invalid -> dead-letter), store them, join each with the stored
 predictions of its event (one per model version and role), publish one accuracy event per
-prediction, and feed the rolling metrics. A label whose prediction is not stored yet waits:
+prediction, and feed the rolling metrics. Each accuracy event carries the trace of its
+ground-truth message (``traceparent`` with a new span id, or a new trace; a waiting label keeps
+its message's in memory). A label whose prediction is not stored yet waits:
 it is written to ``pending_labels`` (so a restarted worker keeps waiting for it) and tried
 again with growing pauses until the use case's ``label.max_delay`` after it arrived; then it
 is counted as unmatched and dropped.
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -24,7 +26,7 @@ from stream_app.contracts.outputs import accuracy_payload
 from stream_app.errors import InvalidEvent
 from stream_app.kafka.producer import Publisher
 from stream_app.kafka.schema_registry import RegistrySchemas
-from stream_app.messages import InputMessage, Record, Refused
+from stream_app.messages import NO_HEADERS, Headers, InputMessage, Record, Refused
 from stream_app.monitoring.prometheus import WorkerMetrics
 from stream_app.monitoring.state import Monitor
 from stream_app.retry import retry_forever
@@ -32,6 +34,8 @@ from stream_app.settings import Settings
 from stream_app.storage.cql import worth_retrying
 from stream_app.storage.labels import Label, LabelStorage, StoredPrediction
 from stream_app.timeparse import parse_duration_ms
+from stream_app.tracing.context import child_headers
+from stream_app.tracing.spans import NO_SPANS, Tracer
 from stream_app.use_cases.spec import UseCase
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,7 @@ class Waiting:
     label: Label
     attempts: int
     next_attempt_ms: int
+    headers: Headers = NO_HEADERS  # the trace of its accuracy events
 
 
 class AccuracyService:
@@ -69,6 +74,7 @@ class AccuracyService:
         agent: str = "accuracy",
         clock: Callable[[], float] = time.time,
         schemas: RegistrySchemas | None = None,
+        tracer: Tracer = NO_SPANS,
     ) -> None:
         self.clock = clock  # seconds since the epoch (label ages, expiry)
         self.settings = settings
@@ -82,6 +88,7 @@ class AccuracyService:
         self.waiting: dict[str, Waiting] = {}
         self.schemas = schemas if schemas and schemas.settings.ground_truth != "json" else None
         self._parse = schemas.parser("ground_truth") if schemas else parse_object
+        self.tracer = tracer
 
     async def _io(self, action: str, make: object) -> None:
         await retry_forever(
@@ -96,11 +103,14 @@ class AccuracyService:
     async def process(self, messages: Sequence[InputMessage]) -> int:
         """Store, join and publish one batch of labels; returns the accuracy events made."""
         now = int(self.clock() * 1000)
+        started = time.perf_counter()
+        trace = self.tracer.batch(self.settings.kafka.topics.ground_truth, messages)
         labels: list[Label] = []
         refused: list[Refused] = []
         if self.schemas is not None:  # the registry's answer for ids not seen yet
             await self.schemas.prepare("ground_truth", [m.value for m in messages])
         max_bytes = self.settings.worker.max_message_bytes
+        traces: dict[str, Headers] = {}  # event id -> its accuracy events' trace headers
         for message in messages:
             try:
                 truth = decode_ground_truth(message.value, max_bytes, self._parse)
@@ -110,12 +120,16 @@ class AccuracyService:
             labels.append(
                 Label(truth.event_id, truth.label, truth.label_time, now, message.partition)
             )
+            traces[truth.event_id] = trace.headers_of(message)
+        trace.stage("decode", time.perf_counter() - started)
         self.metrics.events_in.labels(self.settings.kafka.topics.ground_truth).inc(len(messages))
         self.monitor.count(self.settings.kafka.topics.ground_truth, len(messages), now)
+        began = time.perf_counter()
         await self._io("label_store", lambda: self.labels.store(labels))
-        records, unmatched = await self._join(labels, now)
+        records, unmatched = await self._join(labels, now, traces)
+        trace.stage("join", time.perf_counter() - began)
         payloads, dead = dead_letters(
-            refused, self.settings.kafka.topics.dead_letter, self.agent, now
+            refused, self.settings.kafka.topics.dead_letter, self.agent, now, trace.headers_of
         )
         for payload in payloads:
             self.monitor.dead_letter(payload)
@@ -123,18 +137,26 @@ class AccuracyService:
             self.metrics.dead_letters.labels(r.message.topic, r.error.code).inc()
         if refused:
             self.monitor.count(self.settings.kafka.topics.dead_letter, len(refused), now)
+        began = time.perf_counter()
         await asyncio.gather(
             self.publisher.publish(records + dead),
             self._io("label_wait", lambda: self.labels.wait(unmatched))
             if unmatched
             else _nothing(),
         )
+        trace.stage("publish", time.perf_counter() - began)
         for label in unmatched:
-            self.waiting[label.event_id] = Waiting(label, 1, now + FIRST_RETRY_MS)
+            self.waiting[label.event_id] = Waiting(
+                label, 1, now + FIRST_RETRY_MS, traces.get(label.event_id, NO_HEADERS)
+            )
         self.metrics.labels.labels("waiting").inc(len(unmatched))
+        trace.end({"stream_app.accuracy_events": len(records),
+                   "stream_app.dead_letters": len(refused)})  # fmt: skip
         return len(records)
 
-    async def _join(self, labels: Sequence[Label], now: int) -> tuple[list[Record], list[Label]]:
+    async def _join(
+        self, labels: Sequence[Label], now: int, traces: Mapping[str, Headers]
+    ) -> tuple[list[Record], list[Label]]:
         """Accuracy events of the labels whose predictions are stored; the others."""
         found: dict[str, list[StoredPrediction]] = {}
 
@@ -152,6 +174,7 @@ class AccuracyService:
             if not predictions:
                 unmatched.append(label)
                 continue
+            headers = traces.get(label.event_id) or child_headers(NO_HEADERS)  # a new trace
             for p in predictions:
                 payload = accuracy_payload(
                     prediction_id=p.prediction_id,
@@ -168,7 +191,7 @@ class AccuracyService:
                     label_delay_ms=label.label_time - p.event_time,
                     evaluated_at=now,
                 )  # fmt: skip
-                records.append(Record(topic, p.event_id.encode(), orjson.dumps(payload)))
+                records.append(Record(topic, p.event_id.encode(), orjson.dumps(payload), headers))
                 self.monitor.labelled(p.model_version, p.role, p.value, label.label, now,
                                      p.event_time)  # fmt: skip
         matched = len(labels) - len(unmatched)
@@ -188,7 +211,8 @@ class AccuracyService:
             return
         expired = [w.label for w in due if now - w.label.received_at > self.max_delay_ms]
         trying = [w.label for w in due if now - w.label.received_at <= self.max_delay_ms]
-        records, still = await self._join(trying, now)
+        traces = {w.label.event_id: w.headers for w in due}
+        records, still = await self._join(trying, now, traces)
         still_ids = {label.event_id for label in still}
         joined = [label for label in trying if label.event_id not in still_ids]
         await self.publisher.publish(records)

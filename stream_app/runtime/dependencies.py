@@ -34,6 +34,7 @@ from stream_app.scoring.service import ScoringService
 from stream_app.settings import Settings
 from stream_app.storage.labels import LabelStore
 from stream_app.storage.predictions import PredictionStore
+from stream_app.tracing.spans import NO_SPANS, Tracer, tracer_for
 from stream_app.use_cases.deployment import load
 from stream_app.use_cases.spec import UseCase
 
@@ -66,12 +67,14 @@ class Dependencies:
     publisher: KafkaPublisher
     watchdog: Watchdog
     use_cases: list[UseCaseServices]
+    tracer: Tracer = NO_SPANS
 
     def close(self) -> None:
         undelivered = self.publisher.close()
         if undelivered:
             log.error("%d output records were still undelivered at shutdown", undelivered)
         self.cluster.shutdown()
+        self.tracer.shutdown()  # the spans still buffered are exported
 
     def cassandra_answers(self, timeout_s: float = 2.0) -> None:
         """Raise unless Cassandra answers a query in time (blocking: readiness runs it on a
@@ -165,11 +168,14 @@ def build_dependencies(
                 ModelRegistry(session, keyspace, use_case.name).champion()
         publisher = KafkaPublisher(settings.kafka, client_id=f"{settings.worker.app_id}-outputs")
         outputs = services_publisher(settings, publisher)
+        tracer = tracer_for(settings.tracing)
         labelled = UseCaseLabelled()
         services = []
         for use_case, own in served:
             metrics_registry = CollectorRegistry()
-            services.append(use_case_services(session, own, use_case, outputs, metrics_registry))
+            services.append(
+                use_case_services(session, own, use_case, outputs, metrics_registry, tracer)
+            )
             labelled.add(use_case.name, metrics_registry)
         registry.register(labelled)
     except BaseException:
@@ -183,7 +189,7 @@ def build_dependencies(
         return max(retries, default=None)
 
     watchdog = Watchdog(settings.worker.stall_after_s, last_retry, WorkerGauges(registry))
-    return Dependencies(cluster, session, publisher, watchdog, services)
+    return Dependencies(cluster, session, publisher, watchdog, services, tracer)
 
 
 def use_case_services(
@@ -192,6 +198,7 @@ def use_case_services(
     use_case: UseCase,
     publisher: Publisher,
     metrics_registry: CollectorRegistry,
+    tracer: Tracer = NO_SPANS,
 ) -> UseCaseServices:
     """The services of one use case (``settings`` as it sees them)."""
     keyspace = settings.cassandra.keyspace
@@ -224,6 +231,7 @@ def use_case_services(
             metrics=metrics,
             monitor=monitor,
             schemas=schemas,
+            tracer=tracer,
         )
         services.watcher = ModelWatcher(settings, models, services.scoring, monitor, metrics)
         services.watcher.load()  # the registry's roles now; model-updates keeps them current
@@ -247,6 +255,7 @@ def use_case_services(
             monitor=monitor,
             metrics=metrics,
             schemas=schemas,
+            tracer=tracer,
         )
     if settings.lifecycle.orchestrator:
         services.orchestrator = Orchestrator(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
 
@@ -11,7 +11,7 @@ from stream_app.contracts.decode import ClientEvent, ObjectParser, decode_client
 from stream_app.contracts.outputs import prediction_payload
 from stream_app.errors import InvalidEvent
 from stream_app.features.vector import ServedVector
-from stream_app.messages import InputMessage, Record, Refused
+from stream_app.messages import Headers, InputMessage, Record, Refused
 from stream_app.storage.predictions import PredictionRow, pack
 
 
@@ -51,8 +51,10 @@ def prediction_outputs(
     feature_set: str,
     predictions_topic: str,
     scored_at: int,
+    headers_of: Callable[[InputMessage], Headers],
 ) -> tuple[list[Record], list[PredictionRow]]:
-    """The Kafka records and the Cassandra rows of a scored batch."""
+    """The Kafka records and the Cassandra rows of a scored batch; each record carries the
+    trace headers ``headers_of`` gives its event's message."""
     records: list[Record] = []
     rows: list[PredictionRow] = []
     for (message, event, served), value in zip(scored, values, strict=True):
@@ -69,7 +71,14 @@ def prediction_outputs(
             scored_at=scored_at,
             latency_ms=latency_ms,
         )
-        records.append(Record(predictions_topic, event.event_id.encode(), orjson.dumps(payload)))
+        records.append(
+            Record(
+                predictions_topic,
+                event.event_id.encode(),
+                orjson.dumps(payload),
+                headers_of(message),
+            )
+        )
         rows.append(
             PredictionRow(
                 event_id=event.event_id,

@@ -43,6 +43,7 @@ from stream_app.scoring.model_set import ModelSet, ScoringModel, split_traffic
 from stream_app.settings import Settings
 from stream_app.storage.cql import worth_retrying
 from stream_app.storage.predictions import PredictionRow, PredictionWriter
+from stream_app.tracing.spans import NO_SPANS, BatchTrace, Tracer
 from stream_app.use_cases.spec import AggregateFeature, UseCase
 
 
@@ -84,6 +85,7 @@ class ScoringService:
         agent: str = "scoring",
         read_at: ReadAt | None = None,
         schemas: RegistrySchemas | None = None,
+        tracer: Tracer = NO_SPANS,
     ) -> None:
         self.settings = settings
         self.use_case = use_case
@@ -97,6 +99,7 @@ class ScoringService:
         self.read_at = read_at  # features as of a time (use cases served at event time)
         self.schemas = schemas if schemas and schemas.settings.client_events != "json" else None
         self._parse = schemas.parser("client_events") if schemas else parse_object
+        self.tracer = tracer
         windows = use_case.features_of(AggregateFeature).values()
         self._windows = sorted({(f.window.size_ms, f.window.step_ms) for f in windows})
 
@@ -115,6 +118,19 @@ class ScoringService:
 
     async def process(self, messages: Sequence[InputMessage]) -> BatchResult:
         """Score one batch; returns once every output is acknowledged."""
+        topics = self.settings.kafka.topics
+        trace = self.tracer.batch(topics.client_events, messages)
+        result = await self._process(messages, trace)
+        trace.end(
+            {
+                "stream_app.predictions": result.predictions,
+                "stream_app.shadow_predictions": result.shadow_predictions,
+                "stream_app.dead_letters": sum(result.dead_letters.values()),
+            }
+        )
+        return result
+
+    async def _process(self, messages: Sequence[InputMessage], trace: BatchTrace) -> BatchResult:
         started = time.perf_counter()
         began_ms = _now_ms()
         models = self.models  # the whole batch is scored by the set current at its start
@@ -131,8 +147,8 @@ class ScoringService:
             self.settings.worker.max_message_bytes,
             self._parse,
         )
-        self._stage("decode", [time.perf_counter() - started])
-        served_at = await self._read_features(accepted, entity_keys)
+        self._stage("decode", [time.perf_counter() - started], trace)
+        served_at = await self._read_features(accepted, entity_keys, trace)
         score_started = time.perf_counter()
         groups: list[tuple[ScoringModel, list[tuple[InputMessage, ClientEvent]]]]
         arms = models.live_arms
@@ -155,7 +171,7 @@ class ScoringService:
         for model, items in groups:
             scored, missing_refused = self._vectors(items, model, served_at, refuse=True)
             refused += missing_refused
-            model_records, model_rows = self._score(model, scored, topics.predictions)
+            model_records, model_rows = self._score(model, scored, topics.predictions, trace)
             records += model_records
             rows += model_rows
             live += scored
@@ -166,18 +182,22 @@ class ScoringService:
             shadow = models.shadow
             items = [(message, event) for message, event, _ in live]
             scored, _ = self._vectors(items, shadow, served_at, refuse=False)
-            shadow_records, shadow_rows = self._score(shadow, scored, topics.predictions_shadow)
+            shadow_records, shadow_rows = self._score(
+                shadow, scored, topics.predictions_shadow, trace
+            )
             records += shadow_records
             if shadow_rows:
                 result.versions[shadow.slot] = shadow.version
-        self._stage("score", [time.perf_counter() - score_started])
-        payloads, dead = dead_letters(refused, topics.dead_letter, self.agent, _now_ms())
+        self._stage("score", [time.perf_counter() - score_started], trace)
+        payloads, dead = dead_letters(
+            refused, topics.dead_letter, self.agent, _now_ms(), trace.headers_of
+        )
         for payload in payloads:
             self.monitor.dead_letter(payload)
         records += dead
         await asyncio.gather(
-            self._timed("publish", self._publish(records)),
-            self._timed("store", self._store(rows + shadow_rows)),
+            self._timed("publish", self._publish(records), trace),
+            self._timed("store", self._store(rows + shadow_rows), trace),
         )
         self._observe(live, rows, shadow_rows, refused, started)
         result.predictions = len(rows)
@@ -186,15 +206,18 @@ class ScoringService:
             result.dead_letters[r.error.code] = result.dead_letters.get(r.error.code, 0) + 1
         return result
 
-    def _stage(self, stage: str, seconds: Sequence[float]) -> None:
-        """Time spent in ``stage`` (``monitoring.stages``): the histogram and the monitor."""
+    def _stage(self, stage: str, seconds: Sequence[float], trace: BatchTrace | None = None) -> None:
+        """Time spent in ``stage`` (``monitoring.stages``): the histogram and the monitor, and
+        the batch's span of a stage timed once per batch."""
         observe_many(self.metrics.stage_seconds.labels(stage), seconds)
         self.monitor.stage(stage, [value * 1000 for value in seconds])
+        if trace is not None:
+            trace.stage(stage, seconds[0])
 
-    async def _timed(self, stage: str, work: Awaitable[None]) -> None:
+    async def _timed(self, stage: str, work: Awaitable[None], trace: BatchTrace) -> None:
         began = time.perf_counter()
         await work
-        self._stage(stage, [time.perf_counter() - began])
+        self._stage(stage, [time.perf_counter() - began], trace)
 
     def _required_entities(self, entity_keys: Sequence[str]) -> list[str]:
         """The entities an event must name: those its features are looked up by, and the key
@@ -202,7 +225,7 @@ class ScoringService:
         return sorted({*entity_keys, self.use_case.entities.split_key})
 
     def _score(
-        self, model: ScoringModel, scored: Scored, topic: str
+        self, model: ScoringModel, scored: Scored, topic: str, trace: BatchTrace
     ) -> tuple[list[Record], list[PredictionRow]]:
         """One LightGBM call for ``scored``, its outputs, and the monitor fed."""
         if not scored:
@@ -220,6 +243,7 @@ class ScoringService:
             feature_set=model.feature_set,
             predictions_topic=topic,
             scored_at=_now_ms(),
+            headers_of=trace.headers_of,
         )
         latencies = [row.latency_ms or 0.0 for row in rows]
         event_times = np.fromiter((row.event_time for row in rows), np.int64, len(rows))
@@ -235,7 +259,10 @@ class ScoringService:
         return records, rows
 
     async def _read_features(
-        self, accepted: list[tuple[InputMessage, ClientEvent]], entity_keys: Sequence[str]
+        self,
+        accepted: list[tuple[InputMessage, ClientEvent]],
+        entity_keys: Sequence[str],
+        trace: BatchTrace,
     ) -> ServedAt:
         """The stored features every event of the batch is served, and the time they are
         served for: now (each entity read once, through the cache), or with the use case's
@@ -254,7 +281,7 @@ class ScoringService:
 
         elapsed = time.perf_counter() - read_started
         self.metrics.feature_read_seconds.observe(elapsed)
-        self._stage("features", [elapsed])
+        self._stage("features", [elapsed], trace)
         return served_at
 
     async def _read_at_event_times(

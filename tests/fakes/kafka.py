@@ -24,6 +24,7 @@ class FakeMessage:
     _offset: int
     _value: bytes
     _error: KafkaError | None = None
+    _headers: list[tuple[str, bytes | None]] | None = None  # librdkafka's None when none
 
     def topic(self) -> str:
         return self._topic
@@ -42,6 +43,9 @@ class FakeMessage:
 
     def timestamp(self) -> tuple[int, int]:
         return (1, 1_795_000_000_000 + self._offset)
+
+    def headers(self) -> list[tuple[str, bytes | None]] | None:
+        return self._headers
 
     def error(self) -> KafkaError | None:
         return self._error

@@ -56,8 +56,9 @@ def test_decode_events_separates_valid_invalid_and_missing_entities() -> None:
     schema = jsonschema.Draft202012Validator(
         orjson.loads((SCHEMAS / "dead_letter.schema.json").read_bytes())
     )
-    for payload, (topic, key, value) in zip(payloads, records, strict=True):
+    for payload, (topic, key, value, headers) in zip(payloads, records, strict=True):
         assert topic == "dead-letter"
+        assert [name for name, _ in headers] == ["traceparent"]  # a new trace: none came in
         assert key == b"ord-1"
         assert orjson.loads(value) == payload  # what the monitor keeps is what was published
         schema.validate(orjson.loads(value))
@@ -75,11 +76,13 @@ def test_prediction_outputs_match_the_schema_and_the_stored_rows() -> None:
         feature_set="abc",
         predictions_topic="predictions",
         scored_at=1795783200030,
+        headers_of=lambda m: (("traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01"),),
     )
     schema = jsonschema.Draft202012Validator(
         orjson.loads((SCHEMAS / "prediction.schema.json").read_bytes())
     )
-    (topic, key, value), row = records[0], rows[0]
+    (topic, key, value, headers), row = records[0], rows[0]
+    assert headers == (("traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01"),)
     payload = orjson.loads(value)
     schema.validate(payload)
     assert (topic, key) == ("predictions", b"ord-1")

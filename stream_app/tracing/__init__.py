@@ -1,0 +1,1 @@
+"""W3C trace context carried in Kafka headers, and OpenTelemetry spans (README "Tracing")."""
