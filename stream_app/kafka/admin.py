@@ -27,6 +27,20 @@ _REFUSALS = {
     KafkaError.UNSUPPORTED_SASL_MECHANISM,
 }
 
+# The broker ends the handshake with an alert (mutual TLS: no client certificate, or one from
+# a CA it does not trust); librdkafka reports it as a transport failure it would retry.
+_CERTIFICATE_ALERTS = (
+    "alert bad certificate",
+    "alert certificate required",
+    "alert certificate unknown",
+    "alert unknown ca",
+)
+
+
+def _tls_alert(error: KafkaError) -> bool:
+    return error.code() == KafkaError._TRANSPORT and "SSL alert number" in error.str()
+
+
 # Properties naming a file librdkafka reads ("probe": the system's CA store).
 _FILES = frozenset(
     {"ssl.ca.location", "ssl.certificate.location", "ssl.key.location",
@@ -69,7 +83,7 @@ def reach(
     refusals: list[KafkaError] = []
 
     def on_error(error: KafkaError) -> None:
-        if error.code() in _REFUSALS:
+        if error.code() in _REFUSALS or _tls_alert(error):
             refusals.append(error)
 
     # The refusal is reported here once, not logged by librdkafka at every retry.
@@ -83,9 +97,14 @@ def reach(
         except KafkaException as exc:
             admin.poll(0)  # serve the error callback
             if refusals:
-                raise ConfigurationError(
-                    f"{where} refused the connection: {refusals[-1].str()}"
-                ) from exc
+                reason = refusals[-1].str()
+                if any(alert in reason for alert in _CERTIFICATE_ALERTS):
+                    reason += (
+                        "; the broker requires a client certificate signed by a CA it trusts "
+                        "(ssl.certificate.location and ssl.key.location in "
+                        "STREAM_APP_KAFKA__CLIENT_PROPERTIES)"
+                    )
+                raise ConfigurationError(f"{where} refused the connection: {reason}") from exc
             if time.monotonic() >= deadline:
                 raise ConfigurationError(f"cannot reach {where}: {exc}") from exc
 
