@@ -195,3 +195,40 @@ def test_a_file_that_is_not_there_or_json_that_does_not_parse_is_one_line(
     monkeypatch.setenv(PROPERTIES, json.dumps({"ssl.key.location": str(tmp_path / "k.pem")}))
     assert main(["config"]) == 2
     assert f"ssl.key.location: no such file {tmp_path / 'k.pem'}" in capsys.readouterr().err
+
+
+def test_faust_presents_the_passed_through_client_certificate(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from stream_app.runtime.app import broker_credentials, tls_context
+    from stream_app.services.tls import issue_client_certificate
+
+    client = issue_client_certificate(tmp_path / "tls", tmp_path / "out", "worker")
+    # the key encrypted, as a deployment might keep it: ssl.key.password opens it
+    key = serialization.load_pem_private_key(client.key.read_bytes(), password=None)
+    encrypted = tmp_path / "worker-encrypted.key"
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"hunter2"),
+        )
+    )
+    properties = {**client.properties(), "ssl.key.location": str(encrypted)}
+    kafka = KafkaSettings(
+        security_protocol="SSL", client_properties={**properties, "ssl.key.password": "hunter2"}
+    )
+    context = tls_context(kafka)
+    assert context.check_hostname
+    assert len(context.get_ca_certs()) == 1  # the project's CA, from ssl.ca.location
+    assert broker_credentials(kafka).context is not None  # faust.SSLCredentials
+    wrong = KafkaSettings(
+        security_protocol="SSL", client_properties={**properties, "ssl.key.password": "wrong"}
+    )
+    with pytest.raises(ConfigurationError, match="cannot be loaded"):
+        tls_context(wrong)
+    unchecked = KafkaSettings(
+        security_protocol="SSL",
+        client_properties={**client.properties(), "ssl.endpoint.identification.algorithm": "none"},
+    )
+    assert not tls_context(unchecked).check_hostname
