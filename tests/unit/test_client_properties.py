@@ -232,3 +232,10 @@ def test_faust_presents_the_passed_through_client_certificate(tmp_path: Path) ->
         client_properties={**client.properties(), "ssl.endpoint.identification.algorithm": "none"},
     )
     assert not tls_context(unchecked).check_hostname
+
+
+def test_the_map_can_come_from_a_file_of_the_secrets_folder(tmp_path: Path) -> None:
+    (tmp_path / PROPERTIES).write_text(json.dumps({"sasl.oauthbearer.client.secret": "s3cr3t"}))
+    settings = load_settings({"STREAM_APP_SECRETS_DIR": str(tmp_path)})
+    assert settings.kafka.client_config()["sasl.oauthbearer.client.secret"] == "s3cr3t"
+    assert "s3cr3t" not in json.dumps(settings.masked())
