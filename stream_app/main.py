@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from stream_app.commands import (
     bench,
@@ -31,7 +32,7 @@ from stream_app.commands import (
     worker,
 )
 from stream_app.errors import StreamAppError
-from stream_app.settings import Settings, load_settings
+from stream_app.settings import Settings, invalid_settings, load_settings
 
 Command = Callable[[argparse.Namespace, Settings], int]
 COMMANDS = (
@@ -57,8 +58,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
-    except (ValidationError, StreamAppError) as exc:
-        print(f"stream-app: invalid settings:\n{exc}", file=sys.stderr)
+        if settings.kafka.client_properties:
+            from stream_app.kafka.admin import check_client_properties
+
+            check_client_properties(settings.kafka)
+    except ValidationError as exc:
+        print(f"stream-app: invalid settings:\n{invalid_settings(exc)}", file=sys.stderr)
+        return 2
+    except (StreamAppError, SettingsError) as exc:
+        cause = exc.__cause__ if isinstance(exc, SettingsError) else None  # JSON's: no value
+        reason = f"{exc}: {cause}" if cause else str(exc)
+        print(f"stream-app: invalid settings:\n{reason}", file=sys.stderr)
         return 2
     run: Command = args.run
     try:

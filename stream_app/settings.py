@@ -16,7 +16,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NestedSecretsSettingsSource,
@@ -24,6 +32,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from stream_app.client_properties import PropertyValue, parse, revealed
 from stream_app.errors import ConfigurationError
 
 ENV_PREFIX = "STREAM_APP_"
@@ -99,6 +108,34 @@ class KafkaSettings(BaseModel):
         "prediction waits up to this long before it is sent.",
     )  # fmt: skip
 
+    client_properties: dict[str, str | int | float | bool | SecretStr] = Field(
+        default_factory=dict,
+        description="Any librdkafka property, passed to every confluent-kafka client of the "
+        'project, e.g. {"ssl.certificate.location": "/etc/kafka/client.pem", '
+        '"ssl.key.location": "/etc/kafka/client.key", "client.rack": "eu-1a"} '
+        "(STREAM_APP_KAFKA__CLIENT_PROPERTIES as JSON, or a file of that name in the secrets "
+        "folder). They win over the project's tuning of a client; properties with a setting "
+        "of their own, or that the project's guarantees rest on, are refused. Values of "
+        "secret-looking names (*password*, *secret*, ssl.key.pem, ...) are masked. Faust's "
+        "own connection takes the ssl.* files of them (see the README).",
+    )
+
+    @field_validator("client_properties", mode="before")
+    @classmethod
+    def _checked_properties(cls, value: object) -> dict[str, PropertyValue]:
+        # A ConfigurationError passes through pydantic as is: its message never shows a value.
+        return parse(value)
+
+    @model_validator(mode="after")
+    def _one_ca_file(self) -> KafkaSettings:
+        passed = self.client_properties.get("ssl.ca.location")
+        if passed is not None and self.ssl_ca_file and str(passed) != str(self.ssl_ca_file):
+            raise ConfigurationError(
+                "kafka.ssl_ca_file and kafka.client_properties['ssl.ca.location'] name "
+                f"different files ({self.ssl_ca_file}, {passed}); set one of them"
+            )
+        return self
+
     @model_validator(mode="after")
     def _insync_within_replicas(self) -> KafkaSettings:
         if self.min_insync_replicas > self.replication_factor:
@@ -125,8 +162,10 @@ class KafkaSettings(BaseModel):
                 raise ValueError(f"expected host:port[,host:port...], got {item.strip()!r}")
         return value
 
-    def client_config(self) -> dict[str, Any]:
-        """librdkafka (confluent-kafka) configuration for this cluster."""
+    def client_config(self, own: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """librdkafka (confluent-kafka) configuration for this cluster: the fields above, then
+        ``own`` (a client's own choices), then ``client_properties`` (which win: the ones
+        that would break a guarantee are refused when the settings are built)."""
         config: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
@@ -141,7 +180,13 @@ class KafkaSettings(BaseModel):
             config["sasl.password"] = self.sasl_password.get_secret_value()
         if self.ssl_ca_file:
             config["ssl.ca.location"] = str(self.ssl_ca_file)
-        return config
+        return {**config, **(own or {}), **revealed(self.client_properties)}
+
+    def ca_location(self) -> Path | None:
+        """The CA file clients trust: ``ssl_ca_file`` or the passed-through
+        ``ssl.ca.location``."""
+        passed = self.client_properties.get("ssl.ca.location")
+        return self.ssl_ca_file or (Path(str(passed)) if passed is not None else None)
 
 
 class CassandraSettings(BaseModel):
@@ -675,6 +720,15 @@ class Settings(BaseSettings):
     def masked(self) -> dict[str, Any]:
         """The configuration as JSON-able data with every secret shown as ``**********``."""
         return self.model_dump(mode="json")
+
+
+def invalid_settings(exc: ValidationError) -> str:
+    """Why the settings are invalid, a line per reason, without the values given (pydantic's
+    own message quotes them, and they may be passwords)."""
+    return "\n".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+        for error in exc.errors(include_url=False, include_input=False)
+    )
 
 
 def known_variables(model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX) -> set[str]:

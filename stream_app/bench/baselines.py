@@ -133,13 +133,14 @@ def run_raw(settings: Settings) -> None:
 
     topics = settings.kafka.topics
     consumer = Consumer(
-        {
-            **settings.kafka.client_config(),
-            "group.id": f"{settings.worker.app_id}-raw",
-            "auto.offset.reset": "earliest",
-        }
+        settings.kafka.client_config(
+            {
+                "group.id": f"{settings.worker.app_id}-raw",
+                "auto.offset.reset": "earliest",
+            }
+        )
     )
-    producer = Producer({**settings.kafka.client_config(), "linger.ms": 5})
+    producer = Producer(settings.kafka.client_config({"linger.ms": 5}))
     consumer.subscribe([topics.client_events])
     running = [True]
     signal.signal(signal.SIGTERM, lambda *_: running.__setitem__(0, False))

@@ -111,13 +111,14 @@ class Traffic(threading.Thread):
 
     def run(self) -> None:
         producer = Producer(
-            {
-                **self.settings.kafka.client_config(),
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                "log_level": 3,
-            }
+            self.settings.kafka.client_config(
+                {
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "log_level": 3,
+                }
+            )
         )
         topic = self.settings.kafka.topics.client_events
         rng = np.random.default_rng(11)
@@ -393,14 +394,15 @@ def read_outcomes(
     seconds, or nothing new came for ``settle_s``, or ``deadline_s`` passed."""
     topics = settings.kafka.topics
     consumer = Consumer(
-        {
-            **settings.kafka.client_config(),
-            "group.id": f"chaos-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",  # as downstream consumers should read
-            "log_level": 3,
-        }
+        settings.kafka.client_config(
+            {
+                "group.id": f"chaos-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",  # as downstream consumers should read
+                "log_level": 3,
+            }
+        )
     )
     consumer.subscribe([topics.predictions, topics.dead_letter])
     predictions: list[tuple[str, str, str]] = []

@@ -188,7 +188,7 @@ def produce(
     # paced (a latency run): each event is sent when produced, as a producer that cares
     # about latency sends; unpaced (a throughput run): batched as a bulk producer batches
     linger_ms = 0 if rate is not None else 5
-    producer = Producer({**settings.kafka.client_config(), "linger.ms": linger_ms, "acks": "all"})
+    producer = Producer(settings.kafka.client_config({"linger.ms": linger_ms, "acks": "all"}))
     topic = topic or settings.kafka.topics.client_events
     started = time.monotonic()
     for sent, (key, value) in enumerate(records):
@@ -218,13 +218,14 @@ def collect(
     within ``wait_s``: librdkafka's consume returns when it holds a full batch or that has
     passed)."""
     consumer = Consumer(
-        {
-            **settings.kafka.client_config(),
-            "group.id": f"bench-collector-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
+        settings.kafka.client_config(
+            {
+                "group.id": f"bench-collector-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
     )
     consumer.subscribe([settings.kafka.topics.predictions])
     stamps: list[int] = []

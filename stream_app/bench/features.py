@@ -53,7 +53,7 @@ from stream_app.use_cases.spec import UseCase
 
 
 def _produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = Producer({**settings.kafka.client_config(), "linger.ms": 20})
+    producer = Producer(settings.kafka.client_config({"linger.ms": 20}))
     for i, (key, value) in enumerate(records):
         produce_when_room(producer, topic, value, key)
         if i % 10_000 == 0:
@@ -252,7 +252,7 @@ def _drive(
     """Background readings at ``rate``, probe readings, and client events for the probe
     couriers; a thread polls Cassandra until each probe is visible."""
     topics = settings.kafka.topics
-    producer = Producer({**settings.kafka.client_config(), "linger.ms": 5})
+    producer = Producer(settings.kafka.client_config({"linger.ms": 5}))
     probes: list[Probe] = []
     outstanding: list[Probe] = []
     lock = threading.Lock()

@@ -49,8 +49,8 @@ def raw_consume(kafka: KafkaSettings, plan: ReplayPlan) -> tuple[int, float]:
     waits out its timeout for a batch it cannot fill)."""
     started = time.perf_counter()
     consumer = Consumer(
-        {**kafka.client_config(), "group.id": f"bench-raw-{uuid.uuid4().hex[:8]}",
-         "enable.auto.commit": False, "enable.partition.eof": True, "log_level": 4}
+        kafka.client_config({"group.id": f"bench-raw-{uuid.uuid4().hex[:8]}",
+         "enable.auto.commit": False, "enable.partition.eof": True, "log_level": 4})
     )  # fmt: skip
     ends = {p.partition: p.end for p in plan.partitions if p.count}
     left = sum(p.count for p in plan.partitions)

@@ -67,7 +67,7 @@ class LagSampler(threading.Thread):
         super().__init__(daemon=True, name="lag-sampler")
         self.topic = settings.kafka.topics.client_events
         self.consumer = Consumer(
-            {**settings.kafka.client_config(), "group.id": group, "enable.auto.commit": False}
+            settings.kafka.client_config({"group.id": group, "enable.auto.commit": False})
         )
         self.peak = 0
         self.last: int | None = None

@@ -1,9 +1,13 @@
 """`stream-app services up|down|status [kafka] [cassandra]` (a cluster with
-``STREAM_APP_SERVICES__CLUSTER=true``)."""
+``STREAM_APP_SERVICES__CLUSTER=true``), and `services client-cert --out DIR`: a client
+certificate from the project's CA for the local broker's mutual TLS."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
+from pathlib import Path
 
 from stream_app.settings import Settings
 
@@ -22,15 +26,44 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "(STREAM_APP_SERVICES__CLUSTER=true, see deploy/cluster.env) a broker per bootstrap "
         "server and a Cassandra node per contact point.",
     )
-    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument(
+        "action",
+        choices=["up", "down", "status", "client-cert"],
+        help="client-cert: a key and certificate signed by the project's CA (<home>/tls, made "
+        "if missing) for a client of the local SSL (mutual TLS) broker",
+    )
     parser.add_argument(
         "service", nargs="*", type=_service_name, help="kafka and/or cassandra (default: both)"
     )
+    parser.add_argument("--out", type=Path, help="client-cert: the folder to write into")
+    parser.add_argument(
+        "--name", default="stream-app", help="client-cert: the certificate's common name "
+        "and the files' name (default: stream-app)",
+    )  # fmt: skip
     parser.set_defaults(run=run)
+
+
+def client_cert(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app.errors import ConfigurationError
+    from stream_app.services.tls import issue_client_certificate
+
+    if args.out is None or args.service:
+        raise ConfigurationError("usage: stream-app services client-cert --out DIR [--name N]")
+    folder = (settings.services.home / "tls").resolve()
+    client = issue_client_certificate(folder, args.out.resolve(), args.name)
+    print(f"# {client.certificate} (certificate), {client.key} (its key, owner-only), "
+          f"signed by {client.ca_cert}")  # fmt: skip
+    print("STREAM_APP_KAFKA__SECURITY_PROTOCOL=SSL")
+    properties = json.dumps(client.properties())
+    print(f"STREAM_APP_KAFKA__CLIENT_PROPERTIES={shlex.quote(properties)}")
+    return 0
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.services import control
+
+    if args.action == "client-cert":
+        return client_cert(args, settings)
 
     if args.action == "up":
         control.up(settings, args.service)

@@ -142,7 +142,7 @@ def offline(settings: Settings, use_case: UseCase) -> str:
     for agent, topic in (("scoring", topics.client_events), ("features", topics.sensor_readings),
                          ("accuracy", topics.ground_truth)):  # fmt: skip
         group = group_id(settings, use_case, agent)
-        consumer = Consumer({**settings.kafka.client_config(), "group.id": group})
+        consumer = Consumer(settings.kafka.client_config({"group.id": group}))
         try:
             metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
             partitions = [

@@ -43,12 +43,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     _, settings = load(args.use_case, settings)
     topic = resolve_topic(settings, args.topic)
     consumer = Consumer(
-        {
-            **settings.kafka.client_config(),
-            "group.id": f"stream-app-tail-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest" if args.from_beginning else "latest",
-            "enable.auto.commit": False,
-        }
+        settings.kafka.client_config(
+            {
+                "group.id": f"stream-app-tail-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest" if args.from_beginning else "latest",
+                "enable.auto.commit": False,
+            }
+        )
     )
     consumer.subscribe([topic])
     stopping = [False]

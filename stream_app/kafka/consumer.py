@@ -142,17 +142,18 @@ def consumer_config(
     kafka: KafkaSettings, group_id: str, session_timeout_s: float
 ) -> dict[str, Any]:
     """librdkafka settings of a batch consumer in group ``group_id``."""
-    return {
-        **kafka.client_config(),
-        "group.id": group_id,
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "enable.partition.eof": False,
-        "fetch.wait.max.ms": 20,
-        "session.timeout.ms": int(session_timeout_s * 1000),
-        "heartbeat.interval.ms": int(session_timeout_s * 1000 / 3),
-        "log_level": 4,
-    }
+    return kafka.client_config(
+        {
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "fetch.wait.max.ms": 20,
+            "session.timeout.ms": int(session_timeout_s * 1000),
+            "heartbeat.interval.ms": int(session_timeout_s * 1000 / 3),
+            "log_level": 4,
+        }
+    )
 
 
 def to_input(message: Any) -> InputMessage:

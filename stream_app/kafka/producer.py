@@ -48,17 +48,22 @@ def produce_when_room(
             producer.poll(drain_s)
 
 
-def output_producer_config(kafka: KafkaSettings) -> dict[str, Any]:
+def output_producer_config(
+    kafka: KafkaSettings, own: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """librdkafka settings of a producer of the worker's outputs (and of the ceiling baseline,
     which must keep the same guarantees): idempotent, acknowledged by every in-sync replica,
-    lz4-compressed, lingering ``output_linger_ms``."""
-    return {
-        **kafka.client_config(),
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": kafka.output_linger_ms,
-        "compression.type": "lz4",
-    }
+    lz4-compressed, lingering ``output_linger_ms``; then the producer's ``own`` choices (the
+    passed-through properties still win over both)."""
+    return kafka.client_config(
+        {
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": kafka.output_linger_ms,
+            "compression.type": "lz4",
+            **(own or {}),
+        }
+    )
 
 
 class Publisher(Protocol):
@@ -92,13 +97,15 @@ class KafkaPublisher:
     ) -> None:
         self._crash = crash
         self._producer = Producer(
-            {
-                **output_producer_config(kafka),
-                "client.id": client_id,
-                "queue.buffering.max.messages": 1_000_000,
-                "log_level": 4,
-                "error_cb": self._on_error,
-            }
+            output_producer_config(
+                kafka,
+                {
+                    "client.id": client_id,
+                    "queue.buffering.max.messages": 1_000_000,
+                    "log_level": 4,
+                    "error_cb": self._on_error,
+                },
+            )
         )
         self._running = True
         self._poller = threading.Thread(target=self._poll, name="kafka-deliveries", daemon=True)

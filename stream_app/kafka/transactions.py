@@ -98,14 +98,16 @@ class TransactionalProducer:
     ) -> None:
         self.transactional_id = transactional_id
         self.timeout_s = settings.consumer.transaction_timeout_s
-        self._config = {
-            **output_producer_config(settings.kafka),
-            "transactional.id": transactional_id,
-            "transaction.timeout.ms": int(self.timeout_s * 1000),
-            "client.id": transactional_id,
-            "queue.buffering.max.messages": 1_000_000,
-            "log_level": 4,
-        }
+        self._config = output_producer_config(
+            settings.kafka,
+            {
+                "transactional.id": transactional_id,
+                "transaction.timeout.ms": int(self.timeout_s * 1000),
+                "client.id": transactional_id,
+                "queue.buffering.max.messages": 1_000_000,
+                "log_level": 4,
+            },
+        )
         self._make_producer = make_producer
         self._producer = make_producer(self._config)
         self._ready = False

@@ -58,13 +58,14 @@ class AccuracyFeed:
     def _open(self) -> None:
         topic = self.settings.kafka.topics.accuracy_events
         consumer = Consumer(
-            {
-                **self.settings.kafka.client_config(),
-                "group.id": f"{self.settings.worker.app_id}-accuracy-feed",  # never committed
-                "enable.auto.commit": False,
-                "auto.offset.reset": "latest",
-                "log_level": 4,
-            }
+            self.settings.kafka.client_config(
+                {
+                    "group.id": f"{self.settings.worker.app_id}-accuracy-feed",  # never committed
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "latest",
+                    "log_level": 4,
+                }
+            )
         )
         partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
         since = int(time.time() * 1000) - self.horizon_ms

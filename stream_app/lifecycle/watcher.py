@@ -257,14 +257,15 @@ class ModelWatcher:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._consumer = Consumer(
-            {
-                **self.settings.kafka.client_config(),
-                "group.id": f"{self.settings.worker.app_id}-models-{uuid.uuid4().hex[:12]}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 50,  # an idle topic: answer fetches soon
-                "log_level": 4,
-            }
+            self.settings.kafka.client_config(
+                {
+                    "group.id": f"{self.settings.worker.app_id}-models-{uuid.uuid4().hex[:12]}",
+                    "auto.offset.reset": "earliest",
+                    "enable.auto.commit": False,
+                    "fetch.wait.max.ms": 50,  # an idle topic: answer fetches soon
+                    "log_level": 4,
+                }
+            )
         )
         topic = self.settings.kafka.topics.model_updates
         await loop.run_in_executor(self._thread, lambda: self._consumer.subscribe([topic]))

@@ -20,7 +20,7 @@ def produce_acknowledged(kafka: KafkaSettings, topic: str, key: bytes, value: An
     Not an idempotent producer: getting a producer id first costs up to half a second, and a
     duplicate of a role announcement or a decision (a retried send) changes nothing."""
     failures: list[str] = []
-    producer = Producer({**kafka.client_config(), "acks": "all"})
+    producer = Producer(kafka.client_config({"acks": "all"}))
     producer.produce(
         topic,
         orjson.dumps(value),

@@ -278,14 +278,15 @@ class Reinjector:
         topics = settings.kafka.topics
         self._allowed = {topics.client_events, topics.sensor_readings, topics.ground_truth}
         self._producer = Producer(
-            {
-                **settings.kafka.client_config(),
-                "client.id": client_id,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                "log_level": 4,
-            }
+            settings.kafka.client_config(
+                {
+                    "client.id": client_id,
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "log_level": 4,
+                }
+            )
         )
         self._partitions: dict[str, set[int]] = {}
 

@@ -90,12 +90,13 @@ def plan_replay(kafka: KafkaSettings, topic: str, from_ms: int, to_ms: int) -> R
         raise ConfigurationError(f"an empty time range: --to ({to_ms}) is not after --from "
                                  f"({from_ms})")  # fmt: skip
     consumer = Consumer(
-        {
-            **kafka.client_config(),
-            "group.id": "stream-app-replay-plan",  # required by the client; never joined
-            "enable.auto.commit": False,
-            "log_level": 4,
-        }
+        kafka.client_config(
+            {
+                "group.id": "stream-app-replay-plan",  # required by the client; never joined
+                "enable.auto.commit": False,
+                "log_level": 4,
+            }
+        )
     )
     try:
         metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)

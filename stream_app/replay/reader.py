@@ -46,19 +46,20 @@ class RangeReader:
         self.remaining = {p.partition: p.end for p in plan.partitions if p.count > 0}
         self.position = {p.partition: p.start for p in plan.partitions if p.count > 0}
         self.consumer = Consumer(
-            {
-                **kafka.client_config(),
-                "group.id": group_id,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "enable.partition.eof": True,
-                # a start offset retention removed since the plan: read from the earliest left
-                "auto.offset.reset": "earliest",
-                "fetch.max.bytes": 64 * 1024 * 1024,
-                "max.partition.fetch.bytes": 16 * 1024 * 1024,
-                "queued.min.messages": 200_000,
-                "log_level": 4,
-            }
+            kafka.client_config(
+                {
+                    "group.id": group_id,
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "enable.partition.eof": True,
+                    # a start offset retention removed since the plan: read from the earliest left
+                    "auto.offset.reset": "earliest",
+                    "fetch.max.bytes": 64 * 1024 * 1024,
+                    "max.partition.fetch.bytes": 16 * 1024 * 1024,
+                    "queued.min.messages": 200_000,
+                    "log_level": 4,
+                }
+            )
         )
         starts = [TopicPartition(plan.topic, p.partition, p.start) for p in plan.partitions
                   if p.count > 0]  # fmt: skip

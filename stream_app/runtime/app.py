@@ -14,6 +14,7 @@ import faust
 
 from stream_app.agents import leader, scoring
 from stream_app.agents.attach import attach
+from stream_app.errors import ConfigurationError
 from stream_app.kafka.consumer import BatchConsumer, BatchOptions, consumer_config
 from stream_app.kafka.transactions import TransactionalProducer, transactional_id
 from stream_app.monitoring.readiness import Readiness
@@ -30,12 +31,17 @@ WATCHDOG_EVERY_S = 5.0
 
 
 def broker_credentials(kafka: KafkaSettings) -> Any:
-    """Faust (aiokafka) credentials matching ``kafka.security_protocol``, or None."""
+    """Faust (aiokafka) credentials matching ``kafka.security_protocol``, or None.
+
+    aiokafka takes no librdkafka properties: of the passed-through ones, the CA
+    (``ssl.ca.location``), the client certificate (``ssl.certificate.location``,
+    ``ssl.key.location``, ``ssl.key.password``) and ``ssl.endpoint.identification.algorithm``
+    none go into its TLS context, so a cluster that requires client certificates takes the
+    whole worker; every other property reaches the confluent-kafka clients only.
+    """
     context = None
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(
-            cafile=str(kafka.ssl_ca_file) if kafka.ssl_ca_file else None
-        )
+        context = tls_context(kafka)
     if kafka.security_protocol.startswith("SASL"):
         password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
         return faust.SASLCredentials(
@@ -47,6 +53,34 @@ def broker_credentials(kafka: KafkaSettings) -> Any:
     if context is not None:
         return faust.SSLCredentials(context)
     return None
+
+
+def tls_context(kafka: KafkaSettings) -> ssl.SSLContext:
+    """The TLS context of Faust's clients, from the settings' CA and the passed-through
+    ``ssl.*`` properties that Python's ``ssl`` module can use."""
+    properties = kafka.client_config()
+    ca = kafka.ca_location()
+    context = ssl.create_default_context(
+        cafile=str(ca) if ca and not ca.is_dir() else None,
+        capath=str(ca) if ca and ca.is_dir() else None,
+    )
+    if str(properties.get("ssl.endpoint.identification.algorithm", "https")).lower() == "none":
+        context.check_hostname = False
+    certificate = properties.get("ssl.certificate.location")
+    key = properties.get("ssl.key.location")
+    if certificate or key:
+        try:
+            context.load_cert_chain(
+                certfile=str(certificate or key),
+                keyfile=str(key) if key else None,
+                password=properties.get("ssl.key.password"),
+            )
+        except (OSError, ssl.SSLError) as exc:  # a file missing, a wrong key password
+            raise ConfigurationError(
+                f"kafka.client_properties: the client certificate {certificate} and key {key} "
+                f"cannot be loaded: {exc}"
+            ) from exc
+    return context
 
 
 def worker_datadir(settings: Settings) -> Path:

@@ -3,11 +3,8 @@
 One broker by default; with ``services.cluster``, one per ``kafka.bootstrap_servers`` entry,
 the controllers forming one quorum of them all (see :func:`brokers`).
 
-The broker speaks what the clients' settings ask for: ``PLAINTEXT``, or ``SASL_SSL`` with
-SCRAM. Secured, it serves TLS with the project's own CA (:mod:`stream_app.services.tls`),
-authenticates every client with SCRAM, and talks to its controller over mutual TLS. Its own
-administrator (a SCRAM user written into the storage when it is formatted) creates the
-clients' user at every start, so a changed password takes effect on the next ``up``.
+The broker speaks what the clients' settings ask for (:mod:`stream_app.services.kafka_security`):
+``PLAINTEXT``, ``SASL_SSL`` with SCRAM, or ``SSL`` served as mutual TLS.
 """
 
 from __future__ import annotations
@@ -18,63 +15,22 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import SecretStr
-
 from stream_app.errors import ConfigurationError, ServiceError
 from stream_app.services.admin_secret import admin_password
+from stream_app.services.kafka_security import (
+    CA_VARIABLE,
+    BrokerSecurity,
+    admin_scram,
+    create_client_user,
+    security_lines,
+    wants_security,
+)
 from stream_app.services.private_files import write_private
 from stream_app.services.process import ServiceSpec
-from stream_app.services.tls import TlsFiles, local_server_files
-from stream_app.settings import KafkaSettings, Settings
+from stream_app.services.tls import local_server_files
+from stream_app.settings import Settings
 
 READY_LINE = "Kafka Server started"
-ADMIN_USER = "stream-app-broker"
-# The administrator's own mechanism, whatever the clients use: a later change of the clients'
-# mechanism must not lock the broker out of its own listener.
-ADMIN_MECHANISM = "SCRAM-SHA-512"
-SCRAM_ITERATIONS = 8192
-_SCRAM = {"SCRAM-SHA-256": 1, "SCRAM-SHA-512": 2}  # confluent_kafka.admin.ScramMechanism
-
-
-@dataclass(frozen=True)
-class BrokerSecurity:
-    """What a SASL_SSL broker needs: its TLS files and its administrator's password."""
-
-    tls: TlsFiles
-    admin_password: str
-
-
-def wants_security(kafka: KafkaSettings) -> bool:
-    """Whether the clients' settings ask the local broker for SASL_SSL.
-
-    Only PLAINTEXT and SASL_SSL with SCRAM can be served locally; anything else, or SASL_SSL
-    without the user, password or CA file the clients need, is a configuration error.
-    """
-    if kafka.security_protocol == "PLAINTEXT":
-        return False
-    if kafka.security_protocol != "SASL_SSL":
-        raise ConfigurationError(
-            f"the local broker serves PLAINTEXT or SASL_SSL, not {kafka.security_protocol}"
-        )
-    if kafka.sasl_mechanism not in _SCRAM:
-        raise ConfigurationError(
-            "the local SASL_SSL broker authenticates with SCRAM: set "
-            "STREAM_APP_KAFKA__SASL_MECHANISM to SCRAM-SHA-256 or SCRAM-SHA-512"
-        )
-    missing = [
-        variable
-        for variable, value in (
-            ("STREAM_APP_KAFKA__SASL_USERNAME", kafka.sasl_username),
-            ("STREAM_APP_KAFKA__SASL_PASSWORD", kafka.sasl_password),
-            ("STREAM_APP_KAFKA__SSL_CA_FILE", kafka.ssl_ca_file),
-        )
-        if not value
-    ]
-    if missing:
-        raise ConfigurationError(f"a SASL_SSL broker needs {', '.join(missing)}")
-    if kafka.sasl_username == ADMIN_USER:
-        raise ConfigurationError(f"{ADMIN_USER} is the broker's own user; pick another name")
-    return True
 
 
 @dataclass(frozen=True)
@@ -129,40 +85,6 @@ def _loopback(host: str) -> bool:
     return host == "localhost" or host.startswith("127.")
 
 
-def _security_lines(
-    host: str, port: int, controller: int, security: BrokerSecurity | None
-) -> list[str]:
-    if security is None:
-        return [
-            f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}",
-            f"advertised.listeners=PLAINTEXT://{host}:{port}",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name=PLAINTEXT",
-        ]
-    jaas = (
-        "org.apache.kafka.common.security.scram.ScramLoginModule required "
-        f'username="{ADMIN_USER}" password="{security.admin_password}";'
-    )
-    return [
-        f"listeners=SASL_SSL://{host}:{port},CONTROLLER://{host}:{controller}",
-        f"advertised.listeners=SASL_SSL://{host}:{port}",
-        # The controller listener is TLS too, and only takes a client holding a certificate
-        # from the project's CA: nothing reaches the cluster's metadata without one.
-        "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL",
-        "inter.broker.listener.name=SASL_SSL",
-        "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512",
-        f"sasl.mechanism.inter.broker.protocol={ADMIN_MECHANISM}",
-        # Every enabled mechanism needs a login module; the credentials are the broker's own.
-        *(f"listener.name.sasl_ssl.{name.lower()}.sasl.jaas.config={jaas}" for name in _SCRAM),
-        "ssl.keystore.type=PEM",
-        f"ssl.keystore.location={security.tls.server}",
-        "ssl.truststore.type=PEM",
-        f"ssl.truststore.location={security.tls.ca_cert}",
-        "ssl.endpoint.identification.algorithm=https",
-        "listener.name.controller.ssl.client.auth=required",
-    ]
-
-
 def _replication_lines(settings: Settings, nodes: list[BrokerNode]) -> list[str]:
     if len(nodes) == 1:
         return [  # one node: every internal topic has a single replica
@@ -213,7 +135,7 @@ def _properties(
             "process.roles=broker,controller",
             f"node.id={node.node_id}",
             f"controller.quorum.voters={','.join(n.voter for n in nodes)}",
-            *_security_lines(node.host, node.port, node.controller_port, security),
+            *security_lines(node.host, node.port, node.controller_port, security),
             "controller.listener.names=CONTROLLER",
             f"log.dirs={data_dir}",
             *_replication_lines(settings, nodes),
@@ -292,7 +214,8 @@ def kafka_specs(settings: Settings, lib_dir: Path, java: Path) -> list[ServiceSp
     nodes = brokers(settings)
     if len(nodes) > 1 and wants_security(settings.kafka):
         raise ConfigurationError(
-            "the local Kafka cluster runs PLAINTEXT only; SASL_SSL is served by the single broker"
+            "the local Kafka cluster runs PLAINTEXT only; SASL_SSL and SSL are served by the "
+            "single broker"
         )
     if settings.services.cluster and settings.kafka.replication_factor > len(nodes):
         raise ConfigurationError(
@@ -343,10 +266,12 @@ def kafka_spec(
     def security() -> BrokerSecurity | None:
         if not wants_security(settings.kafka):
             return None
-        ca_file = settings.kafka.ssl_ca_file
+        ca_file = settings.kafka.ca_location()
         if ca_file is None:  # wants_security made sure of it
-            raise ConfigurationError("a SASL_SSL broker needs STREAM_APP_KAFKA__SSL_CA_FILE")
-        tls = local_server_files(settings.services.home, ca_file, "STREAM_APP_KAFKA__SSL_CA_FILE")
+            raise ConfigurationError(f"a secured broker needs {CA_VARIABLE}")
+        tls = local_server_files(settings.services.home, ca_file, CA_VARIABLE)
+        if settings.kafka.security_protocol == "SSL":
+            return BrokerSecurity(tls, None, "SSL")
         if (data_dir / "meta.properties").exists() and not admin_file.exists():
             raise ServiceError(
                 f"the broker's storage in {data_dir} was formatted without SCRAM users, so it "
@@ -363,11 +288,11 @@ def kafka_spec(
         write_private(server_properties, properties.encode())
         log4j.write_text(_LOG4J2)
         if not (data_dir / "meta.properties").exists():
-            scram = [] if secured is None else _admin_scram(secured)
+            scram = [] if secured is None else admin_scram(secured)  # none for SSL
             _format_storage(java_opts, _cluster_id(cluster_id_file), server_properties, scram)
 
     def provision() -> None:
-        if wants_security(settings.kafka):
+        if wants_security(settings.kafka) and settings.kafka.security_protocol == "SASL_SSL":
             create_client_user(settings.kafka, admin_password(admin_file))
 
     # One node of a cluster is probed alone: the others answering proves nothing about it.
@@ -385,15 +310,6 @@ def kafka_spec(
         prepare=prepare,
         provision=provision,
     )
-
-
-def _admin_scram(security: BrokerSecurity) -> list[str]:
-    """StorageTool's ``--add-scram`` values for the administrator, one per mechanism (its
-    password is URL-safe, so it needs no quoting)."""
-    return [
-        f"{mechanism}=[name={ADMIN_USER},password={security.admin_password}]"
-        for mechanism in _SCRAM
-    ]
 
 
 def _format_storage(
@@ -416,37 +332,6 @@ def _format_storage(
         for user in scram:  # never print a password
             output = output.replace(user, "<scram user>")
         raise ServiceError(f"formatting Kafka's storage failed:\n{output}")
-
-
-def create_client_user(kafka: KafkaSettings, password: str) -> None:
-    """Create the clients' SCRAM user, or set its password, as the administrator."""
-    from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, untyped
-        ScramCredentialInfo,
-        ScramMechanism,
-        UserScramCredentialUpsertion,
-    )
-
-    from stream_app.kafka.admin import reach
-
-    user, secret, name = kafka.sasl_username, kafka.sasl_password, kafka.sasl_mechanism
-    if not (user and secret and name and wants_security(kafka)):
-        raise ConfigurationError("the clients' SCRAM user needs a name, a password, a mechanism")
-    mechanism = ScramMechanism(_SCRAM[name])
-    upsert = UserScramCredentialUpsertion(
-        user,
-        ScramCredentialInfo(mechanism, SCRAM_ITERATIONS),
-        secret.get_secret_value().encode(),
-    )
-    as_admin = kafka.model_copy(
-        update={
-            "sasl_username": ADMIN_USER,
-            "sasl_password": SecretStr(password),
-            "sasl_mechanism": ADMIN_MECHANISM,
-        }
-    )
-    admin, _ = reach(as_admin, timeout_s=5)
-    for future in admin.alter_user_scram_credentials([upsert]).values():
-        future.result(timeout=10)
 
 
 def probe_kafka(settings: Settings, node_id: int = 1) -> None:

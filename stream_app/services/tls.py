@@ -9,6 +9,9 @@ It writes into ``<home>/tls/``:
 - ``server.pem``: the servers' private key followed by their certificate chain (mode 0600),
   valid for ``127.0.0.1``, ``::1`` and ``localhost``.
 
+:func:`issue_client_certificate` signs a client's certificate with the same CA, for a broker
+that requires one (``security_protocol`` SSL: mutual TLS).
+
 Existing files are kept, so clients keep trusting the same CA across restarts. A server
 certificate within :data:`RENEW_BEFORE` of its end, or not signed by the current CA, is
 made again.
@@ -135,6 +138,68 @@ def _make_server(files: TlsFiles) -> None:
     )
     chain = cert.public_bytes(serialization.Encoding.PEM) + files.ca_cert.read_bytes()
     write_private(files.server, _key_pem(key) + chain)
+
+
+@dataclass(frozen=True)
+class ClientFiles:
+    """A client's certificate (then the CA's) and its private key, and the CA to trust."""
+
+    certificate: Path
+    key: Path  # PKCS#8 PEM, unencrypted, mode 0600
+    ca_cert: Path
+
+    def properties(self) -> dict[str, str]:
+        """The librdkafka properties that present this certificate and trust the CA."""
+        return {
+            "ssl.ca.location": str(self.ca_cert),
+            "ssl.certificate.location": str(self.certificate),
+            "ssl.key.location": str(self.key),
+        }
+
+
+def issue_client_certificate(folder: Path, out: Path, name: str) -> ClientFiles:
+    """A key and a client certificate (common name ``name``, client authentication only)
+    signed by the CA under ``folder`` (made if missing), written as ``<out>/<name>.pem`` and
+    ``<out>/<name>.key``. A second call for the same name issues a new pair."""
+    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        raise ConfigurationError(f"{name!r} is not a client name (letters, digits, - _ .)")
+    files = ensure_certificates(folder)
+    ca_cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{files.ca_key} does not hold the EC key this module writes")
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "stream-app"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, name),
+                ]
+            )
+        )
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=SERVER_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    client = ClientFiles(out / f"{name}.pem", out / f"{name}.key", files.ca_cert)
+    write_private(client.key, _key_pem(key))
+    client.certificate.write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM) + files.ca_cert.read_bytes()
+    )
+    return client
 
 
 def server_certificate_usable(files: TlsFiles, now: dt.datetime | None = None) -> bool:

@@ -72,19 +72,20 @@ class LiveReport:
 
 def producer_config(settings: Settings, failures: list[str]) -> dict[str, Any]:
     """A producer for bulk simulated traffic: batched, compressed, idempotent."""
-    return {
-        **settings.kafka.client_config(),
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 20,
-        "batch.num.messages": 10_000,
-        "compression.type": "lz4",
-        "queue.buffering.max.messages": 2_000_000,
-        "queue.buffering.max.kbytes": 2_097_152,
-        "delivery.report.only.error": True,
-        "log_level": 4,  # warnings and worse
-        "on_delivery": lambda err, msg: failures.append(str(err)) if err else None,
-    }
+    return settings.kafka.client_config(
+        {
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 20,
+            "batch.num.messages": 10_000,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 2_000_000,
+            "queue.buffering.max.kbytes": 2_097_152,
+            "delivery.report.only.error": True,
+            "log_level": 4,  # warnings and worse
+            "on_delivery": lambda err, msg: failures.append(str(err)) if err else None,
+        }
+    )
 
 
 def _produce(producer: Producer, topic: str, records: list[Record]) -> None:

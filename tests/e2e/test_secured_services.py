@@ -29,7 +29,7 @@ from stream_app.cassandra_session import open_cluster
 from stream_app.errors import ConfigurationError
 from stream_app.kafka.admin import reach
 from stream_app.services.cassandra_server import _login, create_client_role
-from stream_app.services.kafka_server import ADMIN_USER
+from stream_app.services.kafka_security import ADMIN_USER
 from stream_app.settings import (
     CassandraSettings,
     KafkaSettings,

@@ -9,15 +9,18 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from pydantic import SecretStr
 
 from stream_app.errors import ConfigurationError
 from stream_app.services.admin_secret import admin_password
 from stream_app.services.cassandra_server import _yaml, wants_authentication
-from stream_app.services.kafka_server import BrokerSecurity, _properties, wants_security
+from stream_app.services.kafka_security import BrokerSecurity, wants_security
+from stream_app.services.kafka_server import _properties
 from stream_app.services.tls import (
     TlsFiles,
     ensure_certificates,
+    issue_client_certificate,
     local_server_files,
     server_certificate_usable,
 )
@@ -112,8 +115,7 @@ def test_plaintext_needs_no_broker_security() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"security_protocol": "SSL"}, "PLAINTEXT or SASL_SSL"),
-        ({"security_protocol": "SASL_PLAINTEXT"}, "PLAINTEXT or SASL_SSL"),
+        ({"security_protocol": "SASL_PLAINTEXT"}, "PLAINTEXT, SASL_SSL or SSL"),
         ({"sasl_mechanism": "PLAIN"}, "SCRAM"),
         ({"sasl_mechanism": None}, "SCRAM"),
         ({"sasl_password": None}, "STREAM_APP_KAFKA__SASL_PASSWORD"),
@@ -212,3 +214,54 @@ def test_cluster_ids_never_look_like_an_option(tmp_path: Path) -> None:
     replaced = _cluster_id(unusable)
     assert not replaced.startswith("-")
     assert _cluster_id(unusable) == replaced  # kept from then on
+
+
+def test_a_client_certificate_is_signed_by_the_projects_ca_for_client_auth_only(
+    tmp_path: Path,
+) -> None:
+    client = issue_client_certificate(tmp_path / "tls", tmp_path / "out", "analyst")
+    files = TlsFiles.under(tmp_path / "tls")  # the CA was made on the way
+    ca = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+    first = client.certificate.read_bytes()
+    cert = x509.load_pem_x509_certificate(first)
+    cert.verify_directly_issued_by(ca)
+    assert cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "analyst"
+    usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usage) == [x509.ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert mode(client.key) == 0o600
+    assert client.key.read_text().startswith("-----BEGIN PRIVATE KEY-----")
+    assert client.properties()["ssl.ca.location"] == str(files.ca_cert)
+    again = issue_client_certificate(tmp_path / "tls", tmp_path / "out", "analyst")
+    assert again.certificate.read_bytes() != first  # a new pair, the same CA
+    assert files.ca_cert.read_bytes() == ca.public_bytes(serialization.Encoding.PEM)
+    with pytest.raises(ConfigurationError, match="not a client name"):
+        issue_client_certificate(tmp_path / "tls", tmp_path / "out", "../x")
+
+
+def mutual_tls_kafka(**properties: object) -> KafkaSettings:
+    return KafkaSettings.model_validate(
+        {"security_protocol": "SSL", "client_properties": properties}
+    )
+
+
+def test_an_ssl_broker_requires_the_clients_ca_and_certificate() -> None:
+    complete = {"ssl.ca.location": "/x/ca.pem", "ssl.certificate.location": "/x/c.pem",
+                "ssl.key.location": "/x/c.key"}  # fmt: skip
+    assert wants_security(mutual_tls_kafka(**complete)) is True
+    with pytest.raises(ConfigurationError, match=r"ssl\.ca\.location"):
+        wants_security(mutual_tls_kafka(**{**complete, "ssl.ca.location": None}))
+    without_key = {k: v for k, v in complete.items() if k != "ssl.key.location"}
+    with pytest.raises(ConfigurationError, match="services client-cert"):
+        wants_security(mutual_tls_kafka(**without_key))
+
+
+def test_the_ssl_broker_requires_client_certificates_on_every_listener(tmp_path: Path) -> None:
+    settings = Settings(kafka=mutual_tls_kafka())
+    security = BrokerSecurity(TlsFiles.under(tmp_path), None, "SSL")
+    lines = _properties(settings, tmp_path, security).splitlines()
+    assert "listeners=SSL://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093" in lines
+    assert "listener.security.protocol.map=SSL:SSL,CONTROLLER:SSL" in lines
+    assert "inter.broker.listener.name=SSL" in lines
+    assert "ssl.client.auth=required" in lines
+    assert f"ssl.truststore.location={tmp_path / 'ca.pem'}" in lines
+    assert not any("PLAINTEXT" in line or "sasl" in line.lower() for line in lines)
