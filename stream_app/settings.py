@@ -191,6 +191,18 @@ class CassandraSettings(BaseModel):
         return value
 
 
+class RegistrySettings(BaseModel):
+    """How clients reach the schema registry (Confluent's REST API)."""
+
+    model_config = _SECTION
+
+    url: str = Field(
+        "http://127.0.0.1:8081/apis/ccompat/v6",
+        description="Base URL of a Confluent-compatible schema registry (confluent-kafka's "
+        "`url`); `services up registry` serves Apicurio's at this port on 127.0.0.1.",
+    )
+
+
 class ServicesSettings(BaseModel):
     """The local Kafka and Cassandra that `stream-app services` runs as JVM processes.
 
@@ -229,6 +241,7 @@ class ServicesSettings(BaseModel):
     )
     kafka_heap_mb: int = Field(768, ge=256, description="Kafka JVM heap, MiB.")
     cassandra_heap_mb: int = Field(1024, ge=512, description="Cassandra JVM heap, MiB.")
+    registry_heap_mb: int = Field(256, ge=128, description="Schema registry JVM heap, MiB.")
     start_timeout_s: float = Field(180.0, gt=0, description="Readiness timeout per service.")
     stop_timeout_s: float = Field(60.0, gt=0, description="Wait for exit before SIGKILL.")
 
@@ -541,6 +554,7 @@ class Settings(BaseSettings):
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
     services: ServicesSettings = Field(default_factory=ServicesSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
