@@ -204,7 +204,8 @@ class RegistrySettings(BaseModel):
 
 
 class ServicesSettings(BaseModel):
-    """The local Kafka and Cassandra that `stream-app services` runs as JVM processes.
+    """The local Kafka and Cassandra that `stream-app services` runs as JVM processes (and,
+    when named, the schema registry: its port comes from ``registry.url``).
 
     Their client ports come from ``kafka.bootstrap_servers`` and ``cassandra.port`` so that the
     servers and their clients can never disagree. With ``cluster`` set, one broker runs per
@@ -217,7 +218,9 @@ class ServicesSettings(BaseModel):
         Path(".stream-app"), description="Folder for jars, data, logs and pid files (git-ignored)."
     )
     java_home: Path | None = Field(
-        None, description="JDK 17 for both servers; found on PATH or in /usr/lib/jvm if unset."
+        None,
+        description="JDK 17 for the servers (and the registry's build); found on PATH or in "
+        "/usr/lib/jvm if unset.",
     )
     cluster: bool = Field(
         False,
