@@ -124,7 +124,7 @@ test: services browser kcat kustomize ## all set-up, then the unit, integration,
 	$(BIN)/pytest tests -m "$(TEST_MARKS) and serial" --durations=5
 
 .PHONY: test-services
-test-services: services ## the suites that start a Kafka and Cassandra of their own (services life cycle, TLS and passwords)
+test-services: services ## the suites that start a Kafka and Cassandra (or a schema registry) of their own (services life cycle, TLS and passwords)
 	$(BIN)/pytest tests -m own_services --durations=5
 
 .PHONY: test-cluster

@@ -240,7 +240,8 @@ class CassandraSettings(BaseModel):
 
 
 class ServicesSettings(BaseModel):
-    """The local Kafka and Cassandra that `stream-app services` runs as JVM processes.
+    """The local Kafka and Cassandra that `stream-app services` runs as JVM processes (and,
+    when named, the schema registry: its port comes from ``schema_registry.url``).
 
     Their client ports come from ``kafka.bootstrap_servers`` and ``cassandra.port`` so that the
     servers and their clients can never disagree. With ``cluster`` set, one broker runs per
@@ -253,7 +254,9 @@ class ServicesSettings(BaseModel):
         Path(".stream-app"), description="Folder for jars, data, logs and pid files (git-ignored)."
     )
     java_home: Path | None = Field(
-        None, description="JDK 17 for both servers; found on PATH or in /usr/lib/jvm if unset."
+        None,
+        description="JDK 17 for the servers (and the registry's build); found on PATH or in "
+        "/usr/lib/jvm if unset.",
     )
     cluster: bool = Field(
         False,
@@ -277,6 +280,7 @@ class ServicesSettings(BaseModel):
     )
     kafka_heap_mb: int = Field(768, ge=256, description="Kafka JVM heap, MiB.")
     cassandra_heap_mb: int = Field(1024, ge=512, description="Cassandra JVM heap, MiB.")
+    registry_heap_mb: int = Field(256, ge=128, description="Schema registry JVM heap, MiB.")
     start_timeout_s: float = Field(180.0, gt=0, description="Readiness timeout per service.")
     stop_timeout_s: float = Field(60.0, gt=0, description="Wait for exit before SIGKILL.")
 
@@ -583,11 +587,11 @@ class SchemaRegistrySettings(BaseModel):
 
     model_config = _SECTION
 
-    url: str | None = Field(
-        None,
-        description="The registry's Confluent-compatible API, e.g. http://127.0.0.1:8081/apis/"
-        "ccompat/v7 (Apicurio) or http://registry:8081 (Confluent). Needed for `wire`, `auto` "
-        "and wire outputs; `init` registers the project's schemas there when set.",
+    url: str = Field(
+        "http://127.0.0.1:8081/apis/ccompat/v6",
+        description="The registry's Confluent-compatible API: the local Apicurio Registry's by "
+        "default (`services up registry` serves it on this port), http://registry:8081 for "
+        "Confluent's or Karapace. Used by `wire`, `auto` and wire outputs, and by `init`.",
     )  # fmt: skip
     username: str | None = Field(None, description="User for the registry's basic auth.")
     password: SecretStr | None = Field(None, description="Password for basic auth (secret).")
@@ -623,18 +627,12 @@ class SchemaRegistrySettings(BaseModel):
         "long (a schema registered late); until then its messages are dead-lettered at once.",
     )  # fmt: skip
 
-    @model_validator(mode="after")
-    def _url_when_used(self) -> SchemaRegistrySettings:
-        framed = [
-            name
-            for name in ("client_events", "sensor_readings", "ground_truth", "outputs")
-            if getattr(self, name) != "json"
-        ]
-        if framed and not self.url:
-            raise ValueError(
-                f"{', '.join(framed)} use the wire format, which needs SCHEMA_REGISTRY__URL"
-            )
-        return self
+    @property
+    def in_use(self) -> bool:
+        """Whether a topic is read or written in the wire format (`init` then registers the
+        project's schemas)."""
+        formats = (self.client_events, self.sensor_readings, self.ground_truth, self.outputs)
+        return any(form != "json" for form in formats)
 
     def input_format(self, topic: str) -> Literal["json", "wire", "auto"]:
         """How the input topic ``topic`` (client_events, sensor_readings, ground_truth) is read."""

@@ -11,13 +11,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser = sub.add_parser(
         "init",
         help="create the topics and the Cassandra keyspace, and register the topics' schemas "
-        "when a schema registry is set (idempotent)",
+        "when a topic is in the wire format (idempotent)",
         description="Creates the topics of the settings' use case, or of each --use-case "
         "given (each use case's topics carry its prefix), and the keyspace's tables.",
     )
     parser.add_argument(
         "--use-case", action="append", default=[], dest="use_cases", metavar="USE_CASE",
         help="a use case whose topics to create (name or .toml path); repeatable",
+    )  # fmt: skip
+    parser.add_argument(
+        "--register-schemas", action="store_true",
+        help="register the topics' schemas in the schema registry (SCHEMA_REGISTRY__URL) even "
+        "though every topic is plain JSON (done anyway when one is in the wire format)",
     )  # fmt: skip
     parser.set_defaults(run=run)
 
@@ -34,7 +39,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             note = f" ({outcome.detail})" if outcome.detail else ""
             print(f"topic {outcome.name}: {outcome.action}{note}")
             changed |= outcome.action == "created"
-        if settings.schema_registry.url:  # the same schema again keeps its id: idempotent
+        if settings.schema_registry.in_use or args.register_schemas:  # same schema: same id
             registry = Registry(settings.schema_registry)
             for topic, schema_id in register_shipped(
                 registry, own.kafka.topics, settings.schema_registry

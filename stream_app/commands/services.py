@@ -1,4 +1,4 @@
-"""`stream-app services up|down|status [kafka] [cassandra]` (a cluster with
+"""`stream-app services up|down|status [kafka] [cassandra] [registry]` (a cluster with
 ``STREAM_APP_SERVICES__CLUSTER=true``), and `services client-cert --out DIR`: a client
 certificate from the project's CA for the local broker's mutual TLS."""
 
@@ -13,18 +13,19 @@ from stream_app.settings import Settings
 
 
 def _service_name(value: str) -> str:
-    if value not in ("kafka", "cassandra"):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a service (kafka, cassandra)")
+    if value not in ("kafka", "cassandra", "registry"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a service (kafka, cassandra, registry)")
     return value
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "services",
-        help="run the local Kafka and Cassandra (JVMs)",
+        help="run the local Kafka and Cassandra, and a schema registry if named (JVMs)",
         description="One broker and one node on 127.0.0.1, or with services.cluster "
         "(STREAM_APP_SERVICES__CLUSTER=true, see deploy/cluster.env) a broker per bootstrap "
-        "server and a Cassandra node per contact point.",
+        "server and a Cassandra node per contact point. The schema registry (Apicurio, "
+        "Confluent's API at schema_registry.url) runs only when named: `services up registry`.",
     )
     parser.add_argument(
         "action",
@@ -33,7 +34,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "if missing) for a client of the local SSL (mutual TLS) broker",
     )
     parser.add_argument(
-        "service", nargs="*", type=_service_name, help="kafka and/or cassandra (default: both)"
+        "service",
+        nargs="*",
+        type=_service_name,
+        help="kafka, cassandra, registry (default: kafka and cassandra; down and status "
+        "also a running registry)",
     )
     parser.add_argument("--out", type=Path, help="client-cert: the folder to write into")
     parser.add_argument(

@@ -27,7 +27,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from stream_app.bundled import bundled_path
 from stream_app.contracts.decode import ObjectParser, parse_object
 from stream_app.contracts.wire import Contract, SchemaBook, WireParser, frame
-from stream_app.errors import ConfigurationError, StreamAppError
+from stream_app.errors import StreamAppError
 from stream_app.kafka.producer import Publisher
 from stream_app.messages import Record
 from stream_app.retry import backoff_delays
@@ -77,8 +77,6 @@ class Registry:
     client: SchemaRegistryClient = field(init=False)
 
     def __post_init__(self) -> None:
-        if not self.settings.url:
-            raise ConfigurationError("no schema registry: set STREAM_APP_SCHEMA_REGISTRY__URL")
         self.client = SchemaRegistryClient(self.settings.client_config())
 
     def schema(self, schema_id: int) -> tuple[str | None, str] | None:

@@ -1,5 +1,6 @@
 """`stream-app services up|down|status` for the local Kafka and Cassandra: one broker and one
-node, or with ``services.cluster`` a cluster of each (``kafka-1``..., ``cassandra-1``...)."""
+node, or with ``services.cluster`` a cluster of each (``kafka-1``..., ``cassandra-1``...); and,
+when named, a schema registry (``registry``)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,28 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from stream_app.errors import ServiceError
+from stream_app.errors import ConfigurationError, ServiceError
 from stream_app.services import process
 from stream_app.services.cassandra_server import cassandra_specs
 from stream_app.services.jars import ensure_jars, find_java
 from stream_app.services.kafka_server import kafka_specs
 from stream_app.services.process import ServiceSpec, ServiceStatus
+from stream_app.services.registry_server import ensure_registry_app, registry_specs
 from stream_app.settings import Settings
 
 SpecsBuilder = Callable[[Settings, Path, Path], list[ServiceSpec]]
-SERVICES: dict[str, SpecsBuilder] = {"kafka": kafka_specs, "cassandra": cassandra_specs}
+SERVICES: dict[str, SpecsBuilder] = {
+    "kafka": kafka_specs,
+    "cassandra": cassandra_specs,
+    "registry": registry_specs,
+}
+# What `up` starts when no service is named; the registry is opt-in. `down` and `status`
+# without names also cover an opt-in service whose process this project started.
+DEFAULT_SERVICES = ("kafka", "cassandra")
 # Whether a service's processes start together. A cluster's brokers must: their controller
 # quorum elects a leader only once most of them run. Cassandra's nodes must not: a node that
 # joins while another is joining fails, so each starts once the one before it is ready.
-STARTED_TOGETHER = {"kafka": True, "cassandra": False}
+STARTED_TOGETHER = {"kafka": True, "cassandra": False, "registry": True}
 
 
 @dataclass(frozen=True)
@@ -46,18 +55,38 @@ def _specs(
     fetched now."""
     java = find_java(settings.services.java_home) if fetch else Path("java")
     specs, fetched = {}, {}
-    for name in names or list(SERVICES):
-        lib_dir = settings.services.home.resolve() / "lib" / name
+    home = settings.services.home
+    for name in names or (DEFAULT_SERVICES if fetch else _default_running(settings)):
+        lib_dir = home.resolve() / "lib" / name
         if fetch:
             SERVICES[name](settings, lib_dir, java)  # settings it cannot run: before any download
             began = time.monotonic()
-            lib_dir, fetched[name] = ensure_jars(name, settings.services.home)
-            if fetched[name]:
-                log(f"{name}: jars fetched into {lib_dir} in {time.monotonic() - began:.1f} s")
+            if name == "registry":
+                lib_dir, fetched[name] = ensure_registry_app(home, java)
+                what = "app built into", "app cached in"
             else:
-                log(f"{name}: jars cached in {lib_dir}")
+                lib_dir, fetched[name] = ensure_jars(name, home)
+                what = "jars fetched into", "jars cached in"
+            if fetched[name]:
+                log(f"{name}: {what[0]} {lib_dir} in {time.monotonic() - began:.1f} s")
+            else:
+                log(f"{name}: {what[1]} {lib_dir}")
         specs[name] = SERVICES[name](settings, lib_dir, java)
     return specs, fetched
+
+
+def _default_running(settings: Settings) -> list[str]:
+    """The default services, and each opt-in one whose process this project started."""
+    names = list(DEFAULT_SERVICES)
+    for name in SERVICES.keys() - set(DEFAULT_SERVICES):
+        lib_dir = settings.services.home.resolve() / "lib" / name
+        try:
+            specs = SERVICES[name](settings, lib_dir, Path("java"))
+        except (ConfigurationError, ServiceError):  # not one `services` could run here
+            continue
+        if any(process.owned_pid(spec) is not None for spec in specs):
+            names.append(name)
+    return names
 
 
 def start_waves(specs: dict[str, list[ServiceSpec]]) -> list[list[ServiceSpec]]:
@@ -77,7 +106,8 @@ def start_waves(specs: dict[str, list[ServiceSpec]]) -> list[list[ServiceSpec]]:
 def up(
     settings: Settings, names: Sequence[str] = (), log: Callable[[str], None] = print
 ) -> list[UpResult]:
-    """Fetch the jars if needed, start the servers (default: all) and wait until they are ready.
+    """Fetch the jars if needed, start the servers (default: Kafka and Cassandra) and wait
+    until they are ready.
 
     A service already started by this project is left as it is. If one fails to become ready,
     the processes this call started are stopped again and the error carries the log's tail.

@@ -20,14 +20,36 @@ STAMP = ".complete"
 JAVA_MAJOR = 17  # Kafka 4 needs >= 17; Cassandra 5.0 runs on 11 or 17 only
 
 
-def pom_digest() -> str:
-    return hashlib.sha256(POM.read_bytes()).hexdigest()
+def pom_digest(pom: Path = POM) -> str:
+    return hashlib.sha256(pom.read_bytes()).hexdigest()
 
 
-def jars_ready(lib_dir: Path) -> bool:
-    """Whether ``lib_dir`` holds a complete copy made from the current pom."""
+def jars_ready(lib_dir: Path, pom: Path = POM) -> bool:
+    """Whether ``lib_dir`` holds a complete copy made from the current ``pom``."""
     stamp = lib_dir / STAMP
-    return stamp.exists() and stamp.read_text().strip() == pom_digest()
+    return stamp.exists() and stamp.read_text().strip() == pom_digest(pom)
+
+
+def maven() -> str:
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise ServiceError("Maven (mvn) is not on PATH; it fetches the server jars")
+    return mvn
+
+
+def run_maven(command: list[str], what: str, env: dict[str, str] | None = None) -> None:
+    """Run Maven; a failure raises ``ServiceError`` with the command and its output's tail."""
+    result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
+        raise ServiceError(f"{what} failed: {' '.join(command)}\n{tail}")
+
+
+def install(partial: Path, lib_dir: Path, pom: Path = POM) -> None:
+    """Stamp the complete copy in ``partial`` with ``pom``'s hash and put it at ``lib_dir``."""
+    (partial / STAMP).write_text(pom_digest(pom) + "\n")
+    shutil.rmtree(lib_dir, ignore_errors=True)
+    partial.rename(lib_dir)
 
 
 def ensure_jars(service: str, home: Path) -> tuple[Path, bool]:
@@ -38,22 +60,14 @@ def ensure_jars(service: str, home: Path) -> tuple[Path, bool]:
     lib_dir = (home / "lib" / service).resolve()
     if jars_ready(lib_dir):
         return lib_dir, False
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise ServiceError("Maven (mvn) is not on PATH; it fetches the server jars")
     partial = lib_dir.with_name(f"{service}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     command = [
-        mvn, "-B", "-q", "-f", str(POM), "-P", service,
+        maven(), "-B", "-q", "-f", str(POM), "-P", service,
         "dependency:copy-dependencies", f"-DoutputDirectory={partial}",
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
-        raise ServiceError(f"fetching the {service} jars failed: {' '.join(command)}\n{tail}")
-    (partial / STAMP).write_text(pom_digest() + "\n")
-    shutil.rmtree(lib_dir, ignore_errors=True)
-    partial.rename(lib_dir)
+    run_maven(command, f"fetching the {service} jars")
+    install(partial, lib_dir)
     return lib_dir, True
 
 

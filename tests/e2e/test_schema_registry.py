@@ -30,6 +30,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from stream_app.bench.decode import sample_events
 from stream_app.contracts import codes
 from stream_app.contracts.wire import frame, framed_id
+from stream_app.settings import Settings
 from stream_app.use_cases.spec import load_use_case
 from tests.conftest import Deployment, consume_all
 from tests.e2e.conftest import Run, wait_assigned
@@ -37,13 +38,12 @@ from tests.e2e.test_scoring_path import start_worker, stop_worker
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 EVENTS = 40  # half through each serializer
-LOCAL_REGISTRY = "http://127.0.0.1:8081/apis/ccompat/v7"
 
 
 @pytest.fixture
 def registry_url() -> str:
     """The local registry `make test` starts (or the one the environment names)."""
-    url = os.environ.get("STREAM_APP_SCHEMA_REGISTRY__URL") or LOCAL_REGISTRY
+    url = os.environ.get("STREAM_APP_SCHEMA_REGISTRY__URL") or Settings().schema_registry.url
     try:
         with urllib.request.urlopen(f"{url}/subjects", timeout=10) as answer:
             assert answer.status == 200
