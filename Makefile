@@ -29,8 +29,12 @@ venv: $(STAMP) ## create .venv and install stream-app with its dev dependencies
 services: venv ## fetch the server jars (once) and start Kafka and Cassandra on 127.0.0.1
 	$(APP) services up
 
+.PHONY: registry
+registry: venv ## the local schema registry (Apicurio, built with Maven once) on 127.0.0.1:8081, for the wire-format tests
+	$(APP) services up registry
+
 .PHONY: services-down
-services-down: ## stop the Kafka and Cassandra that `make services` started
+services-down: ## stop the Kafka, Cassandra (and registry) that `make services` (and `make registry`) started
 	@if [ -x $(APP) ]; then $(APP) services down; fi
 
 # The local replicated cluster: three brokers and three Cassandra nodes (deploy/cluster.env).
@@ -119,7 +123,7 @@ kustomize:
 TEST_WORKERS ?= 2
 TEST_MARKS := not bench and not own_services and not image and not cluster
 .PHONY: test
-test: services browser kcat kustomize ## all set-up, then the unit, integration, e2e and deploy suites against the real services
+test: services registry browser kcat kustomize ## all set-up, then the unit, integration, e2e and deploy suites against the real services
 	KUSTOMIZE="$(KUSTOMIZE)" $(BIN)/pytest tests -m "$(TEST_MARKS) and not serial" -n $(TEST_WORKERS) --dist loadfile --durations=15
 	$(BIN)/pytest tests -m "$(TEST_MARKS) and serial" --durations=5
 
