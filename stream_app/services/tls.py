@@ -105,36 +105,47 @@ def _make_ca(files: TlsFiles) -> None:
     files.ca_cert.chmod(0o644)  # public (whatever the umask): clients of other users read it
 
 
-def _make_server(files: TlsFiles) -> None:
+def _signed(
+    files: TlsFiles,
+    subject: x509.Name,
+    usages: list[x509.ObjectIdentifier],
+    names: list[x509.GeneralName] | None = None,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A new key and its certificate for ``subject``, signed by the CA of ``files``."""
     ca_cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
     ca_key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise TypeError(f"{files.ca_key} does not hold the EC key this module writes")
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
-    names: list[x509.GeneralName] = [x509.DNSName(host) for host in HOSTS]
-    names += [x509.IPAddress(ipaddress.ip_address(address)) for address in ADDRESSES]
-    cert = (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .subject_name(subject)
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=SERVER_DAYS))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
         )
-        .sign(ca_key, hashes.SHA256())
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return key, builder.sign(ca_key, hashes.SHA256())
+
+
+def _make_server(files: TlsFiles) -> None:
+    names: list[x509.GeneralName] = [x509.DNSName(host) for host in HOSTS]
+    names += [x509.IPAddress(ipaddress.ip_address(address)) for address in ADDRESSES]
+    key, cert = _signed(
+        files,
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]),
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        names,
     )
     chain = cert.public_bytes(serialization.Encoding.PEM) + files.ca_cert.read_bytes()
     write_private(files.server, _key_pem(key) + chain)
@@ -164,35 +175,11 @@ def issue_client_certificate(folder: Path, out: Path, name: str) -> ClientFiles:
     if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
         raise ConfigurationError(f"{name!r} is not a client name (letters, digits, - _ .)")
     files = ensure_certificates(folder)
-    ca_cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
-    ca_key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise TypeError(f"{files.ca_key} does not hold the EC key this module writes")
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "stream-app"),
-                    x509.NameAttribute(NameOID.COMMON_NAME, name),
-                ]
-            )
-        )
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=SERVER_DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    subject = [
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "stream-app"),
+        x509.NameAttribute(NameOID.COMMON_NAME, name),
+    ]
+    key, cert = _signed(files, x509.Name(subject), [ExtendedKeyUsageOID.CLIENT_AUTH])
     out.mkdir(parents=True, exist_ok=True)
     client = ClientFiles(out / f"{name}.pem", out / f"{name}.key", files.ca_cert)
     write_private(client.key, _key_pem(key))
