@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import Deployment
 
 CLI = [sys.executable, "-m", "stream_app.main"]
 
@@ -85,3 +88,16 @@ def wait_assigned(port: int, topics: set[str], timeout_s: float = 120) -> dict[s
 
     body: dict[str, Any] = wait_for(assigned, timeout_s, f"/ready with {sorted(topics)} assigned")
     return body
+
+
+@pytest.fixture
+def trained(deployment: Deployment, stream_app: Run) -> Deployment:
+    """The deployment with simulated history and a champion trained on it."""
+    history = stream_app(
+        "simulate", "--history", "0.5", "--events-per-day", "6000", env=deployment.env
+    )
+    assert history.returncode == 0, history.stderr
+    train = stream_app("train", env=deployment.env)
+    assert train.returncode == 0, train.stderr
+    assert json.loads(train.stdout)["role"] == "champion"
+    return deployment

@@ -62,17 +62,6 @@ def label_bytes() -> bytes:
 
 
 @pytest.fixture
-def trained(deployment: Deployment, stream_app: Run) -> Deployment:
-    history = stream_app(
-        "simulate", "--history", "0.3", "--events-per-day", "6000", env=deployment.env
-    )
-    assert history.returncode == 0, history.stderr
-    train = stream_app("train", env=deployment.env)
-    assert train.returncode == 0, train.stderr
-    return deployment
-
-
-@pytest.fixture
 def env(trained: Deployment, registry_url: str, stream_app: Run) -> Iterator[dict[str, str]]:
     env = {
         **trained.env,

@@ -45,19 +45,6 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> int:
         return worker.wait()
 
 
-@pytest.fixture
-def trained(deployment: Deployment, stream_app: Run) -> Deployment:
-    """The deployment with simulated history and a champion trained on it."""
-    history = stream_app(
-        "simulate", "--history", "0.5", "--events-per-day", "6000", env=deployment.env
-    )
-    assert history.returncode == 0, history.stderr
-    train = stream_app("train", env=deployment.env)
-    assert train.returncode == 0, train.stderr
-    assert json.loads(train.stdout)["role"] == "champion"
-    return deployment
-
-
 @pytest.fixture(params=["batch", "faust"])
 def consumer(request: pytest.FixtureRequest) -> dict[str, str]:
     """Both ways the scoring agent reads client-events."""
