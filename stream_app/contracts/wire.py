@@ -24,7 +24,7 @@ import fastavro
 
 from stream_app.bundled import bundled_path
 from stream_app.contracts import codes
-from stream_app.contracts.decode import check_object, check_size, parse_object
+from stream_app.contracts.decode import check_object, check_size, loads_json, parse_object
 from stream_app.errors import InvalidEvent
 
 MAGIC = 0
@@ -173,8 +173,8 @@ class WireParser:
             )
         if schema.mismatch is not None:
             raise InvalidEvent(codes.SCHEMA_MISMATCH, f"schema id {schema_id}: {schema.mismatch}")
-        if schema.avro is None:  # JSON Schema: the value is JSON text
-            return parse_object(raw[HEADER.size :], max_bytes)
+        if schema.avro is None:  # JSON Schema: the value is JSON text (its size checked above)
+            return check_object(loads_json(raw[HEADER.size :]))
         return check_object(_read_avro(raw, schema, self.book.contract))
 
 
