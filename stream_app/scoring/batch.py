@@ -12,6 +12,7 @@ from stream_app.contracts.outputs import prediction_payload
 from stream_app.errors import InvalidEvent
 from stream_app.features.vector import ServedVector
 from stream_app.messages import Headers, InputMessage, Record, Refused
+from stream_app.storage.log_sources import RowSource
 from stream_app.storage.predictions import PredictionRow, pack
 
 
@@ -54,7 +55,8 @@ def prediction_outputs(
     headers_of: Callable[[InputMessage], Headers],
 ) -> tuple[list[Record], list[PredictionRow]]:
     """The Kafka records and the Cassandra rows of a scored batch; each record carries the
-    trace headers ``headers_of`` gives its event's message."""
+    trace headers ``headers_of`` gives its event's message, each row the message it was
+    scored from and its event's entities (a replay matches records to rows by them)."""
     records: list[Record] = []
     rows: list[PredictionRow] = []
     for (message, event, served), value in zip(scored, values, strict=True):
@@ -93,6 +95,7 @@ def prediction_outputs(
                 event_time=event.event_time,
                 scored_at=scored_at,
                 latency_ms=latency_ms,
+                source=RowSource(message, event.entities),
             )
         )
     return records, rows
