@@ -12,7 +12,6 @@ from stream_app.contracts.outputs import prediction_payload
 from stream_app.errors import InvalidEvent
 from stream_app.features.vector import ServedVector
 from stream_app.messages import Headers, InputMessage, Record, Refused
-from stream_app.storage.log_sources import RowSource
 from stream_app.storage.predictions import PredictionRow, pack
 
 
@@ -95,7 +94,8 @@ def prediction_outputs(
                 event_time=event.event_time,
                 scored_at=scored_at,
                 latency_ms=latency_ms,
-                source=RowSource(message, event.entities),
+                source=message,
+                entities=event.entities,
             )
         )
     return records, rows

@@ -26,9 +26,10 @@ from cassandra.concurrent import execute_concurrent
 from cassandra.query import BatchStatement, BatchType
 
 from stream_app.cassandra_session import HOT_PATH
+from stream_app.messages import InputMessage
 from stream_app.storage import log_columns, log_sources
 from stream_app.storage.cql import execute_async
-from stream_app.storage.log_sources import RowSource, Sources
+from stream_app.storage.log_sources import Sources
 
 BUCKET_MS = 600_000  # 10 minutes of chunks per partition and shard
 DAY_MS = 86_400_000
@@ -84,7 +85,8 @@ class PredictionRow(NamedTuple):
     event_time: int
     scored_at: int
     latency_ms: float | None
-    source: RowSource | None = None  # the record scored (live rows; history has none)
+    source: InputMessage | None = None  # the record scored (live rows; history has none)
+    entities: Mapping[str, str] | None = None  # its event's (with ``source``)
 
 
 class LoggedPrediction(NamedTuple):
@@ -223,7 +225,7 @@ class PredictionStore:
                     (self.use_case, bucket_of(first), shard_of(chunk_id), first, chunk_id,
                      version, role, feature_set, len(chunk), columns,
                      b"".join(r.features for r in chunk),
-                     log_sources.encode([r.source for r in chunk]))
+                     log_sources.encode(chunk))
                 )  # fmt: skip
         return parameters
 

@@ -3,14 +3,21 @@ entities, read back as logged; none where a row lacks one or an id would not sur
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import NamedTuple
+
 from stream_app.messages import InputMessage
 from stream_app.storage import log_sources
-from stream_app.storage.log_sources import RowSource
 
 
-def source(i: int, topic: str = "client-events", **entities: str) -> RowSource:
+class Row(NamedTuple):
+    source: InputMessage | None
+    entities: Mapping[str, str] | None
+
+
+def source(i: int, topic: str = "client-events", **entities: str) -> Row:
     message = InputMessage(topic, i % 3, 1_000 + i, b"k", b"{}", 1_796_000_000_000 + i)
-    return RowSource(message, entities or {"courier_id": f"c-{i}", "zone_id": f"zöne-{i % 2}"})
+    return Row(message, entities or {"courier_id": f"c-{i}", "zone_id": f"zöne-{i % 2}"})
 
 
 def test_sources_read_back_as_logged() -> None:
@@ -22,10 +29,11 @@ def test_sources_read_back_as_logged() -> None:
     assert decoded is not None
     assert decoded.count == 8
     topics = [decoded.topics[i] for i in decoded.topic_index.tolist()]
-    assert topics == [r.message.topic for r in rows]
-    assert decoded.partitions.tolist() == [r.message.partition for r in rows]
-    assert decoded.offsets.tolist() == [r.message.offset for r in rows]
-    assert decoded.timestamps.tolist() == [r.message.timestamp_ms for r in rows]
+    messages = [r.source for r in rows if r.source is not None]
+    assert topics == [m.topic for m in messages]
+    assert decoded.partitions.tolist() == [m.partition for m in messages]
+    assert decoded.offsets.tolist() == [m.offset for m in messages]
+    assert decoded.timestamps.tolist() == [m.timestamp_ms for m in messages]
     assert decoded.entity("zone_id") == [f"zöne-{i % 2}" for i in range(8)]
     assert decoded.entity("courier_id") == [f"c-{i}" for i in range(8)]
     assert decoded.entity("unknown") == [""] * 8
@@ -41,7 +49,7 @@ def test_rows_with_different_entities_leave_the_absent_ones_empty() -> None:
 
 
 def test_no_sources_where_a_row_has_none_or_an_id_holds_a_nul() -> None:
-    assert log_sources.encode([source(0), None]) is None
+    assert log_sources.encode([source(0), Row(None, None)]) is None  # history, say
     assert log_sources.encode([source(0), source(1, courier_id="a\x00b")]) is None
     assert log_sources.encode([]) is None
     assert log_sources.decode(None) is None  # a chunk logged before V013, or history

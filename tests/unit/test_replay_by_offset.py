@@ -8,12 +8,14 @@ import numpy as np
 from stream_app.messages import InputMessage
 from stream_app.replay.by_offset import OffsetIndex
 from stream_app.storage import log_sources
-from stream_app.storage.log_sources import RowSource, Sources
+from stream_app.storage.log_sources import Sources
+from stream_app.storage.predictions import PredictionRow
 
 
 def sources(*records: tuple[int, int, int], topic: str = "t") -> Sources:
     """Sources of (partition, offset, timestamp) records."""
-    rows = [RowSource(InputMessage(topic, p, o, None, None, ts), {"k": "v"})
+    row = PredictionRow("e", "v", "p", "champion", 1.0, "s", b"", [], 0, 0, 0, None)
+    rows = [row._replace(source=InputMessage(topic, p, o, None, None, ts), entities={"k": "v"})
             for p, o, ts in records]  # fmt: skip
     decoded = log_sources.decode(log_sources.encode(rows))
     assert decoded is not None

@@ -9,8 +9,7 @@ import numpy as np
 from stream_app.messages import InputMessage
 from stream_app.replay.served import load_served
 from stream_app.storage import log_sources
-from stream_app.storage.log_sources import RowSource
-from stream_app.storage.predictions import HISTORY_VERSION, LoggedChunk
+from stream_app.storage.predictions import HISTORY_VERSION, LoggedChunk, PredictionRow
 
 LAYOUTS = {"ab": ["a", "b"], "bca": ["b", "c", "a"]}
 
@@ -86,11 +85,14 @@ def test_chunks_scored_outside_the_range_are_left_out() -> None:
 
 def with_sources(logged: LoggedChunk, first_offset: int, topic: str = "t") -> LoggedChunk:
     ids = logged.columns["event_ids"]
+    row = PredictionRow("e", "v", "p", "champion", 1.0, "s", b"", [], 0, 0, 0, None)
     rows = [
-        RowSource(InputMessage(topic, 0, first_offset + i, None, None, 10 * (first_offset + i)),
-                  {"zone_id": f"z-{e}"})
+        row._replace(
+            source=InputMessage(topic, 0, first_offset + i, None, None, 10 * (first_offset + i)),
+            entities={"zone_id": f"z-{e}"},
+        )
         for i, e in enumerate(ids)
-    ]  # fmt: skip
+    ]
     return logged._replace(sources=log_sources.decode(log_sources.encode(rows)))
 
 
