@@ -15,7 +15,7 @@ out its timeout at the end).
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from itertools import compress
 from typing import Any, NamedTuple
 
@@ -39,13 +39,17 @@ class RawBatch(NamedTuple):
     offsets: Array
     timestamps: Array
 
-    def inputs(self, positions: Iterable[int]) -> list[InputMessage]:
+    def inputs(self, positions: Sequence[int]) -> list[InputMessage]:
         """The messages at ``positions`` as ``InputMessage`` (the decoders' input)."""
         topic, messages = self.topic, self.messages
+        at = np.asarray(positions, dtype=np.int64)
         return [
-            InputMessage(topic, m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1])
-            for m in map(messages.__getitem__, positions)
-        ]
+            InputMessage(topic, partition, offset, m.key(), m.value(), stamp)
+            for m, partition, offset, stamp in zip(
+                map(messages.__getitem__, at.tolist()), self.partitions[at].tolist(),
+                self.offsets[at].tolist(), self.timestamps[at].tolist(), strict=True,
+            )
+        ]  # fmt: skip
 
 
 def replay_group(run_id: str) -> str:

@@ -20,7 +20,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping, Sequence
 from itertools import chain
-from typing import Any, Protocol
+from operator import itemgetter
+from typing import Any, Protocol, cast
 
 import numpy as np
 import orjson
@@ -48,11 +49,15 @@ def encode(rows: Sequence[SourcedRow]) -> bytes | None:
     On the scoring path: a few C-level passes over the rows (``zip``, ``dict.fromkeys``,
     one join) rather than per-row Python work where it can."""
     count = len(rows)
-    messages = [r.source for r in rows]
-    entities = [r.entities for r in rows]
-    if not count or None in messages or None in entities:
+    if not count:
         return None
-    columns = list(zip(*messages, strict=False))  # InputMessage's fields, each as a tuple
+    # a None among them (history) makes zip or chain raise TypeError below
+    entities = cast("list[Mapping[str, str]]", [r.entities for r in rows])
+    try:
+        columns = list(zip(*[r.source for r in rows], strict=False))  # InputMessage's fields
+        keys = list(dict.fromkeys(chain.from_iterable(entities)))
+    except TypeError:  # a row without a source (history)
+        return None
     topics = list(dict.fromkeys(columns[0]))
     if len(topics) == 1:
         index = np.zeros(count, dtype="<u2")
@@ -60,8 +65,10 @@ def encode(rows: Sequence[SourcedRow]) -> bytes | None:
         number = {t: i for i, t in enumerate(topics)}
         index = np.array([number[t] for t in columns[0]], dtype="<u2")
     integers = np.array([columns[1], columns[2], columns[5]], dtype="<i8")
-    keys = list(dict.fromkeys(chain.from_iterable(entities)))  # type: ignore[arg-type]
-    ids = _SEPARATOR.join([e.get(k, "") for k in keys for e in entities])  # type: ignore[union-attr]
+    try:
+        ids = _SEPARATOR.join(chain.from_iterable(map(itemgetter(k), entities) for k in keys))
+    except KeyError:  # events with different entities
+        ids = _SEPARATOR.join([e.get(k, "") for k in keys for e in entities])
     if keys and ids.count(_SEPARATOR) != len(keys) * count - 1:
         return None
     parts = [  # in _PARTS order
