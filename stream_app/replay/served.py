@@ -63,9 +63,8 @@ class ServedIndex:
     def __init__(self, feature_names: Callable[[str], list[str]], versions: Iterable[str]) -> None:
         self._feature_names = feature_names
         self._layouts: dict[str, _Layout] = {}
-        self._rank: dict[str, int] = {}
-        # event id -> its row (the preferred one when logged more than once)
-        self.where: dict[str, int] = {}
+        self._ranks: list[int] = []  # per chunk
+        self._where: dict[str, int] | None = None  # built when first needed (``where``)
         self._chunks: list[tuple[LoggedChunk, str, int]] = []  # chunk, layout, its first row there
         self._count = 0
         self._offsets = OffsetIndex()
@@ -82,9 +81,7 @@ class ServedIndex:
         self.production: dict[str, dict[str, float]] = {v: {} for v in versions}
 
     def add(self, chunk: LoggedChunk) -> None:
-        """Index one chunk (call ``finish`` once every chunk is added). Events seen for the
-        first time (nearly all) are indexed in bulk; an event already indexed keeps its
-        entry unless this chunk's role is preferred."""
+        """Index one chunk (call ``finish`` once every chunk is added)."""
         columns = chunk.columns
         event_ids: list[str] = columns["event_ids"]
         values = self.production.get(chunk.model_version)
@@ -107,18 +104,35 @@ class ServedIndex:
         self._chunks.append((chunk, chunk.feature_set, layout.append(chunk.matrix)))
         first, count = self._count, len(event_ids)
         self._count += count
+        self._ranks.append(rank)
         if chunk.sources is not None:
             self._offsets.add(chunk.sources, rank, first)
-        where, ranks = self.where, self._rank
-        rows = range(first, first + count)
-        if not where.keys() & event_ids:
-            where.update(zip(event_ids, rows, strict=True))
-            ranks.update(zip(event_ids, repeat(rank), strict=False))
-            return
-        for event_id, row in zip(event_ids, rows, strict=True):
-            if ranks.get(event_id, 3) > rank:
-                ranks[event_id] = rank
-                where[event_id] = row
+
+    @property
+    def where(self) -> dict[str, int]:
+        """Event id -> its row (the preferred one when logged more than once). Built on
+        first use: a replay whose records are all found by offset never needs it. Events
+        seen for the first time (nearly all) are indexed in bulk; an event already indexed
+        keeps its row unless a later chunk's role is preferred."""
+        if self._where is not None:
+            return self._where
+        where: dict[str, int] = {}
+        ranks: dict[str, int] = {}
+        first = 0
+        for (chunk, _, _), rank in zip(self._chunks, self._ranks, strict=True):
+            event_ids: list[str] = chunk.columns["event_ids"]
+            rows = range(first, first + len(event_ids))
+            first += len(event_ids)
+            if not where.keys() & event_ids:
+                where.update(zip(event_ids, rows, strict=True))
+                ranks.update(zip(event_ids, repeat(rank), strict=False))
+                continue
+            for event_id, row in zip(event_ids, rows, strict=True):
+                if ranks.get(event_id, 3) > rank:
+                    ranks[event_id] = rank
+                    where[event_id] = row
+        self._where = where
+        return where
 
     def finish(self) -> None:
         for layout in self._layouts.values():
@@ -147,6 +161,8 @@ class ServedIndex:
 
     def rows_of(self, event_ids: Sequence[str | None]) -> Array:
         """The row of each event (-1 for an event without one, or no id)."""
+        if not event_ids:
+            return np.empty(0, dtype=np.int64)
         where = self.where
         return np.array([-1 if e is None else where.get(e, -1) for e in event_ids], dtype=np.int64)
 
