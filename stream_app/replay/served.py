@@ -86,11 +86,15 @@ class ServedIndex:
         event_ids: list[str] = columns["event_ids"]
         values = self.production.get(chunk.model_version)
         if values is not None:
+            logged = columns["values"]
             known = values.keys() & event_ids
-            values.update(
-                (e, v) for e, v in zip(event_ids, columns["values"], strict=True)
-                if v is not None and e not in known
-            )  # fmt: skip
+            if known or None in logged:  # an event's first value is kept
+                values.update(
+                    (e, v) for e, v in zip(event_ids, logged, strict=True)
+                    if v is not None and e not in known
+                )  # fmt: skip
+            else:  # the common case, in one call
+                values.update(zip(event_ids, logged, strict=True))
         rank = (
             _HISTORY
             if chunk.model_version == HISTORY_VERSION
