@@ -79,7 +79,7 @@ class OffsetIndex:
         number = self._topics.get(topic)
         if number is None or not len(offsets):
             return found
-        for partition in np.unique(partitions).tolist():
+        for partition in np.flatnonzero(np.bincount(partitions)).tolist():
             logged = self._partitions.get((number, partition))
             if logged is None:
                 continue

@@ -114,7 +114,7 @@ class RangeReader:
             partitions = np.array([m.partition() for m in messages], dtype=np.int64)
             offsets = np.array([m.offset() for m in messages], dtype=np.int64)
             keep = np.zeros(len(messages), dtype=bool)
-            for partition in np.unique(partitions).tolist():
+            for partition in np.flatnonzero(np.bincount(partitions)).tolist():
                 end = remaining.get(partition)
                 if end is None:
                     continue

@@ -187,15 +187,25 @@ class ServedIndex:
         event has none, or the row no source)."""
         column = self._entities.get(key)
         if column is None:
-            parts = [
-                c.sources.entity(key) if c.sources is not None else [""] * len(c.matrix)
-                for c, _, _ in self._chunks
-            ]
-            column = self._entities[key] = np.array(
-                [e for part in parts for e in part], dtype=object
-            )
+            column = self._entities[key] = self._entity_column(key)
         ids: list[str] = column[rows].tolist()
         return ids
+
+    def _entity_column(self, key: str) -> Array:
+        """Every row's id for entity ``key`` (an array of references into one table of
+        distinct ids: no string made per row)."""
+        table: dict[str, int] = {"": 0}
+        codes = []
+        for chunk, _, _ in self._chunks:
+            if chunk.sources is None:
+                codes.append(np.zeros(len(chunk.matrix), dtype=np.int64))
+                continue
+            ids, index = chunk.sources.entity_codes(key)
+            mapped = np.array([table.setdefault(e, len(table)) for e in ids], dtype=np.int64)
+            codes.append(mapped[index])
+        distinct = np.empty(len(table), dtype=object)
+        distinct[:] = list(table)
+        return distinct[np.concatenate(codes)] if codes else distinct[:0]
 
     def served_as(self, event_id: str) -> tuple[list[str], int]:
         """The features production defaulted for the event, and their age (ms)."""

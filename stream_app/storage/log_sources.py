@@ -9,10 +9,12 @@ event beside what ``log_columns`` holds: its entities (drift is reported per ent
 
 A chunk's sources are one blob (the ``sources`` column of ``prediction_log``, V013): a table
 of topics and a uint16 index per row, the partitions, offsets and timestamps as one
-little-endian int64 matrix, the entity keys, and every key's entity ids joined by NUL (key
-by key; ``""`` where a row's event has no such entity: an entity id is never empty). Chunks
-without one (logged before, simulated or imported history, or an entity id holding a NUL)
-are matched by event id as before.
+little-endian int64 matrix, the entity keys, the distinct entity ids of the chunk (a batch
+has a few hundred: the same couriers and zones come back) and a uint32 index into them per
+key and row (0, ``""``, where a row's event has no such entity: an entity id is never
+empty). A replay gathers a row's ids from that table, making no string per row. Chunks
+without sources (logged before, simulated or imported history) are matched by event id as
+before.
 """
 
 from __future__ import annotations
@@ -30,8 +32,7 @@ from stream_app.messages import InputMessage
 
 Array = np.ndarray[Any, Any]
 MAGIC = b"\x00SR1"
-_SEPARATOR = "\x00"
-_PARTS = ("topics", "topic_index", "integers", "entity_keys", "entity_ids")
+_PARTS = ("topics", "topic_index", "integers", "entity_keys", "entity_table", "entity_index")
 _HEADER = struct.Struct(f"<4sI{len(_PARTS)}I")
 
 
@@ -45,9 +46,8 @@ class SourcedRow(Protocol):
 
 
 def encode(rows: Sequence[SourcedRow]) -> bytes | None:
-    """The sources of a chunk's rows, or None when a row has none (or an id holds a NUL).
-    On the scoring path: a few C-level passes over the rows (``zip``, ``dict.fromkeys``,
-    one join) rather than per-row Python work where it can."""
+    """The sources of a chunk's rows, or None when a row has none. On the scoring path:
+    C-level passes over the rows (``zip``, ``dict.fromkeys``) where it can."""
     count = len(rows)
     if not count:
         return None
@@ -60,27 +60,28 @@ def encode(rows: Sequence[SourcedRow]) -> bytes | None:
         return None
     topics = list(dict.fromkeys(columns[0]))
     if len(topics) == 1:
-        index = np.zeros(count, dtype="<u2")
+        topic_index = np.zeros(count, dtype="<u2")
     else:
-        number = {t: i for i, t in enumerate(topics)}
-        index = np.array([number[t] for t in columns[0]], dtype="<u2")
+        of = {t: i for i, t in enumerate(topics)}
+        topic_index = np.array([of[t] for t in columns[0]], dtype="<u2")
     integers = np.array([columns[1], columns[2], columns[5]], dtype="<i8")
+    table: dict[str, int] = {"": 0}
+    number = table.setdefault
     try:
-        ids = _SEPARATOR.join(chain.from_iterable(map(itemgetter(k), entities) for k in keys))
+        codes = [[number(e, len(table)) for e in map(itemgetter(k), entities)] for k in keys]
     except KeyError:  # events with different entities
-        ids = _SEPARATOR.join([e.get(k, "") for k in keys for e in entities])
-    if keys and ids.count(_SEPARATOR) != len(keys) * count - 1:
-        return None
+        codes = [[number(e.get(k, ""), len(table)) for e in entities] for k in keys]
+    index = np.array(codes, dtype="<u4")
     parts = [  # in _PARTS order
-        orjson.dumps(topics), index.tobytes(), integers.tobytes(), orjson.dumps(keys),
-        ids.encode(),
+        orjson.dumps(topics), topic_index.tobytes(), integers.tobytes(), orjson.dumps(keys),
+        orjson.dumps(list(table)), index.tobytes(),
     ]  # fmt: skip
     return _HEADER.pack(MAGIC, count, *map(len, parts)) + b"".join(parts)
 
 
 class Sources:
     """A chunk's sources, decoded: per row its topic (``topics[topic_index]``), partition,
-    offset and record timestamp as arrays; entity ids by key, split when first read."""
+    offset and record timestamp as arrays; entity ids by key, from the chunk's table."""
 
     def __init__(self, blob: bytes) -> None:
         magic, self.count, *lengths = _HEADER.unpack_from(blob)
@@ -98,16 +99,22 @@ class Sources:
         self.offsets: Array = integers[1]
         self.timestamps: Array = integers[2]
         self.keys: list[str] = orjson.loads(parts["entity_keys"])
-        self._ids = parts["entity_ids"]
-        self._entities: dict[str, list[str]] | None = None
+        self._table = parts["entity_table"]
+        self._index = parts["entity_index"]
+
+    def entity_codes(self, key: str) -> tuple[list[str], Array]:
+        """The chunk's distinct entity ids (``""`` first) and, per row, the position of its
+        id for entity ``key`` among them (0 where its event has none)."""
+        table: list[str] = orjson.loads(self._table)
+        if key not in self.keys:
+            return table, np.zeros(self.count, dtype=np.int64)
+        index = np.frombuffer(self._index, dtype="<u4").reshape(len(self.keys), self.count)
+        return table, index[self.keys.index(key)]
 
     def entity(self, key: str) -> list[str]:
         """Each row's id for entity ``key`` (``""`` where its event has none)."""
-        if self._entities is None:
-            ids = str(self._ids, "utf-8").split(_SEPARATOR) if self.keys else []
-            count = self.count
-            self._entities = {k: ids[i * count : (i + 1) * count] for i, k in enumerate(self.keys)}
-        return self._entities.get(key) or [""] * self.count
+        table, index = self.entity_codes(key)
+        return [table[i] for i in index.tolist()]
 
 
 def decode(blob: bytes | None) -> Sources | None:

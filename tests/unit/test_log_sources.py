@@ -48,8 +48,21 @@ def test_rows_with_different_entities_leave_the_absent_ones_empty() -> None:
     assert decoded.entity("a") == ["", "", "b"]
 
 
-def test_no_sources_where_a_row_has_none_or_an_id_holds_a_nul() -> None:
+def test_any_entity_id_reads_back() -> None:
+    rows = [
+        source(0, courier_id="a\x00b"),
+        source(1, courier_id='"{é'),
+        source(2, courier_id="a\x00b"),
+    ]
+    decoded = log_sources.decode(log_sources.encode(rows))
+    assert decoded is not None
+    assert decoded.entity("courier_id") == ["a\x00b", '"{é', "a\x00b"]
+    table, index = decoded.entity_codes("courier_id")
+    assert table == ["", "a\x00b", '"{é']  # each distinct id once
+    assert index.tolist() == [1, 2, 1]
+
+
+def test_no_sources_where_a_row_has_none() -> None:
     assert log_sources.encode([source(0), Row(None, None)]) is None  # history, say
-    assert log_sources.encode([source(0), source(1, courier_id="a\x00b")]) is None
     assert log_sources.encode([]) is None
     assert log_sources.decode(None) is None  # a chunk logged before V013, or history
