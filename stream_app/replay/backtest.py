@@ -214,7 +214,7 @@ class Backtest:
         plan, settings = self.request.plan, self.settings
         group = replay_group(self.request.run_id)
         reader = RangeReader(settings.kafka, plan, group, settings.replay.batch_size)
-        labels = LabelsProcess(self._labels_request())
+        labels = LabelsProcess(self._labels_request(), settings.replay.label_processes)
         loop = asyncio.new_event_loop()
         publisher: KafkaPublisher | None = None
         try:
