@@ -565,6 +565,10 @@ class ReplaySettings(BaseModel):
         16, ge=1, description="Point-in-time feature lookups in flight (events with no served "
         "vector).",
     )  # fmt: skip
+    label_processes: int = Field(
+        2, ge=1, description="Processes reading the labels' topic range, each a share of its "
+        "partitions (beside the replay's own process, which reads and scores the events).",
+    )  # fmt: skip
     expected_rate: float = Field(
         100_000, gt=0, description="Events per second assumed by `--dry-run`'s time estimate."
     )

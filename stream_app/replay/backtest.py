@@ -5,10 +5,12 @@ consumer that commits nothing (``reader``), Cassandra is only read, and the only
 write is the run's own ``replay.<run id>.predictions`` topic with ``publish``, deleted again
 if the run is interrupted. Production topics, consumer groups and tables are never written.
 
-Per batch: records parse; an event production scored takes the vector logged for it (what
-production's models saw; ``served``); any other record is decoded like the worker decodes it
-(invalid ones are counted by code) and gets a point-in-time vector: its entities' features
-as they were at its event time. Every version scores the batch's matrix in one call. After
+Per batch: a record production scored takes the vector logged for it (what production's
+models saw; ``served``), found by the record's offset where the log has it (the record is
+then never parsed: its event id, time and entities are logged too) or else by the event id
+parsed from it; any other record is decoded like the worker decodes it (invalid ones are
+counted by code) and gets a point-in-time vector: its entities' features as they were at
+its event time. Every version scores the batch's matrix in one call. After
 the range, labels are joined from the ground-truth table and the report is built.
 """
 
@@ -47,7 +49,7 @@ from stream_app.monitoring.estimates import Estimator
 from stream_app.replay import report as build
 from stream_app.replay.labels import LabelsProcess, LabelsRequest
 from stream_app.replay.plan import ReplayPlan
-from stream_app.replay.reader import RangeReader, replay_group
+from stream_app.replay.reader import RangeReader, RawBatch, replay_group
 from stream_app.replay.served import ServedIndex, load_served
 from stream_app.scoring.batch import decode_events
 from stream_app.settings import Settings, TopicNames
@@ -212,7 +214,7 @@ class Backtest:
         plan, settings = self.request.plan, self.settings
         group = replay_group(self.request.run_id)
         reader = RangeReader(settings.kafka, plan, group, settings.replay.batch_size)
-        labels = LabelsProcess(self._labels_request())
+        labels = LabelsProcess(self._labels_request(), settings.replay.label_processes)
         loop = asyncio.new_event_loop()
         publisher: KafkaPublisher | None = None
         try:
@@ -220,7 +222,7 @@ class Backtest:
                 self.served = self._load_served()
                 self.phases["served_vectors"] = time.perf_counter() - started
                 publisher = self._open_output() if self.request.publish else None
-                batches = (self._parse(batch) for batch in reader.batches())
+                batches = reader.raw_batches()
                 collected = self._score_range(loop, batches, publisher, progress)
         except BaseException:
             labels.stop()
@@ -261,7 +263,7 @@ class Backtest:
     def _score_range(
         self,
         loop: asyncio.AbstractEventLoop,
-        batches: Iterable[_Parsed],
+        batches: Iterable[RawBatch],
         publisher: KafkaPublisher | None,
         progress: Callable[[int], None] | None,
     ) -> _Collector:
@@ -308,9 +310,9 @@ class Backtest:
             progress(out.messages)
 
     def _parse(self, batch: list[InputMessage]) -> _Parsed:
-        """Each record's event id and object, where it has them (no served vectors needed
-        yet: this runs while they load). Plain JSON is parsed without the checks (the fast
-        path); wire-format values are read as the worker reads them."""
+        """Each record's event id and object, where it has them. Plain JSON is parsed
+        without the checks (the fast path); wire-format values are read as the worker reads
+        them."""
         ids: list[str | None] = []
         objects: list[Any] = []
         framed = self.parse_event is not parse_object
@@ -331,36 +333,51 @@ class Backtest:
             objects.append(obj)
         return _Parsed(batch, ids, objects)
 
-    def _prepare(self, loop: asyncio.AbstractEventLoop, parsed: _Parsed, out: _Collector) -> _Batch:
-        """The batch's vectors: served ones where logged, point-in-time ones otherwise."""
+    def _prepare(self, loop: asyncio.AbstractEventLoop, raw: RawBatch, out: _Collector) -> _Batch:
+        """The batch's vectors: served ones where logged (found by the record's offset, or
+        else by its event id), point-in-time ones otherwise. A record found by offset is
+        never read: its event id, time and entities come from the log."""
         assert self.served is not None
-        where = self.served.where
-        batch = parsed.messages
-        logged: list[tuple[str, dict[str, Any]]] = []
+        served = self.served
+        by_offset = served.by_source(raw.topic, raw.partitions, raw.offsets, raw.timestamps)
+        matched = np.flatnonzero(by_offset >= 0)
+        at_offset = served.vectors_at(by_offset[matched], self.names)
+        rows = by_offset[matched[at_offset.found]]
+        rest = np.ones(len(raw.messages), dtype=bool)
+        rest[matched[at_offset.found]] = False
+        parsed = self._parse(raw.inputs(np.flatnonzero(rest).tolist()) if rest.any() else [])
+        logged: list[tuple[int, dict[str, Any]]] = []  # (row, object) of those found by id
         others: list[InputMessage] = []
-        for message, event_id, obj in zip(batch, parsed.ids, parsed.objects, strict=True):
-            if event_id is not None and event_id in where:
-                logged.append((event_id, obj))
+        by_id = served.rows_of(parsed.ids)
+        for message, row, obj in zip(parsed.messages, by_id.tolist(), parsed.objects, strict=True):
+            if row >= 0:
+                logged.append((row, obj))
             else:
                 others.append(message)
-        ids = [event_id for event_id, _ in logged]
-        rows = self.served.vectors(ids, self.names)
-        if not rows.found.all():
-            missing = {event_id for event_id, ok in zip(ids, rows.found, strict=True) if not ok}
-            others += [m for m, e in zip(batch, parsed.ids, strict=True) if e in missing]
-            logged = [item for item, ok in zip(logged, rows.found, strict=True) if ok]
-            ids = [event_id for event_id, _ in logged]
-        times = [self.served.event_times[e] for e in ids]
-        entities = [obj.get("entities") or {} for _, obj in logged]
-        served_as = [self.served.served_as(e) for e in ids] if self.request.publish else []
-        matrices = [rows.matrix]
+        id_rows = np.array([row for row, _ in logged], dtype=np.int64)
+        by_event = served.vectors_at(id_rows, self.names)
+        if not by_event.found.all():
+            missing = {row for row, ok in zip(id_rows.tolist(), by_event.found, strict=True)
+                       if not ok}  # fmt: skip
+            others += [m for m, r in zip(parsed.messages, by_id.tolist(), strict=True)
+                       if r in missing]  # fmt: skip
+            logged = [item for item, ok in zip(logged, by_event.found, strict=True) if ok]
+            id_rows = id_rows[by_event.found]
+        every = np.concatenate([rows, id_rows])
+        ids, times = served.event_ids(every), served.event_times(every)
+        entities = {key: served.entities(key, rows) for key in out.entities}
+        for key, values in entities.items():
+            values += [str((obj.get("entities") or {}).get(key, "")) for _, obj in logged]
+        served_as = served.served_as_rows(every) if self.request.publish else []
+        matrices = [at_offset.matrix, by_event.matrix]
         out.sources["served"] += len(ids)
         if others:
             events, vectors = self._point_in_time(loop, others, out)
             if events:
                 ids += [e.event_id for e in events]
                 times += [e.event_time for e in events]
-                entities += [e.entities for e in events]
+                for key, values in entities.items():
+                    values += [str(e.entities.get(key, "")) for e in events]
                 if self.request.publish:
                     served_as += [(v.missing, v.age_ms) for v in vectors]
                 matrices.append(np.array([v.values for v in vectors], dtype=np.float64))
@@ -370,8 +387,8 @@ class Backtest:
         out.event_times += times
         out.vectors.append(matrix[:, self.models[0].columns])
         for key, values in out.entities.items():
-            values += [str(e.get(key, "")) for e in entities]
-        return _Batch(len(batch), ids, times, served_as, matrix)
+            values += entities[key]
+        return _Batch(len(raw.messages), ids, times, served_as, matrix)
 
     def _point_in_time(
         self, loop: asyncio.AbstractEventLoop, messages: list[InputMessage], out: _Collector

@@ -2,8 +2,9 @@
 
 Reading and decoding every label of the range is as much Python work as reading the events
 themselves; on a thread it held the interpreter lock half the time the events' reading,
-matching and scoring needed it. A child process does it on another core and sends back one
-dictionary. Like the events, the topic is read by an assigned consumer that commits nothing.
+matching and scoring needed it. Child processes do it on the other cores (each a share of
+the topic's partitions, ``replay.label_processes``) and send back one dictionary each. Like
+the events, the topic is read by an assigned consumer that commits nothing.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import subprocess
 import sys
 import time
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from stream_app.contracts.decode import decode_ground_truth
 from stream_app.errors import InvalidEvent, StreamAppError
 from stream_app.kafka.schema_registry import RegistrySchemas
 from stream_app.replay.plan import plan_replay
-from stream_app.replay.reader import read_range
+from stream_app.replay.reader import RangeReader
 from stream_app.settings import KafkaSettings, SchemaRegistrySettings
 
 
@@ -36,6 +37,8 @@ class LabelsRequest:
     batch_size: int
     max_message_bytes: int
     schema_registry: SchemaRegistrySettings
+    share: int = 0  # this reader's partitions: those whose number % shares == share
+    shares: int = 1
 
 
 @dataclass(frozen=True)
@@ -52,16 +55,19 @@ def read_labels(request: LabelsRequest) -> Labels:
     """Read the labels of ``request`` in this process."""
     started = time.perf_counter()
     plan = plan_replay(request.kafka, request.topic, request.from_ms, request.to_ms)
+    mine = [p for p in plan.partitions if p.partition % request.shares == request.share]
+    plan = replace(plan, partitions=mine)
     found: dict[str, float] = {}
-    batches = read_range(request.kafka, plan, request.group_id, request.batch_size)
+    reader = RangeReader(request.kafka, plan, request.group_id, request.batch_size)
     schemas = RegistrySchemas(request.schema_registry)
     parse = schemas.parser("ground_truth")  # as the worker reads them
-    with closing(batches):
-        for batch in batches:
-            schemas.prepare_blocking("ground_truth", [m.value for m in batch])
-            for message in batch:
+    with closing(reader):
+        for batch in reader.raw_batches():  # only the values are needed: no message tuples
+            values = [m.value() for m in batch.messages]
+            schemas.prepare_blocking("ground_truth", values)
+            for value in values:
                 try:
-                    truth = decode_ground_truth(message.value, request.max_message_bytes, parse)
+                    truth = decode_ground_truth(value, request.max_message_bytes, parse)
                 except InvalidEvent:
                     continue
                 found[truth.event_id] = truth.label
@@ -83,44 +89,60 @@ def _child() -> None:
 
 
 class LabelsProcess:
-    """``read_labels`` running in a child process from construction; ``result`` waits for
-    it, ``stop`` ends it early (an interrupted replay).
+    """``read_labels`` running in ``processes`` child processes from construction, each
+    reading a share of the topic's partitions (a label is keyed by its event id, so an
+    event's labels are in one partition); ``result`` waits for them and merges, ``stop``
+    ends them early (an interrupted replay).
 
-    The child is a fresh interpreter (``python -m``), not a fork: the parent holds threads
+    A child is a fresh interpreter (``python -m``), not a fork: the parent holds threads
     (the Cassandra driver's, librdkafka's) that a fork would copy in whatever state they
     were, and multiprocessing's ``spawn`` would re-import the caller's main module."""
 
-    def __init__(self, request: LabelsRequest) -> None:
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "stream_app.replay.labels"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        assert self._process.stdin is not None
-        pickle.dump(request, self._process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-        self._process.stdin.close()
+    def __init__(self, request: LabelsRequest, processes: int = 1) -> None:
+        self._processes: list[subprocess.Popen[bytes]] = []
+        for share in range(processes):
+            process = subprocess.Popen(
+                [sys.executable, "-m", "stream_app.replay.labels"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+            self._processes.append(process)
+            assert process.stdin is not None
+            pickle.dump(replace(request, share=share, shares=processes), process.stdin,
+                        protocol=pickle.HIGHEST_PROTOCOL)  # fmt: skip
+            process.stdin.close()
 
     def result(self) -> Labels:
-        assert self._process.stdout is not None
+        outcomes = [self._result(process) for process in self._processes]
+        found = outcomes[0].found
+        for outcome in outcomes[1:]:
+            found.update(outcome.found)
+        return Labels(found, any(o.truncated for o in outcomes), max(o.seconds for o in outcomes))
+
+    def _result(self, process: subprocess.Popen[bytes]) -> Labels:
+        assert process.stdout is not None
         try:
-            outcome = pickle.load(self._process.stdout)
+            outcome = pickle.load(process.stdout)
         except (EOFError, pickle.UnpicklingError):
-            code = self._process.wait()
+            code = process.wait()
+            self.stop()
             raise StreamAppError(
                 f"the labels process ended without an answer (exit code {code})"
             ) from None
-        self._process.wait()
+        process.wait()
         if isinstance(outcome, str):
+            self.stop()
             raise StreamAppError(f"reading the labels failed: {outcome}")
         assert isinstance(outcome, Labels)
         return outcome
 
     def stop(self) -> None:
-        if self._process.poll() is None:
-            self._process.terminate()
-        self._process.wait()
-        if self._process.stdout is not None:
-            self._process.stdout.close()
+        for process in self._processes:
+            if process.poll() is None:
+                process.terminate()
+            process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
 
 
 if __name__ == "__main__":

@@ -54,7 +54,8 @@ def prediction_outputs(
     headers_of: Callable[[InputMessage], Headers],
 ) -> tuple[list[Record], list[PredictionRow]]:
     """The Kafka records and the Cassandra rows of a scored batch; each record carries the
-    trace headers ``headers_of`` gives its event's message."""
+    trace headers ``headers_of`` gives its event's message, each row the message it was
+    scored from and its event's entities (a replay matches records to rows by them)."""
     records: list[Record] = []
     rows: list[PredictionRow] = []
     for (message, event, served), value in zip(scored, values, strict=True):
@@ -93,6 +94,8 @@ def prediction_outputs(
                 event_time=event.event_time,
                 scored_at=scored_at,
                 latency_ms=latency_ms,
+                source=message,
+                entities=event.entities,
             )
         )
     return records, rows

@@ -26,8 +26,10 @@ from cassandra.concurrent import execute_concurrent
 from cassandra.query import BatchStatement, BatchType
 
 from stream_app.cassandra_session import HOT_PATH
-from stream_app.storage import log_columns
+from stream_app.messages import InputMessage
+from stream_app.storage import log_columns, log_sources
 from stream_app.storage.cql import execute_async
+from stream_app.storage.log_sources import Sources
 
 BUCKET_MS = 600_000  # 10 minutes of chunks per partition and shard
 DAY_MS = 86_400_000
@@ -83,6 +85,8 @@ class PredictionRow(NamedTuple):
     event_time: int
     scored_at: int
     latency_ms: float | None
+    source: InputMessage | None = None  # the record scored (live rows; history has none)
+    entities: Mapping[str, str] | None = None  # its event's (with ``source``)
 
 
 class LoggedPrediction(NamedTuple):
@@ -110,6 +114,7 @@ class LoggedChunk(NamedTuple):
     feature_set: str
     columns: Mapping[str, list[Any]]  # event_ids, prediction_ids, values, event_times, scored_at...
     matrix: Vector  # one served vector per row
+    sources: Sources | None = None  # the records the rows were scored from, when logged
 
 
 class PredictionWriter(Protocol):
@@ -132,15 +137,15 @@ class PredictionStore:
         )
         self._log = session.prepare(
             f"INSERT INTO {keyspace}.prediction_log (use_case, bucket, shard, first_scored_at, "
-            "chunk_id, model_version, role, feature_set, row_count, columns, features) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "chunk_id, model_version, role, feature_set, row_count, columns, features, "
+            "sources) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         self._scan = session.prepare(
-            "SELECT model_version, role, feature_set, columns, features "
+            "SELECT model_version, role, feature_set, columns, features, sources "
             f"FROM {keyspace}.prediction_log WHERE use_case = ? AND bucket = ? AND shard = ?"
         )
         self._scan_started = session.prepare(
-            "SELECT model_version, role, feature_set, columns, features "
+            "SELECT model_version, role, feature_set, columns, features, sources "
             f"FROM {keyspace}.prediction_log WHERE use_case = ? AND bucket = ? AND shard = ? "
             "AND first_scored_at >= ? AND first_scored_at < ?"
         )
@@ -219,7 +224,8 @@ class PredictionStore:
                 parameters.append(
                     (self.use_case, bucket_of(first), shard_of(chunk_id), first, chunk_id,
                      version, role, feature_set, len(chunk), columns,
-                     b"".join(r.features for r in chunk))
+                     b"".join(r.features for r in chunk),
+                     log_sources.encode(chunk))
                 )  # fmt: skip
         return parameters
 
@@ -297,7 +303,7 @@ class PredictionStore:
                 raise_on_first_error=True, execution_profile=HOT_PATH,  # rows as tuples
             )  # fmt: skip
             for result in results:  # in statement order: bucket by bucket
-                for version, role, feature_set, blob, features in result.result_or_exc:
+                for version, role, feature_set, blob, features, sources in result.result_or_exc:
                     columns = log_columns.decode(blob)
                     count = len(columns["event_ids"])
                     yield LoggedChunk(
@@ -306,6 +312,7 @@ class PredictionStore:
                         feature_set,
                         columns,
                         np.frombuffer(features, dtype="<f8").reshape(count, -1),
+                        log_sources.decode(sources),
                     )
 
     def scan(self, start_ms: int, end_ms: int) -> Iterator[LoggedPrediction]:

@@ -61,3 +61,28 @@ def test_chunks_logged_as_json_read_back_beside_binary_ones(
         (f"{prefix}-{i}", float(i), 1.0, [float(i), 2.0]) for prefix in ("new", "old")
         for i in range(3)
     ]  # fmt: skip
+
+
+def test_live_rows_read_back_with_their_sources_and_history_without(
+    deployment: Deployment, cassandra_session: Any
+) -> None:
+    from stream_app.messages import InputMessage
+
+    store = PredictionStore(cassandra_session, deployment.settings.cassandra.keyspace, "uc-src")
+    start = 1_796_000_000_000 - 1_796_000_000_000 % BUCKET_MS
+    live = [
+        r._replace(source=InputMessage("client-events", 2, 40 + i, None, b"{}", 7_000 + i),
+                   entities={"zone_id": f"z{i}"})
+        for i, r in enumerate(rows("live", start + 1_000))
+    ]  # fmt: skip
+    store.write(live)
+    store.write(rows("history", start + 2_000))  # no source: matched by event id
+    chunks = {c.columns["event_ids"][0]: c for c in store.chunks(start, start + BUCKET_MS)}
+    sources = chunks["live-0"].sources
+    assert sources is not None
+    assert sources.topics == ["client-events"]
+    assert sources.partitions.tolist() == [2, 2, 2]
+    assert sources.offsets.tolist() == [40, 41, 42]
+    assert sources.timestamps.tolist() == [7_000, 7_001, 7_002]
+    assert sources.entity("zone_id") == ["z0", "z1", "z2"]
+    assert chunks["history-0"].sources is None

@@ -6,8 +6,10 @@ from typing import Any
 
 import numpy as np
 
+from stream_app.messages import InputMessage
 from stream_app.replay.served import load_served
-from stream_app.storage.predictions import HISTORY_VERSION, LoggedChunk
+from stream_app.storage import log_sources
+from stream_app.storage.predictions import HISTORY_VERSION, LoggedChunk, PredictionRow
 
 LAYOUTS = {"ab": ["a", "b"], "bca": ["b", "c", "a"]}
 
@@ -79,3 +81,42 @@ def test_chunks_scored_outside_the_range_are_left_out() -> None:
         scored_to=2000,
     )
     assert sorted(index.where) == ["inside"]
+
+
+def with_sources(logged: LoggedChunk, first_offset: int, topic: str = "t") -> LoggedChunk:
+    ids = logged.columns["event_ids"]
+    row = PredictionRow("e", "v", "p", "champion", 1.0, "s", b"", [], 0, 0, 0, None)
+    rows = [
+        row._replace(
+            source=InputMessage(topic, 0, first_offset + i, None, None, 10 * (first_offset + i)),
+            entities={"zone_id": f"z-{e}"},
+        )
+        for i, e in enumerate(ids)
+    ]
+    return logged._replace(sources=log_sources.decode(log_sources.encode(rows)))
+
+
+def test_records_are_found_by_offset_where_logged_and_by_event_id_in_older_chunks() -> None:
+    index = load_served(
+        [
+            chunk("v1", "champion", "ab", ["old"], [[1, 1]]),  # logged before sources
+            with_sources(chunk("v1", "champion", "ab", ["e1", "e2"], [[2, 2], [3, 3]]), 10),
+            with_sources(chunk("v1", "champion", "bca", ["e3"], [[40, 41, 42]]), 12),
+        ],
+        LAYOUTS.__getitem__,
+        ["v1"],
+    )
+    offsets = np.array([12, 10, 11, 99])
+    rows = index.by_source("t", np.zeros(4, dtype=np.int64), offsets, offsets * 10)
+    assert rows.tolist()[3] == -1  # not logged at that offset
+    found = rows[:3]
+    assert index.event_ids(found) == ["e3", "e1", "e2"]
+    assert index.event_times(found) == [1000, 1000, 1001]
+    assert index.entities("zone_id", found) == ["z-e3", "z-e1", "z-e2"]
+    assert index.vectors_at(found, ["a", "b"]).matrix.tolist() == [[42, 40], [2, 2], [3, 3]]
+    assert index.served_as_rows(found) == [(["c"], 0), (["c"], 0), ([], 7)]
+    # the old chunk: by event id only, its entities not logged
+    old = index.rows_of(["old", None, "e2"])
+    assert old.tolist()[1] == -1
+    assert index.vectors_at(old, ["a", "b"]).found.tolist() == [True, False, True]
+    assert index.entities("zone_id", old[:1]) == [""]

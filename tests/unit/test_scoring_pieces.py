@@ -91,6 +91,10 @@ def test_prediction_outputs_match_the_schema_and_the_stored_rows() -> None:
     assert row.prediction_id == payload["prediction_id"]
     assert list(unpack(row.features)) == [2.0, 18.5]
     assert row.missing_features == ["zone_speed"]
+    # the record it was scored from, for a replay to find it by offset
+    assert row.source is not None
+    assert row.source.offset == 0
+    assert row.entities == {"courier_id": "courier-1", "zone_id": "zone-1"}
 
 
 def run(coroutine: Any) -> Any:
