@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from stream_app.contracts.dead_letter import dead_letters
-from stream_app.contracts.decode import SensorReading, decode_sensor_reading, parse_object
+from stream_app.contracts.decode import SensorReading, decode_sensor_reading
 from stream_app.errors import FeatureLookupError, InvalidEvent
 from stream_app.features.pane_store import PaneStorage
 from stream_app.features.panes import PaneAggregator, aggregate_groups
@@ -81,8 +81,9 @@ class FeatureService:
         self.monitor = monitor
         self.agent = agent
         self.aggregator = PaneAggregator(aggregate_groups(use_case))
-        self.schemas = schemas if schemas and schemas.settings.sensor_readings != "json" else None
-        self._parse = schemas.parser("sensor_readings") if schemas else parse_object
+        self.reader = (schemas or RegistrySchemas(settings.schema_registry)).reader(
+            "sensor_readings"
+        )
         self._merge_lock = asyncio.Lock()
         self._owned: set[int] = set()  # partitions whose stored watermark is loaded
         self._previous_marks: asyncio.Future[None] | None = None  # the last batch's mark write
@@ -92,12 +93,12 @@ class FeatureService:
         result = FeatureBatchResult(readings=len(messages))
         readings: list[tuple[InputMessage, SensorReading]] = []
         refused: list[Refused] = []
-        if self.schemas is not None:  # the registry's answer for ids not seen yet
-            await self.schemas.prepare("sensor_readings", [m.value for m in messages])
+        if self.reader.framed:  # the registry's answer for ids not seen yet
+            await self.reader.prepare([m.value for m in messages])
         max_bytes = self.settings.worker.max_message_bytes
         for message in messages:
             try:
-                reading = decode_sensor_reading(message.value, max_bytes, self._parse)
+                reading = decode_sensor_reading(message.value, max_bytes, self.reader.parse)
                 readings.append((message, reading))
             except InvalidEvent as error:
                 refused.append(Refused(message, error))

@@ -217,6 +217,11 @@ class RegistrySchemas:
         )
         return WireParser(book, accept_plain_json=form == "auto")
 
+    def reader(self, topic: str) -> TopicReader:
+        """The parser of the input topic ``topic`` and, if it is framed, its registry lookup."""
+        parse = self.parser(topic)
+        return TopicReader(topic, parse, self if topic in self.books else None)
+
     def missing(self, topic: str, values: Sequence[bytes | None]) -> set[int]:
         book = self.books.get(topic)
         return set() if book is None else book.missing(values, self.clock())
@@ -232,6 +237,29 @@ class RegistrySchemas:
         ids = self.missing(topic, values)
         if ids and self.registry is not None:
             await asyncio.to_thread(self.registry.fill, self.books[topic], ids, self.clock)
+
+
+@dataclass(frozen=True)
+class TopicReader:
+    """How one input topic's values are read: ``parse``, and for a framed topic the registry
+    lookup (``prepare``) to run before a batch is decoded (``framed`` says whether there is
+    one; a plain JSON topic has nothing to ask)."""
+
+    topic: str
+    parse: ObjectParser
+    schemas: RegistrySchemas | None = None
+
+    @property
+    def framed(self) -> bool:
+        return self.schemas is not None
+
+    async def prepare(self, values: Sequence[bytes | None]) -> None:
+        if self.schemas is not None:
+            await self.schemas.prepare(self.topic, values)
+
+    def prepare_blocking(self, values: Sequence[bytes | None]) -> None:
+        if self.schemas is not None:
+            self.schemas.prepare_blocking(self.topic, values)
 
 
 @dataclass(frozen=True)

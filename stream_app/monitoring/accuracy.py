@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import orjson
 
 from stream_app.contracts.dead_letter import dead_letters
-from stream_app.contracts.decode import decode_ground_truth, parse_object
+from stream_app.contracts.decode import decode_ground_truth
 from stream_app.contracts.outputs import accuracy_payload
 from stream_app.errors import InvalidEvent
 from stream_app.kafka.producer import Publisher
@@ -86,8 +86,7 @@ class AccuracyService:
         self.agent = agent
         self.max_delay_ms = parse_duration_ms(use_case.label.max_delay)
         self.waiting: dict[str, Waiting] = {}
-        self.schemas = schemas if schemas and schemas.settings.ground_truth != "json" else None
-        self._parse = schemas.parser("ground_truth") if schemas else parse_object
+        self.reader = (schemas or RegistrySchemas(settings.schema_registry)).reader("ground_truth")
         self.tracer = tracer
 
     async def _io(self, action: str, make: object) -> None:
@@ -107,13 +106,13 @@ class AccuracyService:
         trace = self.tracer.batch(self.settings.kafka.topics.ground_truth, messages)
         labels: list[Label] = []
         refused: list[Refused] = []
-        if self.schemas is not None:  # the registry's answer for ids not seen yet
-            await self.schemas.prepare("ground_truth", [m.value for m in messages])
+        if self.reader.framed:  # the registry's answer for ids not seen yet
+            await self.reader.prepare([m.value for m in messages])
         max_bytes = self.settings.worker.max_message_bytes
         traces: dict[str, Headers] = {}  # event id -> its accuracy events' trace headers
         for message in messages:
             try:
-                truth = decode_ground_truth(message.value, max_bytes, self._parse)
+                truth = decode_ground_truth(message.value, max_bytes, self.reader.parse)
             except InvalidEvent as error:
                 refused.append(Refused(message, error))
                 continue

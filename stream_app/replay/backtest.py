@@ -33,7 +33,7 @@ from cassandra.cluster import Session
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from stream_app.contracts import codes
-from stream_app.contracts.decode import ClientEvent, parse_object
+from stream_app.contracts.decode import ClientEvent
 from stream_app.contracts.outputs import prediction_payload
 from stream_app.errors import ConfigurationError, InvalidEvent
 from stream_app.features.pane_store import PaneStore
@@ -199,7 +199,7 @@ class Backtest:
         )
         self.served: ServedIndex | None = None
         self.schemas = RegistrySchemas(settings.schema_registry)
-        self.parse_event = self.schemas.parser("client_events")  # as the worker reads them
+        self.events = self.schemas.reader("client_events")  # as the worker reads them
         self.label_sources: dict[str, int] = {}
         self.phases: dict[str, float] = {}
 
@@ -315,15 +315,15 @@ class Backtest:
         them."""
         ids: list[str | None] = []
         objects: list[Any] = []
-        framed = self.parse_event is not parse_object
+        framed = self.events.framed
         if framed:
-            self.schemas.prepare_blocking("client_events", [m.value for m in batch])
+            self.events.prepare_blocking([m.value for m in batch])
         max_bytes = self.settings.worker.max_message_bytes
         for message in batch:
             obj: Any
             try:
                 if framed:
-                    obj = self.parse_event(message.value, max_bytes)
+                    obj = self.events.parse(message.value, max_bytes)
                 else:
                     obj = orjson.loads(message.value)  # type: ignore[arg-type]
                 event_id = obj["event_id"]
@@ -398,7 +398,7 @@ class Backtest:
             messages,
             self.builder.entity_keys,
             self.settings.worker.max_message_bytes,
-            self.parse_event,
+            self.events.parse,
         )
         for r in refused:
             out.invalid[r.error.code] += 1

@@ -168,8 +168,9 @@ def revalidate(
         return InvalidEvent(NOT_A_DEAD_LETTER, "the original bytes are not base64")
     parse: ObjectParser = parse_object
     if schemas is not None:
-        parse = schemas.parser(role)
-        schemas.prepare_blocking(role, [value])
+        reader = schemas.reader(role)
+        reader.prepare_blocking([value])
+        parse = reader.parse
     try:
         decoder(value, max_bytes, parse)
     except InvalidEvent as refusal:

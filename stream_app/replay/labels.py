@@ -59,15 +59,14 @@ def read_labels(request: LabelsRequest) -> Labels:
     plan = replace(plan, partitions=mine)
     found: dict[str, float] = {}
     reader = RangeReader(request.kafka, plan, request.group_id, request.batch_size)
-    schemas = RegistrySchemas(request.schema_registry)
-    parse = schemas.parser("ground_truth")  # as the worker reads them
+    labels = RegistrySchemas(request.schema_registry).reader("ground_truth")  # as the worker does
     with closing(reader):
         for batch in reader.raw_batches():  # only the values are needed: no message tuples
             values = [m.value() for m in batch.messages]
-            schemas.prepare_blocking("ground_truth", values)
+            labels.prepare_blocking(values)
             for value in values:
                 try:
-                    truth = decode_ground_truth(value, request.max_message_bytes, parse)
+                    truth = decode_ground_truth(value, request.max_message_bytes, labels.parse)
                 except InvalidEvent:
                     continue
                 found[truth.event_id] = truth.label

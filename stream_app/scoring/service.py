@@ -25,7 +25,7 @@ import numpy as np
 
 from stream_app.contracts import codes
 from stream_app.contracts.dead_letter import dead_letters
-from stream_app.contracts.decode import ClientEvent, parse_object
+from stream_app.contracts.decode import ClientEvent
 from stream_app.errors import FeatureLookupError, InvalidEvent
 from stream_app.features.cache import FeatureReader
 from stream_app.features.vector import FeatureVectorBuilder, ServedVector, StoredFeatures
@@ -97,8 +97,7 @@ class ScoringService:
         self.monitor = monitor
         self.agent = agent
         self.read_at = read_at  # features as of a time (use cases served at event time)
-        self.schemas = schemas if schemas and schemas.settings.client_events != "json" else None
-        self._parse = schemas.parser("client_events") if schemas else parse_object
+        self.reader = (schemas or RegistrySchemas(settings.schema_registry)).reader("client_events")
         self.tracer = tracer
         windows = use_case.features_of(AggregateFeature).values()
         self._windows = sorted({(f.window.size_ms, f.window.step_ms) for f in windows})
@@ -139,13 +138,13 @@ class ScoringService:
         self.metrics.batch_size.observe(len(messages))
         self._stage("kafka_wait", [max(began_ms - m.timestamp_ms, 0) / 1000 for m in messages])
         entity_keys = models.champion.builder.entity_keys
-        if self.schemas is not None:  # the registry's answer for ids not seen yet
-            await self.schemas.prepare("client_events", [m.value for m in messages])
+        if self.reader.framed:  # the registry's answer for ids not seen yet
+            await self.reader.prepare([m.value for m in messages])
         accepted, refused = decode_events(
             messages,
             self._required_entities(entity_keys),
             self.settings.worker.max_message_bytes,
-            self._parse,
+            self.reader.parse,
         )
         self._stage("decode", [time.perf_counter() - started], trace)
         served_at = await self._read_features(accepted, entity_keys, trace)
