@@ -115,7 +115,7 @@ def test_the_cache_serves_within_its_bound_and_rereads_after(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = CountingStore()
-    cache = FeatureCache(store.read, max_age_ms=1000)
+    cache = FeatureCache(store.read, max_age_ms=1000, gather_s=0)  # the clock stands still
     clock = [100.0]
     monkeypatch.setattr("stream_app.features.cache.time.monotonic", lambda: clock[0])
     key = ("courier_id", "c1")
@@ -141,6 +141,27 @@ def test_the_cache_serves_within_its_bound_and_rereads_after(
     assert len(store.reads) == 3
     assert cache.hits == 3
     assert cache.misses == 2
+
+
+def test_aging_entries_of_several_batches_are_refreshed_in_one_round() -> None:
+    store = CountingStore()
+    cache = FeatureCache(store.read, max_age_ms=200)  # rounds gather for 20 ms
+    keys = [("courier_id", f"c{i}") for i in range(6)]
+
+    async def scenario() -> list[float]:
+        await cache.get_many(keys)  # one foreground read
+        await asyncio.sleep(0.12)  # past half their life
+        store.value = 2.0
+        for key in keys:  # six batches, each finding one entry aging
+            await cache.get_many([key])
+        assert len(store.reads) == 1  # nothing read yet: the round gathers
+        await asyncio.sleep(0.05)
+        return [(await cache.get_many([key]))[key]["f"].value for key in keys]
+
+    assert run(scenario()) == [2.0] * 6
+    assert store.reads[1:] == [keys]  # one refresh of all six
+    assert cache.refresh_rounds == 1
+    assert cache.misses == 6
 
 
 def test_a_zero_bound_turns_the_cache_off() -> None:
