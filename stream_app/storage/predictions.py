@@ -37,6 +37,10 @@ SHARDS = 8
 HISTORY_VERSION = "history"
 CHUNK_ROWS = 500  # predictions per log chunk
 BY_EVENT_BATCH = 50  # slim rows per unlogged batch
+# A batch this small goes to Cassandra as one request holding both tables' rows: under
+# Cassandra's default batch_size_warn_threshold (5 KiB), so no deployment warns about it.
+ONE_REQUEST_BYTES = 4608  # a tenth under 5 KiB
+BY_EVENT_ROW_BYTES = 128  # a by-event row as Cassandra sizes it (about 100 bytes)
 SCAN_BUCKETS = 144  # buckets read together when scanning the log
 SCAN_CONCURRENCY = 128
 
@@ -238,19 +242,32 @@ class PredictionStore:
         statements += [(self._index, (self.use_case, day_of(b), b)) for b in new]
         return statements, new
 
+    def _requests(
+        self, rows: Sequence[PredictionRow]
+    ) -> tuple[list[tuple[Any, Sequence[Any] | None]], set[int]]:
+        """The requests storing ``rows`` in both tables. A small batch (the scoring path at a
+        steady rate: a few events) is one unlogged batch of its by-event rows and its log
+        chunk, one request instead of two: each request costs the worker about 0.5 to 0.9 ms
+        of CPU in the driver (measured), more than the rows do."""
+        batches = self._by_event_batches(rows)
+        log, new = self._log_statements(rows)
+        log_bytes = sum(len(b) for _, p in log for b in p if isinstance(b, bytes))
+        if len(batches) == 1 and len(rows) * BY_EVENT_ROW_BYTES + log_bytes <= ONE_REQUEST_BYTES:
+            for statement, parameters in log:
+                batches[0].add(statement, parameters)
+            return [(batches[0], None)], new
+        return [(b, None) for b in batches] + log, new
+
     async def write_async(self, rows: Sequence[PredictionRow]) -> None:
         """Store rows in both tables; returns when Cassandra acknowledged every write."""
-        writes = [execute_async(self.session, b) for b in self._by_event_batches(rows)]
-        statements, new = self._log_statements(rows)
-        writes += [execute_async(self.session, s, p) for s, p in statements]
-        await asyncio.gather(*writes)
+        requests, new = self._requests(rows)
+        await asyncio.gather(*(execute_async(self.session, s, p) for s, p in requests))
         self._indexed |= new
 
     def write(self, rows: Sequence[PredictionRow]) -> None:
         """Store rows in both tables (blocking)."""
-        statements: list[tuple[Any, Any]] = [(b, ()) for b in self._by_event_batches(rows)]
-        log, new = self._log_statements(rows)
-        execute_concurrent(self.session, statements + log, concurrency=32,
+        requests, new = self._requests(rows)
+        execute_concurrent(self.session, [(s, p or ()) for s, p in requests], concurrency=32,
                            raise_on_first_error=True)  # fmt: skip
         self._indexed |= new
 

@@ -86,3 +86,32 @@ def test_live_rows_read_back_with_their_sources_and_history_without(
     assert sources.timestamps.tolist() == [7_000, 7_001, 7_002]
     assert sources.entity("zone_id") == ["z0", "z1", "z2"]
     assert chunks["history-0"].sources is None
+
+
+def test_a_small_batch_is_stored_in_one_request_and_a_large_one_in_several(
+    deployment: Deployment, cassandra_session: Any
+) -> None:
+    import asyncio
+
+    sent: list[Any] = []
+
+    class Counting:  # the session, counting the requests sent
+        def __getattr__(self, name: str) -> Any:
+            return getattr(cassandra_session, name)
+
+        def execute_async(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
+            sent.append(statement)
+            return cassandra_session.execute_async(statement, *args, **kwargs)
+
+    store = PredictionStore(Counting(), deployment.settings.cassandra.keyspace, "uc-one")
+    start = 1_796_100_000_000 - 1_796_100_000_000 % BUCKET_MS
+    asyncio.run(store.write_async(rows("small", start + 1_000, count=5)))
+    assert len(sent) == 1  # by-event rows, the log chunk and its bucket's index together
+    asyncio.run(store.write_async(rows("large", start + 2_000, count=120)))
+    assert len(sent) == 1 + 4  # three by-event batches (50 rows each at most) and the chunk
+    for prefix, count in (("small", 5), ("large", 120)):
+        assert [r.prediction_id for r in store.for_event(f"{prefix}-{count - 1}")] == [
+            f"{prefix}-p{count - 1}"
+        ]
+    scanned = {r.event_id for r in store.scan(start, start + BUCKET_MS)}
+    assert scanned == {f"small-{i}" for i in range(5)} | {f"large-{i}" for i in range(120)}
