@@ -126,7 +126,7 @@ def test_the_cache_serves_within_its_bound_and_rereads_after(
         store.value = 2.0
         clock[0] += 0.2  # young: served from cache, no read
         seen.append((await cache.get_many([key]))[key]["f"].value)
-        clock[0] += 0.4  # past half its life: still served, refreshed in the background
+        clock[0] += 0.6  # past 0.7 of its life: still served, refreshed in the background
         seen.append((await cache.get_many([key]))[key]["f"].value)
         await asyncio.sleep(0)  # let the refresh run
         await asyncio.sleep(0)
@@ -150,7 +150,7 @@ def test_aging_entries_of_several_batches_are_refreshed_in_one_round() -> None:
 
     async def scenario() -> list[float]:
         await cache.get_many(keys)  # one foreground read
-        await asyncio.sleep(0.12)  # past half their life
+        await asyncio.sleep(0.15)  # past 0.7 of their life
         store.value = 2.0
         for key in keys:  # six batches, each finding one entry aging
             await cache.get_many([key])
