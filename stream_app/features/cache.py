@@ -2,28 +2,31 @@
 
 An entity's features are served from the cache only if they were read from Cassandra less than
 ``max_age_ms`` ago, so a cached value is never more than that older than a direct read would
-be; feature age is still measured from the features' own event time. Entries past
-``REFRESH_AT`` of their life are refreshed in the background while still being served
-(stale-while-revalidate inside the bound), so busy entities never make a batch wait for
-Cassandra. ``max_age_ms = 0`` turns the cache off.
+be; feature age is still measured from the features' own event time. ``max_age_ms = 0`` turns
+the cache off.
 
-Background refreshes are gathered into rounds: the entries found aging within
-``max_age_ms / 10`` of each other are read together, a few queries of many ids. Before, each
-batch refreshed its own aging entries: for the shipped delivery use case (three entity keys,
-three pane groups) up to six queries per batch, and each query costs the worker's loop and
-Cassandra's cores far more than one more id in an ``IN``. A round starts well inside the last
-three tenths of an entry's life, so the bound holds; an entry a failed or late round left
-behind expires and is read in the foreground.
+An entry served during its life is read again in the background once it is ``REFRESH_AT``
+(0.7) through it, while still being served (stale-while-revalidate inside the bound): an
+entity served at least once per bound never makes a batch wait for Cassandra, and one no
+longer served is refreshed once more at most, then expires. Refreshes falling due within
+``max_age_ms / 10`` of each other are read together, in one round of a few queries of many
+ids (those due before the next round, so up to a tenth of the bound early).
 
-``REFRESH_AT`` is 0.7, not a half: each served entity is then read about 1.3 times per bound
-instead of about 1.8. With rounds at half the bound, at 1,000 events/s over the simulated
-world's 392 entities, Cassandra's read stage still ran 744 tasks/s
-(``system_views.thread_pools``) while its mutation stage ran 207.
+Measured, and why it is built so. Before, an entry was refreshed only when a batch served it
+in the second half of its life, and each batch refreshed its own entries: for the shipped
+delivery use case (three entity keys, three pane groups) up to six queries per batch, and each
+query costs the worker's loop and Cassandra's cores far more than one more id in an ``IN``
+(about 0.5 ms of the worker's CPU a request, measured). And a courier served three times a
+second was often not served in that half, so it expired and the next batch waited for its
+read: at 1,000 events/s the features stage's median was 7 to 10 ms. A round starts well
+before an entry expires, so the bound holds; an entry a failed or late round left behind
+expires and is read in the foreground.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -59,19 +62,21 @@ class FeatureCache:
         self._read = read
         self.max_age_ms = max_age_ms
         self.refresh_after_ms = max_age_ms * REFRESH_AT
-        # how long aging entries wait to be refreshed together (a tenth of the bound)
+        # refreshes falling due this close together are read in one round (a tenth of the bound)
         self.gather_s = max_age_ms / 10_000 if gather_s is None else gather_s
         self.max_entries = max_entries
         self._entries: dict[EntityKey, tuple[float, Features]] = {}
-        self._refreshing: set[EntityKey] = set()  # due or being read in a round
-        self._due: list[EntityKey] = []  # waiting for the next round
+        self._scheduled: set[EntityKey] = set()  # a refresh due, or being read
+        self._due: list[tuple[float, EntityKey]] = []  # (when, key), a heap
+        self._ticker: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.refresh_rounds = 0
         self.hits = 0
         self.misses = 0
 
     async def get_many(self, keys: Iterable[EntityKey]) -> dict[EntityKey, Features]:
-        """Features of every key: cached ones within the bound, the rest read now."""
+        """Features of every key: cached ones within the bound, the rest read now. Every key
+        served is refreshed once it is ``REFRESH_AT`` through its life."""
         wanted = list(dict.fromkeys(keys))
         if self.max_age_ms <= 0:
             self.misses += len(wanted)
@@ -79,23 +84,23 @@ class FeatureCache:
         now = time.monotonic() * 1000
         found: dict[EntityKey, Features] = {}
         expired: list[EntityKey] = []
-        aging: list[EntityKey] = []
         for key in wanted:
             entry = self._entries.get(key)
             if entry is None or now - entry[0] >= self.max_age_ms:
                 expired.append(key)
                 continue
             found[key] = entry[1]
-            if now - entry[0] >= self.refresh_after_ms and key not in self._refreshing:
-                aging.append(key)
+            if key not in self._scheduled:
+                self._schedule(key, entry[0] + self.refresh_after_ms)
         self.hits += len(found)
         self.misses += len(expired)
-        if aging:
-            self._refresh_in_background(aging)
         if expired:
             read = await self._read(expired)
             self._store(read, now)
             found.update(read)
+            for key in expired:
+                if key not in self._scheduled:
+                    self._schedule(key, now + self.refresh_after_ms)
         return found
 
     def _store(self, read: dict[EntityKey, Features], read_started_ms: float) -> None:
@@ -105,19 +110,27 @@ class FeatureCache:
         for key, features in read.items():
             self._entries[key] = (read_started_ms, features)
 
-    def _refresh_in_background(self, keys: list[EntityKey]) -> None:
-        """Add ``keys`` to the next refresh round, starting one if none is waiting."""
-        self._refreshing.update(keys)
-        starting = not self._due
-        self._due += keys
-        if starting:
-            task = asyncio.ensure_future(self._refresh_round())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+    def _schedule(self, key: EntityKey, when_ms: float) -> None:
+        self._scheduled.add(key)
+        heapq.heappush(self._due, (when_ms, key))
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.ensure_future(self._tick())
 
-    async def _refresh_round(self) -> None:
-        await asyncio.sleep(self.gather_s)
-        keys, self._due = self._due, []
+    async def _tick(self) -> None:
+        """While refreshes are scheduled: every ``gather_s``, read in one round those due
+        before the next tick (up to ``gather_s`` early: well inside the bound)."""
+        while self._due:
+            await asyncio.sleep(self.gather_s)
+            until = time.monotonic() * 1000 + self.gather_s * 1000
+            keys: list[EntityKey] = []
+            while self._due and self._due[0][0] <= until:
+                keys.append(heapq.heappop(self._due)[1])
+            if keys:
+                task = asyncio.ensure_future(self._refresh(keys))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    async def _refresh(self, keys: list[EntityKey]) -> None:
         self.refresh_rounds += 1
         started = time.monotonic() * 1000
         try:
@@ -125,4 +138,5 @@ class FeatureCache:
         except Exception as exc:  # the entries expire and are then read in the foreground
             log.debug("background feature refresh failed: %s", exc)
         finally:
-            self._refreshing.difference_update(keys)
+            # served again, an entry is scheduled anew (one not served again expires)
+            self._scheduled.difference_update(keys)

@@ -128,8 +128,8 @@ def test_the_cache_serves_within_its_bound_and_rereads_after(
         seen.append((await cache.get_many([key]))[key]["f"].value)
         clock[0] += 0.6  # past 0.7 of its life: still served, refreshed in the background
         seen.append((await cache.get_many([key]))[key]["f"].value)
-        await asyncio.sleep(0)  # let the refresh run
-        await asyncio.sleep(0)
+        for _ in range(3):  # let the round start and the refresh run
+            await asyncio.sleep(0)
         seen.append((await cache.get_many([key]))[key]["f"].value)
         store.value = 3.0
         clock[0] += 1.5  # past the bound: read in the foreground
@@ -143,24 +143,26 @@ def test_the_cache_serves_within_its_bound_and_rereads_after(
     assert cache.misses == 2
 
 
-def test_aging_entries_of_several_batches_are_refreshed_in_one_round() -> None:
+def test_entries_served_are_refreshed_together_before_they_expire_and_idle_ones_lapse() -> None:
     store = CountingStore()
-    cache = FeatureCache(store.read, max_age_ms=200)  # rounds gather for 20 ms
+    cache = FeatureCache(store.read, max_age_ms=200)  # refreshed at 140 ms, rounds of 20 ms
     keys = [("courier_id", f"c{i}") for i in range(6)]
 
     async def scenario() -> list[float]:
-        await cache.get_many(keys)  # one foreground read
-        await asyncio.sleep(0.15)  # past 0.7 of their life
+        await cache.get_many(keys[:3])  # two batches' foreground reads
+        await cache.get_many(keys[3:])
         store.value = 2.0
-        for key in keys:  # six batches, each finding one entry aging
+        for key in keys:  # six batches, each served from the cache
             await cache.get_many([key])
-        assert len(store.reads) == 1  # nothing read yet: the round gathers
-        await asyncio.sleep(0.05)
-        return [(await cache.get_many([key]))[key]["f"].value for key in keys]
+        await asyncio.sleep(0.16)  # past 0.7 of their life, before the end of it
+        assert store.reads[2:] == [keys]  # one refresh of all six
+        values = [(await cache.get_many([key]))[key]["f"].value for key in keys[:2]]
+        await asyncio.sleep(0.4)  # the two served again are refreshed once more; the rest lapse
+        return values
 
-    assert run(scenario()) == [2.0] * 6
-    assert store.reads[1:] == [keys]  # one refresh of all six
-    assert cache.refresh_rounds == 1
+    assert run(scenario()) == [2.0, 2.0]
+    assert store.reads[3:] == [keys[:2]]
+    assert cache.refresh_rounds == 2
     assert cache.misses == 6
 
 
