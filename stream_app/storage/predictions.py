@@ -28,7 +28,7 @@ from cassandra.query import BatchStatement, BatchType
 from stream_app.cassandra_session import HOT_PATH
 from stream_app.messages import InputMessage
 from stream_app.storage import log_columns, log_sources
-from stream_app.storage.cql import execute_async
+from stream_app.storage.cql import binder, execute_async
 from stream_app.storage.log_sources import Sources
 
 BUCKET_MS = 600_000  # 10 minutes of chunks per partition and shard
@@ -139,6 +139,7 @@ class PredictionStore:
             f"INSERT INTO {keyspace}.predictions (use_case, event_id, model_version, "
             "prediction_id, role, value, event_time, scored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         )
+        self._bind_by_event = binder(self._by_event)
         self._log = session.prepare(
             f"INSERT INTO {keyspace}.prediction_log (use_case, bucket, shard, first_scored_at, "
             "chunk_id, model_version, role, feature_set, row_count, columns, features, "
@@ -203,9 +204,10 @@ class PredictionStore:
             batch = BatchStatement(batch_type=BatchType.UNLOGGED)
             for r in rows[start : start + BY_EVENT_BATCH]:
                 batch.add(
-                    self._by_event,
-                    (self.use_case, r.event_id, r.model_version, r.prediction_id, r.role,
-                     r.value, r.event_time, r.scored_at),
+                    self._bind_by_event(
+                        (self.use_case, r.event_id, r.model_version, r.prediction_id, r.role,
+                         r.value, r.event_time, r.scored_at)
+                    )
                 )  # fmt: skip
             batches.append(batch)
         return batches

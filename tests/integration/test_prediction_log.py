@@ -115,3 +115,26 @@ def test_a_small_batch_is_stored_in_one_request_and_a_large_one_in_several(
         ]
     scanned = {r.event_id for r in store.scan(start, start + BUCKET_MS)}
     assert scanned == {f"small-{i}" for i in range(5)} | {f"large-{i}" for i in range(120)}
+
+
+def test_the_hot_path_binder_binds_what_the_driver_binds(
+    deployment: Deployment, cassandra_session: Any
+) -> None:
+    from datetime import UTC, datetime
+
+    from stream_app.storage.cql import binder
+
+    prepared = cassandra_session.prepare(
+        f"INSERT INTO {deployment.settings.cassandra.keyspace}.predictions (use_case, event_id, "
+        "model_version, prediction_id, role, value, event_time, scored_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    bind = binder(prepared)
+    when = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    for values in [
+        ("uc", "e-1", "v1", "p-1", "champion", 1.5, 1_796_000_000_000, 1_796_000_000_005),
+        ("uc", "é-ü", "v1", "p-2", "shadow", None, 0, -1),  # unicode, a null, odd times
+        ("uc", "e-3", "v1", "p-3", "champion", 2, when, when),  # left to the driver
+    ]:
+        assert bind(values).values == prepared.bind(values).values
+        assert bind(values).routing_key == prepared.bind(values).routing_key
