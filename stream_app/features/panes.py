@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import NamedTuple
 
 from stream_app.contracts.decode import SensorReading
@@ -45,7 +46,7 @@ class AggregateGroup:
     lateness_ms: int  # the most lateness any of its features allows
     features: tuple[WindowedFeature, ...]
 
-    @property
+    @cached_property
     def name(self) -> str:
         return f"{self.reading}/{self.pane_ms}"
 
@@ -212,23 +213,38 @@ def window_values(
     """
     values: dict[str, StoredFeature] = {}
     for group in groups:
+        windows: dict[tuple[int, int], RunningAggregate] = {}  # merged once per window
         for feature in group.features:
             if complete_panes_only:
                 start = at_ms - at_ms % feature.step_ms - feature.size_ms
             else:
                 start = served_window_start(at_ms, feature.size_ms, feature.step_ms)
-            merged = _window(group, panes, start, feature.size_ms)
+            merged = _shared(windows, group, panes, start, feature.size_ms)
             tumbling = feature.size_ms == feature.step_ms
             if merged.count == 0 and tumbling and not complete_panes_only:
-                merged = _window(group, panes, start - feature.size_ms, feature.size_ms)
+                merged = _shared(windows, group, panes, start - feature.size_ms, feature.size_ms)
             value = merged.value(feature.function) if merged.count else None
             if value is not None:
                 values[feature.name] = StoredFeature(value, merged.last_time)
     return values
 
 
+def _shared(
+    windows: dict[tuple[int, int], RunningAggregate],
+    group: AggregateGroup,
+    panes: StoredPanes,
+    start: int,
+    size: int,
+) -> RunningAggregate:
+    """The merged window of ``group`` from ``start``, merged once for the features sharing it
+    (read only: a merged aggregate is never changed after)."""
+    if (start, size) not in windows:
+        windows[(start, size)] = _window(group, panes, start, size)
+    return windows[(start, size)]
+
+
 def _window(group: AggregateGroup, panes: StoredPanes, start: int, size: int) -> RunningAggregate:
-    states: list[RunningAggregate] = []
+    name, states = group.name, list[RunningAggregate]()
     for pane_start in range(start, start + size, group.pane_ms):
-        states.extend(panes.get((group.name, pane_start), ()))
+        states.extend(panes.get((name, pane_start), ()))
     return merge(states)
