@@ -16,9 +16,10 @@ Measured, and why it is built so. Before, an entry was refreshed only when a bat
 in the second half of its life, and each batch refreshed its own entries: for the shipped
 delivery use case (three entity keys, three pane groups) up to six queries per batch, and each
 query costs the worker's loop and Cassandra's cores far more than one more id in an ``IN``
-(about 0.5 ms of the worker's CPU a request, measured). And a courier served three times a
+(0.5 to 1.2 ms of CPU a request in the driver, measured). And a courier served three times a
 second was often not served in that half, so it expired and the next batch waited for its
-read: at 1,000 events/s the features stage's median was 7 to 10 ms. A round starts well
+read: at 1,000 events/s the features stage's median was 5.9 to 14.3 ms in four runs, and
+0.08 to 0.12 ms after (README, "Latency"). A round starts well
 before an entry expires, so the bound holds; an entry a failed or late round left behind
 expires and is read in the foreground.
 """
