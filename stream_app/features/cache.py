@@ -5,10 +5,12 @@ An entity's features are served from the cache only if they were read from Cassa
 be; feature age is still measured from the features' own event time. ``max_age_ms = 0`` turns
 the cache off.
 
-An entry served during its life is read again in the background once it is ``REFRESH_AT``
-(0.7) through it, while still being served (stale-while-revalidate inside the bound): an
-entity served at least once per bound never makes a batch wait for Cassandra, and one no
-longer served is refreshed once more at most, then expires. Refreshes falling due within
+An entry served from the cache (a hit) is read again in the background once it is
+``REFRESH_AT`` (0.7) through its life, while still being served (stale-while-revalidate inside
+the bound): an entity served more than once per bound never makes a batch wait for Cassandra
+again, and one no longer served is refreshed once more at most, then expires. An entity
+served once per bound or less is read when served, as without refreshes: refreshing it after
+its read too doubled the reads of such entities, for nothing. Refreshes falling due within
 ``max_age_ms / 10`` of each other are read together, in one round of a few queries of many
 ids (those due before the next round, so up to a tenth of the bound early).
 
@@ -77,7 +79,7 @@ class FeatureCache:
 
     async def get_many(self, keys: Iterable[EntityKey]) -> dict[EntityKey, Features]:
         """Features of every key: cached ones within the bound, the rest read now. Every key
-        served is refreshed once it is ``REFRESH_AT`` through its life."""
+        served from the cache is refreshed once it is ``REFRESH_AT`` through its life."""
         wanted = list(dict.fromkeys(keys))
         if self.max_age_ms <= 0:
             self.misses += len(wanted)
@@ -99,9 +101,6 @@ class FeatureCache:
             read = await self._read(expired)
             self._store(read, now)
             found.update(read)
-            for key in expired:
-                if key not in self._scheduled:
-                    self._schedule(key, now + self.refresh_after_ms)
         return found
 
     def _store(self, read: dict[EntityKey, Features], read_started_ms: float) -> None:
