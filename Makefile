@@ -119,7 +119,7 @@ kustomize:
 # make test runs its test files on TEST_WORKERS processes (pytest-xdist, a file per process at
 # a time): most of an end-to-end test is waiting for a worker, a group or a label, and every
 # test owns its topics, keyspace and ports, so two files side by side share the servers safely.
-# Tests marked `serial` (a model's whole life inside 50 s of traffic) then run alone.
+# Tests marked `serial` (a model's whole life inside 65 s of traffic) then run alone.
 TEST_WORKERS ?= 2
 TEST_MARKS := not bench and not own_services and not image and not cluster
 .PHONY: test

@@ -35,7 +35,9 @@ LIFECYCLE = {
     "STREAM_APP_MONITORING__ACCURACY_WINDOW_S": "8",
     "STREAM_APP_TRAINING__MIN_ROWS": "300",
 }
-RATE, SECONDS, DRIFT_AT = 250, 50, 10
+# 65 s: the promotion came 42 to 44 s after the drift on a slow day (CI, 2026-12-02), after a
+# 50 s simulator had sent its last event, so no event was left to score with the new model.
+RATE, SECONDS, DRIFT_AT = 250, 65, 10
 
 
 def dashboard(port: int) -> dict[str, Any]:
@@ -87,7 +89,7 @@ def workers(env: dict[str, str], tmp_path: Path) -> Iterator[list[int]]:
             process.wait(timeout=60)
 
 
-@pytest.mark.serial  # drift to promotion inside 50 s of traffic: not beside another test file
+@pytest.mark.serial  # drift to promotion inside 65 s of traffic: not beside another test file
 def test_drift_retrains_promotes_recovers_and_rolls_back_in_every_worker(
     deployment: Deployment, env: dict[str, str], workers: list[int], stream_app: Run
 ) -> None:
