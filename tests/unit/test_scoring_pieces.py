@@ -143,7 +143,7 @@ def test_the_cache_serves_within_its_bound_and_rereads_after(
     assert cache.misses == 2
 
 
-def test_entries_served_again_are_refreshed_together_before_they_expire_and_idle_ones_lapse() -> None:
+def test_entries_served_again_are_refreshed_together_and_idle_ones_lapse() -> None:
     store = CountingStore()
     cache = FeatureCache(store.read, max_age_ms=200)  # refreshed at 140 ms, rounds of 20 ms
     keys = [("courier_id", f"c{i}") for i in range(6)]
