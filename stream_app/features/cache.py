@@ -21,9 +21,9 @@ query costs the worker's loop and Cassandra's cores far more than one more id in
 (0.5 to 1.2 ms of CPU a request in the driver, measured). And a courier served three times a
 second was often not served in that half, so it expired and the next batch waited for its
 read: at 1,000 events/s the features stage's median was 5.9 to 14.3 ms in four runs, and
-0.08 to 0.12 ms after (README, "Latency"). A round starts well
-before an entry expires, so the bound holds; an entry a failed or late round left behind
-expires and is read in the foreground.
+0.08 to 0.19 ms after (README, "Latency"). A round starts well before an entry expires, so
+the bound holds; an entry a failed or late round left behind expires and is read in the
+foreground.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ Features = dict[str, StoredFeature]
 Reader = Callable[[list[EntityKey]], Awaitable[dict[EntityKey, Features]]]
 
 log = logging.getLogger(__name__)
-REFRESH_AT = 0.7  # share of the bound after which a served entry is refreshed
+REFRESH_AT = 0.7  # share of its life after which an entry served from the cache is refreshed
 
 
 class FeatureReader(Protocol):

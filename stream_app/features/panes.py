@@ -244,7 +244,8 @@ def _shared(
 
 
 def _window(group: AggregateGroup, panes: StoredPanes, start: int, size: int) -> RunningAggregate:
-    name, states = group.name, list[RunningAggregate]()
+    name = group.name
+    states: list[RunningAggregate] = []
     for pane_start in range(start, start + size, group.pane_ms):
         states.extend(panes.get((name, pane_start), ()))
     return merge(states)
