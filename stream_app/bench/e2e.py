@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 import os
+import random
+import re
 import subprocess
 import sys
 import time
@@ -42,7 +44,7 @@ from stream_app.models.calibration import uncalibrated
 from stream_app.models.compiled import Compilation, CompiledScorer
 from stream_app.models.registry import ModelRegistry, load_scorer
 from stream_app.provisioning.keyspace import ensure_keyspace
-from stream_app.services.process import cpu_seconds
+from stream_app.services.process import bind_error, cpu_seconds
 from stream_app.settings import (
     CassandraSettings,
     KafkaSettings,
@@ -59,6 +61,12 @@ PARTITIONS = 6
 PACE_EVERY = 10  # events produced per pacing step at a fixed rate
 WARMUP_S = 3.0  # traffic at the measured rate before latency is measured
 VISIBLE_WAIT_S = 0.005  # the reader's longest wait for a batch: when outputs are seen
+FIRST_ANSWER_S = 120.0  # a started worker's longest wait for its first output
+# The web ports of a bench's workers: below Linux's ephemeral range (32768-60999), so no
+# client connection is given one while a bench runs (a worker on a port a connection had taken
+# failed at start-up, and the bench waited two minutes for its answer).
+WEB_PORTS = range(20_000, 32_000)
+WEB_PORT_BLOCK = 10  # ports from a scenario's first: its workers add 0, 1, ... to it
 
 
 @dataclass
@@ -112,11 +120,20 @@ def bench_settings(settings: Settings, run_id: str, scenario: str) -> Settings:
                 **{
                     **settings.worker.model_dump(),
                     "app_id": prefix,
-                    "web_port": settings.worker.web_port + 7,
+                    "web_port": free_port_block(settings.worker.web_host, WEB_PORT_BLOCK),
                 }
             ),
         }
     )
+
+
+def free_port_block(host: str, count: int) -> int:
+    """The first of ``count`` consecutive ports in ``WEB_PORTS`` a server can bind now."""
+    for _ in range(100):
+        first = random.randrange(WEB_PORTS.start, WEB_PORTS.stop - count)
+        if all(bind_error(port, host) is None for port in range(first, first + count)):
+            return first
+    raise BenchError(f"no {count} consecutive free ports on {host} in {WEB_PORTS}")
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -211,12 +228,13 @@ def collect(
     created: dict[bytes, int],
     timeout_s: float,
     wait_s: float = 0.5,
+    give_up: Callable[[], bool] | None = None,
 ) -> Outputs:
     """Read the output topic until ``expected`` distinct keys arrived or ``timeout_s``.
     Latencies are taken at the end, so ``created`` may be filled while this reads (by
     ``produce`` on another thread: ``visible_ms`` then means when each output was read, to
     within ``wait_s``: librdkafka's consume returns when it holds a full batch or that has
-    passed)."""
+    passed). ``give_up`` (when given) is asked after every empty read: true stops the reading."""
     consumer = Consumer(
         settings.kafka.client_config(
             {
@@ -238,6 +256,8 @@ def collect(
             messages = consumer.consume(2000, timeout=wait_s)
             if messages:
                 idle_deadline = time.monotonic() + 30  # give up 30 s after the last output
+            elif give_up is not None and give_up():
+                break
             read_ms = time.time() * 1000
             for message in messages:
                 if message.error() is not None:
@@ -269,13 +289,39 @@ def start_process(
     )
 
 
+TERMINAL_CODES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x08\r]")  # a spinner's, in Faust's log
+
+
 def last_line(log: Path) -> str:
-    """The last non-empty line of a process's log (what it said before it failed)."""
+    """The last line of a process's log with text in it (what it said before it failed)."""
     try:
-        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        text = TERMINAL_CODES.sub("", log.read_text(errors="replace"))
     except OSError:
         return "(no log)"
+    lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1].strip()[:300] if lines else "(empty log)"
+
+
+def await_first_answer(
+    settings: Settings, world: World, tag: str, processes: Sequence[subprocess.Popen[bytes]],
+    log: Path, what: str = "the worker",
+) -> None:  # fmt: skip
+    """One event produced; return when its output is read. A worker that exits first, or no
+    output within ``FIRST_ANSWER_S``, is a ``BenchError`` naming the log."""
+
+    def exited() -> bool:
+        return any(process.poll() is not None for process in processes)
+
+    probe = pregenerate(world, 1, tag)
+    sent = produce(settings, probe)
+    if not sent:
+        raise BenchError(f"the first event to {settings.kafka.topics.client_events} was refused")
+    if collect(settings, 1, sent, timeout_s=FIRST_ANSWER_S, give_up=exited).count:
+        return
+    codes = [process.poll() for process in processes]
+    if any(code is not None for code in codes):
+        raise process_failure(f"{what} exited (code {codes}) before answering", log)
+    raise process_failure(f"{what} never answered in {FIRST_ANSWER_S:.0f} s", log)
 
 
 def process_failure(what: str, log: Path) -> BenchError:
@@ -335,9 +381,9 @@ def run_half_load(
     try:
         process = start_process("e2e", settings, log_dir, scenario)
         try:
-            first = pregenerate(world, 1, f"{run_id}-first")
-            if collect(settings, 1, produce(settings, first), timeout_s=120).count == 0:
-                raise process_failure("the worker never answered", log_dir / f"{scenario}.log")
+            await_first_answer(
+                settings, world, f"{run_id}-first", [process], log_dir / f"{scenario}.log"
+            )
             # warm up at the measured rate (caches, connections); not counted
             warmup = pregenerate(world, int(rate * warmup_s), f"{run_id}-warmup")
             produce(settings, warmup, rate=rate)

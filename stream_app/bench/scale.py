@@ -26,6 +26,7 @@ from confluent_kafka.admin import AdminClient
 
 from stream_app.bench.e2e import (
     PARTITIONS,
+    await_first_answer,
     bench_settings,
     collect,
     create_topics,
@@ -117,9 +118,8 @@ def run_count(
             if time.monotonic() > deadline:
                 raise process_failure(f"{count} workers never all held partitions", log)
             time.sleep(1)
-        probe = pregenerate(world, 1, f"{run_id}-probe{count}")
-        if collect(settings, 1, produce(settings, probe), timeout_s=120).count == 0:
-            raise process_failure("the workers never answered", log)
+        await_first_answer(settings, world, f"{run_id}-probe{count}", processes, log,
+                           "the workers")  # fmt: skip
         sampler = LagSampler(settings, group)
         sampler.start()
         try:

@@ -12,8 +12,10 @@ from typing import Any
 
 import faust
 
+from stream_app.errors import ConfigurationError
 from stream_app.runtime.app import create_app, worker_datadir
 from stream_app.runtime.dependencies import build_dependencies
+from stream_app.services.process import bind_error
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,11 +65,23 @@ def quiet_garbage_collector() -> None:
     gc.set_threshold(700, 10, 100)
 
 
+def check_web_port(host: str, port: int) -> None:
+    """A one-line error if the worker's web port cannot be bound (Faust would otherwise fail
+    after start-up, with a traceback)."""
+    error = bind_error(port, host)
+    if error is not None:
+        raise ConfigurationError(
+            f"the worker's web port {host}:{port} cannot be bound ({error}): another process "
+            "holds it; set worker.web_port (STREAM_APP_WORKER__WEB_PORT)"
+        )
+
+
 def run_worker(settings: Settings, use_cases: Sequence[str] = ()) -> int:
     """Build everything for ``use_cases`` (default: the settings' own) and run until SIGINT
     or SIGTERM."""
     import uvloop
 
+    check_web_port(settings.worker.web_host, settings.worker.web_port)
     uvloop.install()  # a faster event loop: Faust's per-message asyncio overhead dominates
     deps = build_dependencies(settings, use_cases=use_cases)
     worker_datadir(settings).mkdir(parents=True, exist_ok=True)

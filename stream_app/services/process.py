@@ -137,6 +137,18 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def bind_error(port: int, host: str = "127.0.0.1") -> str | None:
+    """Why a server could not listen on host:port now (binding as servers do, with
+    SO_REUSEADDR), or None if it could."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     """The last lines of a log file, or a note that it does not exist."""
     try:
