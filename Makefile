@@ -119,12 +119,16 @@ kustomize:
 # make test runs its test files on TEST_WORKERS processes (pytest-xdist, a file per process at
 # a time): most of an end-to-end test is waiting for a worker, a group or a label, and every
 # test owns its topics, keyspace and ports, so two files side by side share the servers safely.
-# Tests marked `serial` (a model's whole life inside 65 s of traffic) then run alone.
+# Tests marked `serial` (a model's whole life inside 65 s of traffic) need the machine alone:
+# `make test-lifecycle` runs them (and .ci/run after make test), which keeps make test in 15 min.
 TEST_WORKERS ?= 2
 TEST_MARKS := not bench and not own_services and not image and not cluster
 .PHONY: test
 test: services registry browser kcat kustomize ## all set-up, then the unit, integration, e2e and deploy suites against the real services
 	KUSTOMIZE="$(KUSTOMIZE)" $(BIN)/pytest tests -m "$(TEST_MARKS) and not serial" -n $(TEST_WORKERS) --dist loadfile --durations=15
+
+.PHONY: test-lifecycle
+test-lifecycle: services ## alone on the machine: a model's whole life (drift, retraining, evaluation, promotion without a restart) inside 65 s of traffic
 	$(BIN)/pytest tests -m "$(TEST_MARKS) and serial" --durations=5
 
 .PHONY: test-services
