@@ -7,7 +7,6 @@ Cassandra; only integration and end-to-end tests ask for them.
 from __future__ import annotations
 
 import json
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,16 +17,15 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream_app.cassandra_session import open_cluster
+from stream_app.services import process
 from stream_app.settings import Settings, load_settings
 from tests.live_services import live_services
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 nobody holds right now, below the ephemeral range (where no
+    client connection takes it before the test's server binds it)."""
+    return process.free_port()
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import re
 import subprocess
 import sys
@@ -44,7 +43,7 @@ from stream_app.models.calibration import uncalibrated
 from stream_app.models.compiled import Compilation, CompiledScorer
 from stream_app.models.registry import ModelRegistry, load_scorer
 from stream_app.provisioning.keyspace import ensure_keyspace
-from stream_app.services.process import bind_error, cpu_seconds
+from stream_app.services.process import cpu_seconds, free_port
 from stream_app.settings import (
     CassandraSettings,
     KafkaSettings,
@@ -62,11 +61,7 @@ PACE_EVERY = 10  # events produced per pacing step at a fixed rate
 WARMUP_S = 3.0  # traffic at the measured rate before latency is measured
 VISIBLE_WAIT_S = 0.005  # the reader's longest wait for a batch: when outputs are seen
 FIRST_ANSWER_S = 120.0  # a started worker's longest wait for its first output
-# The web ports of a bench's workers: below Linux's ephemeral range (32768-60999), so no
-# client connection is given one while a bench runs (a worker on a port a connection had taken
-# failed at start-up, and the bench waited two minutes for its answer).
-WEB_PORTS = range(20_000, 32_000)
-WEB_PORT_BLOCK = 10  # ports from a scenario's first: its workers add 0, 1, ... to it
+WEB_PORT_BLOCK = 10  # free ports from a scenario's first: its workers add 0, 1, ... to it
 
 
 @dataclass
@@ -120,20 +115,11 @@ def bench_settings(settings: Settings, run_id: str, scenario: str) -> Settings:
                 **{
                     **settings.worker.model_dump(),
                     "app_id": prefix,
-                    "web_port": free_port_block(settings.worker.web_host, WEB_PORT_BLOCK),
+                    "web_port": free_port(settings.worker.web_host, WEB_PORT_BLOCK),
                 }
             ),
         }
     )
-
-
-def free_port_block(host: str, count: int) -> int:
-    """The first of ``count`` consecutive ports in ``WEB_PORTS`` a server can bind now."""
-    for _ in range(100):
-        first = random.randrange(WEB_PORTS.start, WEB_PORTS.stop - count)
-        if all(bind_error(port, host) is None for port in range(first, first + count)):
-            return first
-    raise BenchError(f"no {count} consecutive free ports on {host} in {WEB_PORTS}")
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -147,6 +148,22 @@ def bind_error(port: int, host: str = "127.0.0.1") -> str | None:
         except OSError as exc:
             return exc.strerror or str(exc)
     return None
+
+
+# Ports handed out for servers of our own (bench workers, tests' servers): below Linux's
+# ephemeral range (32768-60999), from which every client connection takes its local port, so
+# a port found free stays free (a bench worker once failed at start-up on a port in that range,
+# most likely taken by a connection meanwhile), and clear of the local cluster's 17199 and 19192.
+QUIET_PORTS = range(20_000, 32_000)
+
+
+def free_port(host: str = "127.0.0.1", count: int = 1) -> int:
+    """The first of ``count`` consecutive ``QUIET_PORTS`` on ``host`` a server can bind now."""
+    for _ in range(200):
+        first = random.randrange(QUIET_PORTS.start, QUIET_PORTS.stop - count)
+        if all(bind_error(port, host) is None for port in range(first, first + count)):
+            return first
+    raise ServiceError(f"no {count} consecutive free ports on {host} in {QUIET_PORTS}")
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

@@ -1,5 +1,6 @@
-"""Web ports: the worker refuses a held one in one line, before anything else; a bench's
-workers get ports nobody holds, and a bench says what a worker that died printed."""
+"""Ports: the worker refuses a held web port in one line, before anything else; servers of
+our own (bench workers, tests') get ports nobody holds, below the ephemeral range; a bench
+says what a worker that died printed."""
 
 from __future__ import annotations
 
@@ -9,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.bench.e2e import WEB_PORTS, free_port_block, last_line
+from stream_app.bench.e2e import last_line
 from stream_app.errors import ConfigurationError
 from stream_app.runtime.run import run_worker
-from stream_app.services.process import bind_error
+from stream_app.services.process import QUIET_PORTS, bind_error, free_port
 from stream_app.settings import Settings
-from tests.conftest import free_port
 
 
 @pytest.fixture
@@ -44,11 +44,11 @@ def test_the_worker_refuses_a_held_web_port_in_one_line_before_connecting(
         run_worker(settings)
 
 
-def test_a_bench_port_block_is_free_and_outside_the_ephemeral_range() -> None:
-    first = free_port_block("127.0.0.1", 10)
-    assert WEB_PORTS.start <= first
-    assert first + 10 <= WEB_PORTS.stop
-    assert WEB_PORTS.stop <= 32768  # Linux hands out 32768-60999 to client connections
+def test_a_block_of_free_ports_is_free_and_below_the_ephemeral_range() -> None:
+    first = free_port("127.0.0.1", 10)
+    assert QUIET_PORTS.start <= first
+    assert first + 10 <= QUIET_PORTS.stop
+    assert QUIET_PORTS.stop <= 32768  # Linux hands out 32768-60999 to client connections
     assert all(bind_error(port) is None for port in range(first, first + 10))
 
 
