@@ -14,7 +14,8 @@ from its first to its last output record (Kafka CreateTime):
   fastest honest pipeline (``baselines.run_ceiling`` says what it leaves out).
 
 Latency is an output's CreateTime minus its input's: at saturation (the whole backlog waiting)
-and at half the saturation rate (events produced at that pace to a running worker).
+and at half the saturation rate (events produced at that pace to a running worker, whose own
+stage percentiles are read from its dashboard after the traffic: ``stages_ms_half_load``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+import orjson
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
@@ -354,6 +357,18 @@ def run_scenario(
     return outputs
 
 
+def worker_stages(settings: Settings) -> dict[str, Any]:
+    """The running worker's stage percentiles (ms) from its dashboard data."""
+    url = f"http://127.0.0.1:{settings.worker.web_port}/dashboard/data"
+    with urllib.request.urlopen(url, timeout=10) as page:
+        data: dict[str, Any] = orjson.loads(page.read())
+    stages: dict[str, Any] = data.get("stages_ms", {})
+    return {
+        stage: {k: round(v, 2) if isinstance(v, float) else v for k, v in figures.items()}
+        for stage, figures in stages.items()
+    }
+
+
 def run_half_load(
     base: Settings, run_id: str, world: World, rate: float, seconds: float, log_dir: Path,
     progress: TextIO, scenario: str = "half",
@@ -452,8 +467,9 @@ def run(
     # half of saturation (a run too short to time: a modest rate)
     half_rate = e2e.eps / 2 if math.isfinite(e2e.eps) else 100.0
     half = run_half_load(
-        at_least_once, run_id, world, half_rate, half_load_seconds, log_dir, progress
-    )
+        at_least_once, run_id, world, half_rate, half_load_seconds, log_dir, progress,
+        inspect=worker_stages,
+    )  # fmt: skip
     half_eos = run_half_load(
         exactly_once, run_id, world, half_rate, half_load_seconds, log_dir, progress, "half-eos"
     )
@@ -473,6 +489,8 @@ def run(
         "half_load_eps": round(half_rate),
         "p50_ms_half_load": percentile(half.latencies_ms, 50),
         "p99_ms_half_load": percentile(half.latencies_ms, 99),
+        # the half-load worker's own stage percentiles: which stage holds the p99
+        "stages_ms_half_load": half.worker or {},
         # every input sent (the half-load run's first event and warm-up included) has an output
         "lost": (events - e2e.distinct_keys) + (half.expected - half.distinct_keys),
         "ceiling_lost": events - results["ceiling"].distinct_keys,

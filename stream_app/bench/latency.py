@@ -16,29 +16,14 @@ The stages say which one holds a missed target.
 from __future__ import annotations
 
 import sys
-import urllib.request
 from typing import Any, TextIO
 
-import orjson
-
-from stream_app.bench.e2e import percentile, prepare, run_half_load
+from stream_app.bench.e2e import percentile, prepare, run_half_load, worker_stages
 from stream_app.settings import Settings
 from stream_app.use_cases.spec import UseCase
 
 TARGET_P50_MS = 10.0
 TARGET_P99_MS = 30.0
-
-
-def worker_stages(settings: Settings) -> dict[str, Any]:
-    """The running worker's stage percentiles (ms) from its dashboard data."""
-    url = f"http://127.0.0.1:{settings.worker.web_port}/dashboard/data"
-    with urllib.request.urlopen(url, timeout=10) as page:
-        data: dict[str, Any] = orjson.loads(page.read())
-    stages: dict[str, Any] = data.get("stages_ms", {})
-    return {
-        stage: {k: round(v, 2) if isinstance(v, float) else v for k, v in figures.items()}
-        for stage, figures in stages.items()
-    }
 
 
 def run(
