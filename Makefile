@@ -122,9 +122,9 @@ kustomize:
 # Tests marked `serial` (a model's whole life inside 65 s of traffic) need the machine alone:
 # `make test-lifecycle` runs them (and .ci/run after make test), which keeps make test in 15 min.
 TEST_WORKERS ?= 2
-TEST_MARKS := not bench and not own_services and not image and not cluster
+TEST_MARKS := not bench and not own_services and not registry and not image and not cluster
 .PHONY: test
-test: services registry browser kcat kustomize ## all set-up, then the unit, integration, e2e and deploy suites against the real services
+test: services browser kcat kustomize ## all set-up, then the unit, integration, e2e and deploy suites against the real services
 	KUSTOMIZE="$(KUSTOMIZE)" $(BIN)/pytest tests -m "$(TEST_MARKS) and not serial" -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 .PHONY: test-lifecycle
@@ -132,8 +132,8 @@ test-lifecycle: services ## alone on the machine: a model's whole life (drift, r
 	$(BIN)/pytest tests -m "$(TEST_MARKS) and serial" --durations=5
 
 .PHONY: test-services
-test-services: services ## the suites that start a Kafka and Cassandra (or a schema registry) of their own (services life cycle, TLS and passwords)
-	$(BIN)/pytest tests -m own_services --durations=5
+test-services: services registry ## the suites that start a Kafka and Cassandra (or a schema registry) of their own (services life cycle, TLS and passwords), and those that write through the local schema registry
+	$(BIN)/pytest tests -m "own_services or registry" --durations=5
 
 .PHONY: test-cluster
 test-cluster: venv ## a cluster of the test's own (3 brokers, 3 Cassandra nodes): RF 3, min ISR 2, LOCAL_QUORUM, a node and a broker killed

@@ -36,13 +36,15 @@ from tests.conftest import Deployment, consume_all
 from tests.e2e.conftest import Run, wait_assigned
 from tests.e2e.test_scoring_path import start_worker, stop_worker
 
+pytestmark = pytest.mark.registry  # make test-services, which starts the local registry
+
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 EVENTS = 40  # half through each serializer
 
 
 @pytest.fixture
 def registry_url() -> str:
-    """The local registry `make test` starts (or the one the environment names)."""
+    """The local registry `make test-services` starts (or the one the environment names)."""
     url = os.environ.get("STREAM_APP_SCHEMA_REGISTRY__URL") or Settings().schema_registry.url
     try:
         with urllib.request.urlopen(f"{url}/subjects", timeout=10) as answer:
