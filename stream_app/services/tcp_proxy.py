@@ -13,6 +13,8 @@ import threading
 import time
 from types import TracebackType
 
+from stream_app.services.process import free_port
+
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to 127.0.0.1:<upstream_port>; the port stays the same across
@@ -21,10 +23,8 @@ class TcpProxy:
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.delay_s = 0.0
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port: int = probe.getsockname()[1]
-        probe.close()
+        # bound again on every restore: a port no client connection can take meanwhile
+        self.port: int = free_port()
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._listener: socket.socket | None = None
